@@ -1,0 +1,285 @@
+//! The feature file and the automatic feature cache.
+//!
+//! File format (safetensors, read by numpy/PyTorch as well):
+//! - tensor `features`: f32, `N x n_mels x n_frames`, log-Mel dB before any normalisation;
+//! - tensor `digits`: i64, `N`;
+//! - metadata `files`: JSON array of the paths relative to the data folder, in row order;
+//!   `speakers`: JSON array, same order; `config`: the [`FeatureConfig`] as JSON;
+//!   `feature_version`, `version` (this crate), `fingerprint`, `skipped` (JSON list).
+//!
+//! The cache names its files after a fingerprint of the file list (path, size, mtime) and the
+//! configuration, so any change to either recomputes; writes go to a temporary file that is
+//! renamed into place, so an interrupted run never leaves a file that later loads.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use safetensors::tensor::{Dtype, TensorView};
+use safetensors::SafeTensors;
+use sha2::{Digest, Sha256};
+
+use crate::dataset::{Dataset, Skipped};
+use crate::extract::{extract_dataset, Progress};
+use crate::features::{FeatureConfig, FeatureExtractor, FEATURE_VERSION};
+
+/// Format tag written into every feature file.
+pub const FORMAT: &str = "audio-mnist-features";
+
+/// Extracted features with their labels and provenance.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FeatureSet {
+    /// `len() x n_mels x n_frames`, row-major.
+    pub features: Vec<f32>,
+    pub n_mels: usize,
+    pub n_frames: usize,
+    pub digits: Vec<i64>,
+    /// Paths relative to the data folder, one per row.
+    pub files: Vec<String>,
+    pub speakers: Vec<String>,
+    pub config: FeatureConfig,
+    /// Recordings that could not be used, with reasons.
+    pub skipped: Vec<Skipped>,
+    /// Fingerprint of the inputs this set was computed from (empty when unknown).
+    pub fingerprint: String,
+}
+
+/// Whether [`load_or_extract`] found the features in the cache.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CacheStatus {
+    Hit(PathBuf),
+    Miss(PathBuf),
+}
+
+impl FeatureSet {
+    pub fn len(&self) -> usize {
+        self.digits.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.digits.is_empty()
+    }
+
+    /// The `n_mels x n_frames` image of row `i`.
+    pub fn row(&self, i: usize) -> &[f32] {
+        let len = self.n_mels * self.n_frames;
+        &self.features[i * len..(i + 1) * len]
+    }
+
+    /// Build from a dataset extraction.
+    pub fn from_extraction(
+        dataset: &Dataset,
+        config: &FeatureConfig,
+        fx: crate::extract::Extracted,
+        fingerprint: String,
+    ) -> Self {
+        let recs: Vec<_> = fx.kept.iter().map(|&i| &dataset.recordings[i]).collect();
+        let mut skipped = dataset.skipped.clone();
+        skipped.extend(fx.skipped);
+        Self {
+            features: fx.features,
+            n_mels: config.n_mels,
+            n_frames: config.n_frames(),
+            digits: recs.iter().map(|r| r.digit as i64).collect(),
+            files: recs
+                .iter()
+                .map(|r| r.path.to_string_lossy().replace('\\', "/"))
+                .collect(),
+            speakers: recs.iter().map(|r| r.speaker.clone()).collect(),
+            config: config.clone(),
+            skipped,
+            fingerprint,
+        }
+    }
+
+    /// Write the safetensors file atomically (temporary file in the same folder, then rename).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let n = self.len();
+        let feature_bytes: &[u8] = bytemuck::cast_slice(&self.features);
+        let digit_bytes: &[u8] = bytemuck::cast_slice(&self.digits);
+        let tensors = vec![
+            (
+                "features",
+                TensorView::new(
+                    Dtype::F32,
+                    vec![n, self.n_mels, self.n_frames],
+                    feature_bytes,
+                )?,
+            ),
+            ("digits", TensorView::new(Dtype::I64, vec![n], digit_bytes)?),
+        ];
+        let meta = HashMap::from([
+            ("format".to_string(), FORMAT.to_string()),
+            ("files".to_string(), serde_json::to_string(&self.files)?),
+            (
+                "speakers".to_string(),
+                serde_json::to_string(&self.speakers)?,
+            ),
+            ("config".to_string(), serde_json::to_string(&self.config)?),
+            ("feature_version".to_string(), FEATURE_VERSION.to_string()),
+            ("version".to_string(), crate::VERSION.to_string()),
+            ("fingerprint".to_string(), self.fingerprint.clone()),
+            ("skipped".to_string(), serde_json::to_string(&self.skipped)?),
+        ]);
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating folder {}", dir.display()))?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".features-")
+            .suffix(".part")
+            .tempfile_in(dir)
+            .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+        safetensors::serialize_to_file(tensors, Some(meta), tmp.path())
+            .with_context(|| format!("writing {}", tmp.path().display()))?;
+        tmp.persist(path).map_err(|e| {
+            anyhow!(
+                "moving the feature file into {}: {}",
+                path.display(),
+                e.error
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Read a feature file written by [`FeatureSet::save`], checking it thoroughly.
+    pub fn load(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("reading feature file {}", path.display()))?;
+        Self::from_bytes(&bytes).with_context(|| format!("feature file {}", path.display()))
+    }
+
+    fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let st =
+            SafeTensors::deserialize(bytes).map_err(|e| anyhow!("not a safetensors file ({e})"))?;
+        let (_, header) = SafeTensors::read_metadata(bytes)?;
+        let meta = header.metadata().clone().unwrap_or_default();
+        let get = |k: &str| meta.get(k).ok_or_else(|| anyhow!("metadata lacks `{k}`"));
+        ensure!(
+            get("format")? == FORMAT,
+            "not an audio-mnist feature file (format {:?})",
+            get("format")?
+        );
+        let version: u32 = get("feature_version")?
+            .parse()
+            .context("bad `feature_version`")?;
+        ensure!(
+            version == FEATURE_VERSION,
+            "made by feature version {version}, this build uses {FEATURE_VERSION}"
+        );
+        let config: FeatureConfig = serde_json::from_str(get("config")?).context("bad `config`")?;
+        let files: Vec<String> = serde_json::from_str(get("files")?).context("bad `files`")?;
+        let speakers: Vec<String> =
+            serde_json::from_str(get("speakers")?).context("bad `speakers`")?;
+        let skipped: Vec<Skipped> =
+            serde_json::from_str(get("skipped")?).context("bad `skipped`")?;
+        let f = st
+            .tensor("features")
+            .map_err(|_| anyhow!("no `features` tensor"))?;
+        let d = st
+            .tensor("digits")
+            .map_err(|_| anyhow!("no `digits` tensor"))?;
+        ensure!(
+            f.dtype() == Dtype::F32 && d.dtype() == Dtype::I64,
+            "unexpected tensor dtypes"
+        );
+        let n = files.len();
+        ensure!(
+            f.shape() == [n, config.n_mels, config.n_frames()]
+                && d.shape() == [n]
+                && speakers.len() == n,
+            "tensor shapes {:?}/{:?} do not match {} files of {}x{}",
+            f.shape(),
+            d.shape(),
+            n,
+            config.n_mels,
+            config.n_frames()
+        );
+        let features: Vec<f32> = f
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        let digits: Vec<i64> = d
+            .data()
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+            .collect();
+        if let Some(bad) = digits.iter().find(|d| !(0..=9).contains(*d)) {
+            bail!("digit label {bad} is out of range 0..=9");
+        }
+        Ok(Self {
+            features,
+            n_mels: config.n_mels,
+            n_frames: config.n_frames(),
+            digits,
+            files,
+            speakers,
+            fingerprint: meta.get("fingerprint").cloned().unwrap_or_default(),
+            config,
+            skipped,
+        })
+    }
+}
+
+/// Fingerprint of the inputs: the feature config and version, and every recording's relative
+/// path, size and modification time. Any change to one of them changes the fingerprint.
+pub fn fingerprint(dataset: &Dataset, config: &FeatureConfig) -> Result<String> {
+    let mut h = Sha256::new();
+    h.update(format!(
+        "{FORMAT}\n{FEATURE_VERSION}\n{}\n",
+        serde_json::to_string(config)?
+    ));
+    for r in &dataset.recordings {
+        let path = dataset.absolute(r);
+        let md = std::fs::metadata(&path).with_context(|| format!("reading {}", path.display()))?;
+        let mtime = md
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        h.update(format!("{}\t{}\t{}\n", r.path.display(), md.len(), mtime));
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Where the cache keeps the features for this fingerprint.
+pub fn cache_path(cache_dir: &Path, fingerprint: &str) -> PathBuf {
+    cache_dir.join(format!(
+        "features-{}.safetensors",
+        &fingerprint[..16.min(fingerprint.len())]
+    ))
+}
+
+/// The features of `dataset`, from the cache when it has them for exactly these files and
+/// this configuration, else extracted (in parallel) and stored in the cache.
+pub fn load_or_extract(
+    dataset: &Dataset,
+    fx: &FeatureExtractor,
+    cache_dir: &Path,
+    progress: Progress,
+) -> Result<(FeatureSet, CacheStatus)> {
+    let fp = fingerprint(dataset, fx.config())?;
+    let path = cache_path(cache_dir, &fp);
+    if path.exists() {
+        match FeatureSet::load(&path) {
+            Ok(set) if set.fingerprint == fp => return Ok((set, CacheStatus::Hit(path))),
+            // A stale or damaged entry is recomputed and replaced, not trusted.
+            _ => {}
+        }
+    }
+    let extracted = extract_dataset(fx, dataset, progress);
+    let set = FeatureSet::from_extraction(dataset, fx.config(), extracted, fp);
+    if set.is_empty() {
+        bail!(
+            "none of the {} recordings under {} could be read",
+            dataset.recordings.len(),
+            dataset.root.display()
+        );
+    }
+    set.save(&path)?;
+    Ok((set, CacheStatus::Miss(path)))
+}

@@ -1,0 +1,452 @@
+//! Finding the recordings of a spoken-digit dataset and their metadata.
+//!
+//! Accepted layouts (detected, never configured):
+//! - AudioMNIST: `ROOT/NN/{digit}_{NN}_{take}.wav` plus `ROOT/audioMNIST_meta.txt`;
+//! - the Kaggle unzip of it, one or more folders deeper (`ROOT/data/NN/...`, `ROOT/data/data/NN/...`);
+//! - FSDD: `ROOT/recordings/{digit}_{name}_{take}.wav`, or a flat folder of such files.
+//!
+//! Files that do not follow the naming are listed in [`Dataset::skipped`], never fatal.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use polars::prelude::*;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::audio;
+
+/// Name of AudioMNIST's speaker metadata file.
+pub const AUDIOMNIST_META: &str = "audioMNIST_meta.txt";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Layout {
+    /// `NN/{digit}_{NN}_{take}.wav` speaker folders.
+    AudioMnist,
+    /// `{digit}_{name}_{take}.wav` in one folder (Free Spoken Digit Dataset).
+    Fsdd,
+}
+
+/// One usable recording.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recording {
+    /// Path relative to the dataset root given to [`scan`].
+    pub path: PathBuf,
+    pub digit: u8,
+    pub speaker: String,
+    pub take: u32,
+}
+
+/// A file that was passed over, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Skipped {
+    pub file: String,
+    pub reason: String,
+}
+
+impl fmt::Display for Skipped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.file, self.reason)
+    }
+}
+
+/// What `audioMNIST_meta.txt` says about a speaker.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SpeakerMeta {
+    pub gender: Option<String>,
+    pub age: Option<i64>,
+    pub accent: Option<String>,
+    pub native_speaker: Option<String>,
+    pub origin: Option<String>,
+    pub recording_room: Option<String>,
+    pub recording_date: Option<String>,
+}
+
+/// The result of [`scan`].
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    pub root: PathBuf,
+    pub layout: Layout,
+    /// Sorted by path, so row order is stable across runs and machines.
+    pub recordings: Vec<Recording>,
+    pub skipped: Vec<Skipped>,
+    /// Speaker metadata, keyed by speaker id ("01"...), empty when the dataset has none.
+    pub speakers: BTreeMap<String, SpeakerMeta>,
+    /// Oddities worth telling the user (implausible metadata values, ...).
+    pub warnings: Vec<String>,
+}
+
+/// `{digit}_{speaker}_{take}.wav` -> (digit, speaker, take).
+pub fn parse_name(file_name: &str) -> Option<(u8, String, u32)> {
+    let stem = file_name
+        .strip_suffix(".wav")
+        .or_else(|| file_name.strip_suffix(".WAV"))?;
+    let mut parts = stem.split('_');
+    let (d, s, t) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || d.len() != 1 || s.is_empty() {
+        return None;
+    }
+    if !s.chars().all(|c| c.is_ascii_alphanumeric())
+        || t.is_empty()
+        || !t.chars().all(|c| c.is_ascii_digit())
+    {
+        return None;
+    }
+    let digit = d.parse::<u8>().ok()?;
+    Some((digit, s.to_string(), t.parse().ok()?))
+}
+
+/// Find every recording under `root`.
+pub fn scan(root: &Path) -> Result<Dataset> {
+    if !root.exists() {
+        bail!(
+            "data folder {} does not exist (pass --data DIR, or set AUDIO_MNIST_DATA)",
+            root.display()
+        );
+    }
+    if !root.is_dir() {
+        bail!("data path {} is not a folder", root.display());
+    }
+    let mut recordings = Vec::new();
+    let mut skipped = Vec::new();
+    let mut meta_file = None;
+    let mut seen: HashMap<(u8, String, u32), PathBuf> = HashMap::new();
+    let walker = walkdir::WalkDir::new(root)
+        .follow_links(true)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
+    for entry in walker {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                let file = e
+                    .path()
+                    .map_or_else(|| root.display().to_string(), |p| rel(root, p));
+                skipped.push(Skipped {
+                    file,
+                    reason: format!("cannot read: {e}"),
+                });
+                continue;
+            }
+        };
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let name = entry.file_name().to_string_lossy();
+        let rel_path = entry
+            .path()
+            .strip_prefix(root)
+            .unwrap_or(entry.path())
+            .to_path_buf();
+        if name == AUDIOMNIST_META {
+            meta_file.get_or_insert_with(|| entry.path().to_path_buf());
+            continue;
+        }
+        let is_wav = name.to_ascii_lowercase().ends_with(".wav");
+        match parse_name(&name) {
+            Some((digit, speaker, take)) => {
+                if let Some(first) = seen.get(&(digit, speaker.clone(), take)) {
+                    skipped.push(Skipped {
+                        file: rel_path.display().to_string(),
+                        reason: format!("same digit, speaker and take as {}", first.display()),
+                    });
+                    continue;
+                }
+                seen.insert((digit, speaker.clone(), take), rel_path.clone());
+                recordings.push(Recording {
+                    path: rel_path,
+                    digit,
+                    speaker,
+                    take,
+                });
+            }
+            None => skipped.push(Skipped {
+                file: rel_path.display().to_string(),
+                reason: if is_wav {
+                    "name does not follow {digit}_{speaker}_{take}.wav".into()
+                } else {
+                    "not a .wav file".into()
+                },
+            }),
+        }
+    }
+    if recordings.is_empty() {
+        let hint = skipped
+            .first()
+            .map_or(String::new(), |s| format!("; e.g. {s}"));
+        bail!(
+            "no recordings named {{digit}}_{{speaker}}_{{take}}.wav under {} ({} other files{hint})",
+            root.display(),
+            skipped.len()
+        );
+    }
+    // AudioMNIST keeps each speaker in a folder named after them; FSDD does not.
+    let in_speaker_folders = recordings
+        .iter()
+        .filter(|r| {
+            r.path
+                .parent()
+                .and_then(|p| p.file_name())
+                .is_some_and(|f| f.to_string_lossy() == r.speaker)
+        })
+        .count();
+    let layout = if meta_file.is_some() || in_speaker_folders * 2 > recordings.len() {
+        Layout::AudioMnist
+    } else {
+        Layout::Fsdd
+    };
+    let mut warnings = Vec::new();
+    let speakers = match &meta_file {
+        Some(p) => read_speaker_meta(p, &mut warnings)?,
+        None => BTreeMap::new(),
+    };
+    Ok(Dataset {
+        root: root.to_path_buf(),
+        layout,
+        recordings,
+        skipped,
+        speakers,
+        warnings,
+    })
+}
+
+fn rel(root: &Path, p: &Path) -> String {
+    p.strip_prefix(root).unwrap_or(p).display().to_string()
+}
+
+/// Parse `audioMNIST_meta.txt`: a JSON object of speaker id -> fields, where numbers are
+/// sometimes strings ("age": "25") and sometimes not ("age": 30).
+pub fn read_speaker_meta(
+    path: &Path,
+    warnings: &mut Vec<String>,
+) -> Result<BTreeMap<String, SpeakerMeta>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not valid JSON", path.display()))?;
+    let Some(obj) = json.as_object() else {
+        bail!("{}: expected a JSON object of speakers", path.display());
+    };
+    let text_of = |v: Option<&serde_json::Value>| match v {
+        Some(serde_json::Value::String(s)) => Some(s.trim().to_string()),
+        Some(serde_json::Value::Null) | None => None,
+        Some(other) => Some(other.to_string()),
+    };
+    let mut out = BTreeMap::new();
+    for (id, fields) in obj {
+        let age_raw = text_of(fields.get("age"));
+        let age = age_raw.as_deref().and_then(|a| a.parse::<i64>().ok());
+        let age = match age {
+            Some(a) if (1..=120).contains(&a) => Some(a),
+            _ => {
+                if let Some(raw) = &age_raw {
+                    warnings.push(format!(
+                        "speaker {id}: age {raw:?} is not plausible; left empty"
+                    ));
+                }
+                None
+            }
+        };
+        out.insert(
+            id.clone(),
+            SpeakerMeta {
+                gender: text_of(fields.get("gender")).map(|g| g.to_lowercase()),
+                age,
+                accent: text_of(fields.get("accent")),
+                native_speaker: text_of(fields.get("native speaker")),
+                origin: text_of(fields.get("origin")),
+                recording_room: text_of(fields.get("recordingroom")),
+                recording_date: text_of(fields.get("recordingdate")),
+            },
+        );
+    }
+    Ok(out)
+}
+
+impl Dataset {
+    /// Distinct speakers, sorted.
+    pub fn speaker_ids(&self) -> Vec<String> {
+        let mut s: Vec<String> = self.recordings.iter().map(|r| r.speaker.clone()).collect();
+        s.sort();
+        s.dedup();
+        s
+    }
+
+    pub fn absolute(&self, r: &Recording) -> PathBuf {
+        self.root.join(&r.path)
+    }
+
+    /// The metadata table: one row per recording with its header facts (read in parallel)
+    /// and, where the dataset has them, the speaker's metadata.
+    pub fn metadata_frame(&self) -> PolarsResult<DataFrame> {
+        let infos: Vec<Result<audio::WavInfo, String>> = self
+            .recordings
+            .par_iter()
+            .map(|r| audio::wav_info(&self.absolute(r)).map_err(|e| e.kind.to_string()))
+            .collect();
+        let col = |name: &str, v: Series| -> Column { v.with_name(name.into()).into() };
+        let mut cols = vec![
+            col(
+                "path",
+                Series::new(
+                    "".into(),
+                    self.recordings
+                        .iter()
+                        .map(|r| r.path.display().to_string())
+                        .collect::<Vec<_>>(),
+                ),
+            ),
+            col(
+                "digit",
+                Series::new(
+                    "".into(),
+                    self.recordings
+                        .iter()
+                        .map(|r| r.digit as i32)
+                        .collect::<Vec<_>>(),
+                ),
+            ),
+            col(
+                "speaker",
+                Series::new(
+                    "".into(),
+                    self.recordings
+                        .iter()
+                        .map(|r| r.speaker.clone())
+                        .collect::<Vec<_>>(),
+                ),
+            ),
+            col(
+                "take",
+                Series::new(
+                    "".into(),
+                    self.recordings
+                        .iter()
+                        .map(|r| r.take as i64)
+                        .collect::<Vec<_>>(),
+                ),
+            ),
+            col(
+                "sample_rate",
+                Series::new(
+                    "".into(),
+                    infos
+                        .iter()
+                        .map(|i| i.as_ref().ok().map(|i| i.sample_rate as i64))
+                        .collect::<Vec<_>>(),
+                ),
+            ),
+            col(
+                "channels",
+                Series::new(
+                    "".into(),
+                    infos
+                        .iter()
+                        .map(|i| i.as_ref().ok().map(|i| i.channels as i64))
+                        .collect::<Vec<_>>(),
+                ),
+            ),
+            col(
+                "duration_s",
+                Series::new(
+                    "".into(),
+                    infos
+                        .iter()
+                        .map(|i| i.as_ref().ok().map(|i| i.duration_s()))
+                        .collect::<Vec<_>>(),
+                ),
+            ),
+            col(
+                "header_error",
+                Series::new(
+                    "".into(),
+                    infos
+                        .iter()
+                        .map(|i| i.as_ref().err().cloned())
+                        .collect::<Vec<_>>(),
+                ),
+            ),
+        ];
+        if !self.speakers.is_empty() {
+            let meta: Vec<Option<&SpeakerMeta>> = self
+                .recordings
+                .iter()
+                .map(|r| self.speakers.get(&r.speaker))
+                .collect();
+            let text = |f: fn(&SpeakerMeta) -> &Option<String>| -> Vec<Option<String>> {
+                meta.iter().map(|m| m.and_then(|m| f(m).clone())).collect()
+            };
+            cols.push(col("gender", Series::new("".into(), text(|m| &m.gender))));
+            cols.push(col(
+                "age",
+                Series::new(
+                    "".into(),
+                    meta.iter()
+                        .map(|m| m.and_then(|m| m.age))
+                        .collect::<Vec<_>>(),
+                ),
+            ));
+            cols.push(col("accent", Series::new("".into(), text(|m| &m.accent))));
+            cols.push(col(
+                "native_speaker",
+                Series::new("".into(), text(|m| &m.native_speaker)),
+            ));
+            cols.push(col("origin", Series::new("".into(), text(|m| &m.origin))));
+            cols.push(col(
+                "recording_room",
+                Series::new("".into(), text(|m| &m.recording_room)),
+            ));
+            cols.push(col(
+                "recording_date",
+                Series::new("".into(), text(|m| &m.recording_date)),
+            ));
+        }
+        DataFrame::new_infer_height(cols)
+    }
+}
+
+/// Write a DataFrame as CSV, atomically (a killed run never leaves half a file).
+pub fn write_csv(df: &mut DataFrame, path: &Path) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("writing in {}", dir.display()))?;
+    CsvWriter::new(&mut tmp)
+        .finish(df)
+        .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+    tmp.persist(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse() {
+        assert_eq!(parse_name("7_03_12.wav"), Some((7, "03".into(), 12)));
+        assert_eq!(
+            parse_name("0_george_49.wav"),
+            Some((0, "george".into(), 49))
+        );
+        for bad in [
+            "12_03_1.wav",
+            "7_03.wav",
+            "7_03_x.wav",
+            "a_03_1.wav",
+            "7__1.wav",
+            "7_03_1_2.wav",
+            "7_03_1.mp3",
+            "7_a-b_1.wav",
+        ] {
+            assert_eq!(parse_name(bad), None, "{bad}");
+        }
+    }
+}

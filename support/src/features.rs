@@ -1,0 +1,395 @@
+//! From a signal to the 128 x 32 log-Mel image the CNN sees, step for step like the seed:
+//!
+//! ```text
+//! librosa.load(sr=16000) -> effects.trim(top_db=20) -> util.normalize -> util.fix_length(16000)
+//!   -> feature.melspectrogram(n_fft=2048, hop_length=512, n_mels=128) -> power_to_db(ref=np.max)
+//! ```
+//!
+//! Every number is a field of [`FeatureConfig`]; its defaults are the seed's.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use realfft::{RealFftPlanner, RealToComplex};
+use serde::{Deserialize, Serialize};
+
+use crate::audio::{self, AudioError, AudioErrorKind};
+use crate::mel::{self, SparseFilterbank};
+
+/// Bumped whenever the feature computation changes in a way the config does not show, so that
+/// caches and exported models made by older code are recognised.
+pub const FEATURE_VERSION: u32 = 1;
+
+/// All preprocessing parameters. Defaults reproduce the seed notebook.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureConfig {
+    /// Analysis sample rate (`librosa.load(sr=...)`).
+    pub sample_rate: u32,
+    /// `librosa.effects.trim(top_db=...)`: frames quieter than this many dB below the loudest
+    /// frame are silence.
+    pub trim_top_db: f32,
+    /// `librosa.effects.trim(frame_length=...)`.
+    pub trim_frame_length: usize,
+    /// `librosa.effects.trim(hop_length=...)`.
+    pub trim_hop_length: usize,
+    /// `librosa.util.fix_length(size=...)`: pad with zeros at the end or cut, in samples.
+    pub clip_samples: usize,
+    /// `melspectrogram(n_fft=...)`, also the Hann window length.
+    pub n_fft: usize,
+    /// `melspectrogram(hop_length=...)`.
+    pub hop_length: usize,
+    /// `melspectrogram(n_mels=...)`.
+    pub n_mels: usize,
+    /// Lowest mel filter edge in Hz.
+    pub fmin: f32,
+    /// Highest mel filter edge in Hz; `None` = Nyquist (librosa's default).
+    pub fmax: Option<f32>,
+    /// `power_to_db(amin=...)`.
+    pub amin: f32,
+    /// `power_to_db(top_db=...)`: floor, in dB below the maximum.
+    pub top_db: f32,
+    /// Recordings longer than this are refused (AudioMNIST clips are under 1 s).
+    pub max_duration_s: f64,
+}
+
+impl Default for FeatureConfig {
+    fn default() -> Self {
+        Self {
+            sample_rate: 16_000,
+            trim_top_db: 20.0,
+            trim_frame_length: 2048,
+            trim_hop_length: 512,
+            clip_samples: 16_000,
+            n_fft: 2048,
+            hop_length: 512,
+            n_mels: 128,
+            fmin: 0.0,
+            fmax: None,
+            amin: 1e-10,
+            top_db: 80.0,
+            max_duration_s: 60.0,
+        }
+    }
+}
+
+impl FeatureConfig {
+    /// Frames of the centred STFT over one clip: `1 + clip_samples / hop_length` (32 by default).
+    pub fn n_frames(&self) -> usize {
+        1 + self.clip_samples / self.hop_length
+    }
+
+    /// Values per feature image (`n_mels * n_frames`).
+    pub fn feature_len(&self) -> usize {
+        self.n_mels * self.n_frames()
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        let nyquist = self.sample_rate as f32 / 2.0;
+        let fmax = self.fmax.unwrap_or(nyquist);
+        let checks = [
+            (
+                self.sample_rate >= audio::MIN_SAMPLE_RATE,
+                "sample_rate is too low",
+            ),
+            (self.n_fft >= 16, "n_fft must be >= 16"),
+            (
+                self.hop_length > 0 && self.trim_hop_length > 0,
+                "hop lengths must be > 0",
+            ),
+            (self.trim_frame_length > 0, "trim_frame_length must be > 0"),
+            (self.clip_samples > 0, "clip_samples must be > 0"),
+            (self.n_mels > 0, "n_mels must be > 0"),
+            (
+                self.fmin >= 0.0 && fmax > self.fmin && fmax <= nyquist,
+                "need 0 <= fmin < fmax <= sample_rate/2",
+            ),
+            (
+                self.amin > 0.0 && self.top_db > 0.0 && self.trim_top_db > 0.0,
+                "amin and top_db values must be > 0",
+            ),
+            (self.max_duration_s > 0.0, "max_duration_s must be > 0"),
+        ];
+        match checks.iter().find(|(ok, _)| !ok) {
+            Some((_, why)) => Err(format!("invalid feature config: {why}")),
+            None => Ok(()),
+        }
+    }
+}
+
+/// `librosa.effects.trim(y, top_db, frame_length, hop_length)` bounds: `[start, end)` in samples.
+///
+/// Frame energies are `librosa.feature.rms` with centred, zero-padded frames; a frame is kept
+/// when `10*log10(mean_square / max_mean_square) > -top_db` (with librosa's amin of 1e-10 on
+/// both). The kept span runs from the first kept frame's sample to the end of the last one,
+/// capped at the signal length. A signal with no kept frame gives `(0, 0)`; an all-zero
+/// signal keeps everything, as in librosa (both sides clamp to amin).
+pub fn trim_bounds(
+    y: &[f32],
+    top_db: f32,
+    frame_length: usize,
+    hop_length: usize,
+) -> (usize, usize) {
+    let n = y.len();
+    let half = frame_length / 2;
+    // Prefix sums of squares over the zero-padded signal make each frame O(1).
+    let mut prefix = Vec::with_capacity(n + 1);
+    prefix.push(0f64);
+    let mut acc = 0f64;
+    for &s in y {
+        acc += (s as f64) * (s as f64);
+        prefix.push(acc);
+    }
+    let padded_len = n + 2 * half;
+    if padded_len < frame_length {
+        return (0, n);
+    }
+    let n_frames = 1 + (padded_len - frame_length) / hop_length;
+    let mean_sq: Vec<f64> = (0..n_frames)
+        .map(|t| {
+            // padded index p maps to signal index p - half
+            let lo = (t * hop_length).saturating_sub(half).min(n);
+            let hi = (t * hop_length + frame_length).saturating_sub(half).min(n);
+            (prefix[hi] - prefix[lo]) / frame_length as f64
+        })
+        .collect();
+    const AMIN: f64 = 1e-10;
+    let max = mean_sq.iter().cloned().fold(0f64, f64::max).max(AMIN);
+    let keep = |&ms: &f64| 10.0 * (ms.max(AMIN) / max).log10() > -(top_db as f64);
+    match (
+        mean_sq.iter().position(keep),
+        mean_sq.iter().rposition(keep),
+    ) {
+        (Some(first), Some(last)) => (first * hop_length, ((last + 1) * hop_length).min(n)),
+        _ => (0, 0),
+    }
+}
+
+/// `librosa.util.normalize(y)` (norm=inf): divide by the peak magnitude. A silent signal
+/// (peak below f32's smallest normal number) is left as it is instead of becoming NaN.
+pub fn normalize(y: &mut [f32]) {
+    let peak = y.iter().fold(0f32, |m, s| m.max(s.abs()));
+    if peak >= f32::MIN_POSITIVE {
+        let inv = 1.0 / peak as f64;
+        for s in y.iter_mut() {
+            *s = (*s as f64 * inv) as f32;
+        }
+    }
+}
+
+/// `librosa.util.fix_length(y, size=n)`: zero-pad at the end or truncate.
+pub fn fix_length(mut y: Vec<f32>, n: usize) -> Vec<f32> {
+    y.resize(n, 0.0);
+    y
+}
+
+/// Periodic Hann window (`scipy.signal.get_window("hann", n, fftbins=True)`).
+pub fn hann_window(n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| (0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / n as f64).cos()) as f32)
+        .collect()
+}
+
+/// The preprocessing of one recording, stage by stage (for plots and tests).
+#[derive(Clone, Debug)]
+pub struct Stages {
+    /// After mixing to mono and resampling to the analysis rate.
+    pub resampled: Vec<f32>,
+    /// `librosa.effects.trim` bounds into `resampled`.
+    pub trim: (usize, usize),
+    /// Trimmed, peak-normalised and fixed to `clip_samples`.
+    pub clip: Vec<f32>,
+    /// `n_mels x n_frames` log-Mel image, row-major (mel band, then frame).
+    pub log_mel: Vec<f32>,
+}
+
+/// Turns recordings into log-Mel images. Build once (it plans the FFT and the filterbank) and
+/// share freely between threads.
+#[derive(Clone)]
+pub struct FeatureExtractor {
+    config: FeatureConfig,
+    window: Vec<f32>,
+    filterbank: SparseFilterbank,
+    fft: Arc<dyn RealToComplex<f32>>,
+}
+
+impl std::fmt::Debug for FeatureExtractor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FeatureExtractor")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl FeatureExtractor {
+    pub fn new(config: FeatureConfig) -> Result<Self, String> {
+        config.validate()?;
+        let sr = config.sample_rate as f64;
+        let fmax = config.fmax.map_or(sr / 2.0, |f| f as f64);
+        let dense = mel::filterbank(sr, config.n_fft, config.n_mels, config.fmin as f64, fmax);
+        Ok(Self {
+            window: hann_window(config.n_fft),
+            filterbank: SparseFilterbank::from_dense(&dense),
+            fft: RealFftPlanner::<f32>::new().plan_fft_forward(config.n_fft),
+            config,
+        })
+    }
+
+    pub fn config(&self) -> &FeatureConfig {
+        &self.config
+    }
+
+    /// Features of one WAV file: `n_mels x n_frames` values, row-major.
+    pub fn extract_file(&self, path: &Path) -> Result<Vec<f32>, AudioError> {
+        let audio = audio::load_wav(path, self.config.max_duration_s)?;
+        self.extract_samples(&audio.samples, audio.sample_rate)
+            .map_err(|kind| AudioError::new(path, kind))
+    }
+
+    /// Features of a mono signal at any sample rate (what a streaming front end would call
+    /// with each 1-second window).
+    pub fn extract_samples(
+        &self,
+        samples: &[f32],
+        sample_rate: u32,
+    ) -> Result<Vec<f32>, AudioErrorKind> {
+        Ok(self.stages(samples, sample_rate)?.log_mel)
+    }
+
+    /// Every preprocessing stage of a mono signal, for inspection.
+    pub fn stages(&self, samples: &[f32], sample_rate: u32) -> Result<Stages, AudioErrorKind> {
+        if samples.is_empty() {
+            return Err(AudioErrorKind::Empty);
+        }
+        if samples.iter().any(|s| !s.is_finite()) {
+            return Err(AudioErrorKind::NonFinite);
+        }
+        let c = &self.config;
+        let resampled = audio::resample(samples, sample_rate, c.sample_rate)
+            .map_err(AudioErrorKind::Resample)?;
+        let trim = trim_bounds(
+            &resampled,
+            c.trim_top_db,
+            c.trim_frame_length,
+            c.trim_hop_length,
+        );
+        let clip = self.clip_from(&resampled, trim);
+        let log_mel = self.log_mel(&clip);
+        Ok(Stages {
+            resampled,
+            trim,
+            clip,
+            log_mel,
+        })
+    }
+
+    /// Trim, normalize and fix_length a signal already at the analysis rate.
+    pub fn clip_from(&self, resampled: &[f32], (start, end): (usize, usize)) -> Vec<f32> {
+        let mut clip = resampled[start..end].to_vec();
+        normalize(&mut clip);
+        fix_length(clip, self.config.clip_samples)
+    }
+
+    /// `power_to_db(melspectrogram(y), ref=np.max, amin, top_db)` of a signal at the analysis
+    /// rate. Centred frames with zero padding (librosa >= 0.10's `pad_mode="constant"`).
+    pub fn log_mel(&self, y: &[f32]) -> Vec<f32> {
+        let mut mel = self.melspectrogram(y);
+        power_to_db(&mut mel, self.config.amin, self.config.top_db);
+        mel
+    }
+
+    /// Power mel spectrogram, `n_mels x n_frames` row-major, for a signal of any length.
+    pub fn melspectrogram(&self, y: &[f32]) -> Vec<f32> {
+        let c = &self.config;
+        let n_frames = 1 + y.len() / c.hop_length;
+        let half = c.n_fft / 2;
+        let mut frame = self.fft.make_input_vec();
+        let mut spectrum = self.fft.make_output_vec();
+        let mut scratch = self.fft.make_scratch_vec();
+        let mut power = vec![0f32; spectrum.len()];
+        let mut column = vec![0f32; c.n_mels];
+        let mut out = vec![0f32; c.n_mels * n_frames];
+        for t in 0..n_frames {
+            // sample index of frame position k is t*hop + k - half; zeros outside the signal
+            for (k, (v, w)) in frame.iter_mut().zip(&self.window).enumerate() {
+                let i = (t * c.hop_length + k).wrapping_sub(half);
+                *v = if i < y.len() { y[i] * w } else { 0.0 };
+            }
+            self.fft
+                .process_with_scratch(&mut frame, &mut spectrum, &mut scratch)
+                .expect("buffer sizes come from the plan");
+            for (p, z) in power.iter_mut().zip(&spectrum) {
+                *p = z.re * z.re + z.im * z.im;
+            }
+            self.filterbank.apply(&power, &mut column);
+            for (m, v) in column.iter().enumerate() {
+                out[m * n_frames + t] = *v;
+            }
+        }
+        out
+    }
+}
+
+/// `librosa.power_to_db(S, ref=np.max, amin, top_db)` in place:
+/// `10*log10(max(amin, S)) - 10*log10(max(amin, max(S)))`, floored at `max - top_db`.
+pub fn power_to_db(s: &mut [f32], amin: f32, top_db: f32) {
+    let peak = s.iter().cloned().fold(0f32, f32::max);
+    let reference = 10.0 * (peak.max(amin) as f64).log10();
+    let mut max_db = f64::NEG_INFINITY;
+    for v in s.iter_mut() {
+        let db = 10.0 * (v.max(amin) as f64).log10() - reference;
+        max_db = max_db.max(db);
+        *v = db as f32;
+    }
+    let floor = (max_db - top_db as f64) as f32;
+    for v in s.iter_mut() {
+        *v = v.max(floor);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_gives_128_by_32() {
+        let c = FeatureConfig::default();
+        assert_eq!((c.n_mels, c.n_frames()), (128, 32));
+    }
+
+    #[test]
+    fn silence_gives_zeros_not_nan() {
+        let fx = FeatureExtractor::new(FeatureConfig::default()).unwrap();
+        let out = fx.extract_samples(&vec![0.0; 8000], 8000).unwrap();
+        assert_eq!(out.len(), 128 * 32);
+        // librosa gives exactly 0 dB everywhere for digital silence (ref and values both clamp to amin)
+        assert!(out.iter().all(|v| *v == 0.0));
+    }
+
+    #[test]
+    fn trim_keeps_the_loud_part() {
+        let mut y = vec![0.0f32; 16000];
+        for (i, v) in y[6000..9000].iter_mut().enumerate() {
+            *v = (i as f32 * 0.3).sin();
+        }
+        let (s, e) = trim_bounds(&y, 20.0, 2048, 512);
+        assert!(s <= 6000 && s >= 6000 - 2048, "{s}");
+        assert!(e >= 9000 && e <= 9000 + 2048, "{e}");
+    }
+
+    #[test]
+    fn normalize_peaks_at_one() {
+        let mut y = vec![0.1, -0.5, 0.25];
+        normalize(&mut y);
+        assert_eq!(y, vec![0.2, -1.0, 0.5]);
+    }
+
+    #[test]
+    fn invalid_config_is_refused() {
+        let c = FeatureConfig {
+            fmax: Some(9000.0),
+            ..FeatureConfig::default()
+        };
+        assert!(FeatureExtractor::new(c).unwrap_err().contains("fmax"));
+    }
+}

@@ -1,0 +1,67 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+/// `../shared/data` beside the checkout (or `$AUDIO_MNIST_SHARED_DATA`). When it is absent the
+/// calling test is skipped with a printed reason, unless `AUDIO_MNIST_REQUIRE_SHARED=1`
+/// (set by `.ci/run`), which turns the absence into a failure.
+pub fn shared_data() -> Option<PathBuf> {
+    let dir = std::env::var_os("AUDIO_MNIST_SHARED_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"));
+    if dir.join("fsdd/recordings").is_dir() {
+        return Some(dir);
+    }
+    let required = std::env::var("AUDIO_MNIST_REQUIRE_SHARED").is_ok_and(|v| v == "1");
+    assert!(
+        !required,
+        "AUDIO_MNIST_REQUIRE_SHARED=1 but shared data is missing at {}",
+        dir.display()
+    );
+    eprintln!(
+        "SKIPPED: shared data not found at {} (set AUDIO_MNIST_SHARED_DATA)",
+        dir.display()
+    );
+    None
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// Write a 16-bit mono WAV.
+pub fn write_wav(path: &std::path::Path, sample_rate: u32, samples: &[f32]) {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec).unwrap();
+    for s in samples {
+        w.write_sample((s.clamp(-1.0, 1.0) * 32767.0) as i16)
+            .unwrap();
+    }
+    w.finalize().unwrap();
+}
+
+/// A vowel-like test tone: a few harmonics under an envelope, surrounded by silence.
+pub fn tone(sample_rate: u32, seconds: f32, f0: f32) -> Vec<f32> {
+    let n = (sample_rate as f32 * seconds) as usize;
+    (0..n)
+        .map(|i| {
+            let t = i as f32 / sample_rate as f32;
+            let env = if t > seconds * 0.25 && t < seconds * 0.75 {
+                0.6
+            } else {
+                0.0
+            };
+            env * (1..5)
+                .map(|h| (2.0 * std::f32::consts::PI * f0 * h as f32 * t).sin() / h as f32)
+                .sum::<f32>()
+        })
+        .collect()
+}
