@@ -15,6 +15,8 @@ use rubato::{Fft, FixedSync, Resampler, WindowFunction};
 /// Sample rates outside this range are refused as corrupt headers rather than resampled.
 pub const MIN_SAMPLE_RATE: u32 = 1_000;
 pub const MAX_SAMPLE_RATE: u32 = 768_000;
+/// More channels than this is a corrupt header, not a microphone array.
+pub const MAX_CHANNELS: u16 = 64;
 
 /// A mono signal in [-1, 1] and its sample rate.
 #[derive(Clone, Debug, PartialEq)]
@@ -109,6 +111,10 @@ impl WavInfo {
 fn classify_hound(e: hound::Error) -> AudioErrorKind {
     match e {
         hound::Error::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            AudioErrorKind::Truncated("file ends before the header or sample data does".into())
+        }
+        // hound's own "Failed to read enough bytes." is a short read, too
+        hound::Error::IoError(io) if io.to_string().contains("enough bytes") => {
             AudioErrorKind::Truncated("file ends before the header or sample data does".into())
         }
         hound::Error::IoError(io) => AudioErrorKind::Io(io.to_string()),
@@ -235,8 +241,9 @@ fn read_all<S, I: Iterator<Item = hound::Result<S>>>(
     it: I,
     conv: impl Fn(S) -> f32,
 ) -> Result<Vec<f32>, (usize, hound::Error)> {
+    // The size hint comes from the header: trust it only up to a sane amount.
     let (lo, _) = it.size_hint();
-    let mut out = Vec::with_capacity(lo);
+    let mut out = Vec::with_capacity(lo.min(1 << 24));
     for s in it {
         match s {
             Ok(v) => out.push(conv(v)),

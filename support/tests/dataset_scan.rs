@@ -1,0 +1,170 @@
+//! Layout detection, naming rules and the metadata table.
+
+mod common;
+
+use std::path::Path;
+
+use support::dataset::{scan, write_csv, Layout};
+
+fn wav(path: &Path) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    common::write_wav(path, 48000, &common::tone(48000, 0.2, 200.0));
+}
+
+const META: &str = r#"{
+ "01": {"accent": "german", "age": 30, "gender": "male", "native speaker": "no",
+        "origin": "Europe, Germany, Wuerzburg", "recordingdate": "17-06-22-11-04-28", "recordingroom": "Kino"},
+ "02": {"accent": "German", "age": "1234", "gender": "Female", "native speaker": "no",
+        "origin": "Europe, Germany, Hamburg", "recordingdate": "17-06-26-17-57-29", "recordingroom": "Kino"}
+}"#;
+
+fn audiomnist(root: &Path) {
+    for spk in ["01", "02"] {
+        for d in 0..3 {
+            wav(&root.join(spk).join(format!("{d}_{spk}_0.wav")));
+        }
+    }
+    std::fs::write(root.join("audioMNIST_meta.txt"), META).unwrap();
+}
+
+#[test]
+fn audiomnist_layout_with_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    audiomnist(dir.path());
+    wav(&dir.path().join("01/badname.wav"));
+    let ds = scan(dir.path()).unwrap();
+    assert_eq!(ds.layout, Layout::AudioMnist);
+    assert_eq!(ds.recordings.len(), 6);
+    assert_eq!(ds.speaker_ids(), vec!["01", "02"]);
+    assert_eq!(ds.recordings[0].path, Path::new("01/0_01_0.wav"));
+    assert_eq!(ds.skipped.len(), 1);
+    assert!(
+        ds.skipped[0].file.ends_with("badname.wav")
+            && ds.skipped[0].reason.contains("{digit}_{speaker}_{take}")
+    );
+    assert_eq!(ds.speakers["01"].age, Some(30));
+    assert_eq!(ds.speakers["02"].age, None, "age 1234 is implausible");
+    assert_eq!(ds.speakers["02"].gender.as_deref(), Some("female"));
+    assert!(ds.warnings.iter().any(|w| w.contains("1234")));
+
+    let mut df = ds.metadata_frame().unwrap();
+    assert_eq!(df.height(), 6);
+    let names: Vec<String> = df
+        .get_column_names()
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    for c in [
+        "path",
+        "digit",
+        "speaker",
+        "take",
+        "sample_rate",
+        "duration_s",
+        "gender",
+        "age",
+        "accent",
+        "recording_room",
+    ] {
+        assert!(
+            names.iter().any(|n| n == c),
+            "missing column {c} in {names:?}"
+        );
+    }
+    let rates = df.column("sample_rate").unwrap().i64().unwrap().get(0);
+    assert_eq!(rates, Some(48000));
+    let dur = df
+        .column("duration_s")
+        .unwrap()
+        .f64()
+        .unwrap()
+        .get(0)
+        .unwrap();
+    assert!((dur - 0.2).abs() < 1e-3);
+    let csv = dir.path().join("out/metadata.csv");
+    write_csv(&mut df, &csv).unwrap();
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert!(text.starts_with("path,digit,speaker,take,sample_rate"));
+    assert_eq!(text.lines().count(), 7);
+}
+
+#[test]
+fn kaggle_unzip_one_level_deeper_is_found_without_edits() {
+    let dir = tempfile::tempdir().unwrap();
+    audiomnist(&dir.path().join("data/data"));
+    let ds = scan(dir.path()).unwrap();
+    assert_eq!(ds.layout, Layout::AudioMnist);
+    assert_eq!(ds.recordings.len(), 6);
+    assert_eq!(ds.recordings[0].path, Path::new("data/data/01/0_01_0.wav"));
+    assert_eq!(ds.speakers.len(), 2);
+}
+
+#[test]
+fn fsdd_layouts_recordings_folder_and_flat() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["0_george_0.wav", "9_jackson_49.wav", "3_theo_12.wav"] {
+        wav(&dir.path().join("recordings").join(name));
+    }
+    std::fs::write(dir.path().join("README.md"), "fsdd").unwrap();
+    let ds = scan(dir.path()).unwrap();
+    assert_eq!(ds.layout, Layout::Fsdd);
+    assert_eq!(ds.recordings.len(), 3);
+    assert_eq!(ds.speaker_ids(), vec!["george", "jackson", "theo"]);
+    assert!(ds.speakers.is_empty());
+    let flat = scan(&dir.path().join("recordings")).unwrap();
+    assert_eq!(flat.recordings.len(), 3);
+    assert_eq!(flat.recordings[1].path, Path::new("3_theo_12.wav"));
+    let df = flat.metadata_frame().unwrap();
+    assert!(
+        df.column("gender").is_err(),
+        "no speaker columns without metadata"
+    );
+}
+
+#[test]
+fn duplicates_are_listed_not_counted_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    wav(&dir.path().join("a/1_05_3.wav"));
+    wav(&dir.path().join("b/1_05_3.wav"));
+    let ds = scan(dir.path()).unwrap();
+    assert_eq!(ds.recordings.len(), 1);
+    assert!(ds.skipped[0]
+        .reason
+        .contains("same digit, speaker and take"));
+}
+
+#[test]
+fn missing_empty_and_unmatched_folders_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope");
+    let e = scan(&missing).unwrap_err().to_string();
+    assert!(e.contains("does not exist") && e.contains("nope"), "{e}");
+    let e = scan(dir.path()).unwrap_err().to_string();
+    assert!(e.contains("no recordings"), "{e}");
+    std::fs::write(dir.path().join("song.wav"), "x").unwrap();
+    let e = scan(dir.path()).unwrap_err().to_string();
+    assert!(e.contains("no recordings") && e.contains("song.wav"), "{e}");
+}
+
+#[test]
+fn real_shared_datasets_scan() {
+    let Some(data) = common::shared_data() else {
+        return;
+    };
+    let am = scan(&data.join("audiomnist-samples")).unwrap();
+    assert_eq!(am.layout, Layout::AudioMnist);
+    assert_eq!(am.recordings.len(), 6);
+    assert_eq!(am.speakers.len(), 60);
+    assert_eq!(
+        am.speakers["45"].age, None,
+        "speaker 45's recorded age is 1234"
+    );
+    let df = am.metadata_frame().unwrap();
+    let rates = df.column("sample_rate").unwrap().i64().unwrap().clone();
+    assert!((0..rates.len()).all(|i| rates.get(i) == Some(48000)));
+    let fsdd = scan(&data.join("fsdd")).unwrap();
+    assert_eq!(fsdd.layout, Layout::Fsdd);
+    assert_eq!(fsdd.recordings.len(), 3000);
+    assert_eq!(fsdd.speaker_ids().len(), 6);
+    assert!(fsdd.skipped.is_empty());
+}
