@@ -7,6 +7,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
+use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 
 use rubato::audioadapter_buffers::direct::InterleavedSlice;
@@ -86,10 +87,7 @@ impl std::error::Error for AudioError {}
 
 impl AudioError {
     pub fn new(path: &Path, kind: AudioErrorKind) -> Self {
-        Self {
-            path: path.to_path_buf(),
-            kind,
-        }
+        Self { path: path.to_path_buf(), kind }
     }
 }
 
@@ -119,9 +117,7 @@ fn classify_hound(e: hound::Error) -> AudioErrorKind {
         }
         hound::Error::IoError(io) => AudioErrorKind::Io(io.to_string()),
         hound::Error::FormatError(m) => AudioErrorKind::NotWav(m.to_string()),
-        hound::Error::Unsupported => {
-            AudioErrorKind::Unsupported("compressed or exotic encoding".into())
-        }
+        hound::Error::Unsupported => AudioErrorKind::Unsupported("compressed or exotic encoding".into()),
         hound::Error::InvalidSampleFormat => {
             AudioErrorKind::Unsupported("bits per sample do not match the sample format".into())
         }
@@ -133,19 +129,16 @@ fn classify_hound(e: hound::Error) -> AudioErrorKind {
 fn open(path: &Path) -> Result<hound::WavReader<std::io::BufReader<std::fs::File>>, AudioError> {
     // hound reports a folder or missing file as a generic I/O error; say which.
     if path.is_dir() {
-        return Err(AudioError::new(
-            path,
-            AudioErrorKind::Io("is a folder, not a file".into()),
-        ));
+        return Err(AudioError::new(path, AudioErrorKind::Io("is a folder, not a file".into())));
     }
-    let reader =
-        hound::WavReader::open(path).map_err(|e| AudioError::new(path, classify_hound(e)))?;
-    let spec = reader.spec();
+    let reader = hound::WavReader::open(path).map_err(|e| AudioError::new(path, classify_hound(e)))?;
+    check_spec(path, &reader.spec())?;
+    Ok(reader)
+}
+
+fn check_spec(path: &Path, spec: &hound::WavSpec) -> Result<(), AudioError> {
     if spec.channels == 0 {
-        return Err(AudioError::new(
-            path,
-            AudioErrorKind::NotWav("header says 0 channels".into()),
-        ));
+        return Err(AudioError::new(path, AudioErrorKind::NotWav("header says 0 channels".into())));
     }
     if !(MIN_SAMPLE_RATE..=MAX_SAMPLE_RATE).contains(&spec.sample_rate) {
         return Err(AudioError::new(
@@ -156,7 +149,7 @@ fn open(path: &Path) -> Result<hound::WavReader<std::io::BufReader<std::fs::File
             )),
         ));
     }
-    Ok(reader)
+    Ok(())
 }
 
 /// Read only the header of a WAV file.
@@ -173,118 +166,142 @@ pub fn wav_info(path: &Path) -> Result<WavInfo, AudioError> {
 
 /// Load a WAV file as mono f32 at its own sample rate.
 ///
-/// Accepts 8/16/24/32-bit integer PCM and 32-bit float, any channel count (averaged to mono).
-/// Files longer than `max_duration_s` are refused before their samples are read.
+/// Accepts 8/16/24/32-bit integer PCM and 32/64-bit float, any channel count (averaged to
+/// mono). hound parses the header; the sample data is then read in one go and converted in
+/// bulk (hound's per-sample iterator was a fifth of the whole pipeline's time). Files longer
+/// than `max_duration_s` are refused before their samples are read.
 pub fn load_wav(path: &Path, max_duration_s: f64) -> Result<Audio, AudioError> {
-    let reader = open(path)?;
-    let spec = reader.spec();
-    let frames = reader.duration() as usize;
+    let err = |kind| AudioError::new(path, kind);
+    if path.is_dir() {
+        return Err(err(AudioErrorKind::Io("is a folder, not a file".into())));
+    }
+    let file = std::fs::File::open(path).map_err(|e| err(AudioErrorKind::Io(e.to_string())))?;
+    if file.metadata().is_ok_and(|m| m.len() == 0) {
+        return Err(err(AudioErrorKind::NotWav("the file is empty (0 bytes)".into())));
+    }
+    let header = hound::WavReader::new(std::io::BufReader::new(file)).map_err(|e| err(classify_hound(e)))?;
+    let spec = header.spec();
+    check_spec(path, &spec)?;
+    let samples_total = header.len() as usize;
+    let channels = spec.channels as usize;
+    // hound stops right after the `data` chunk header, whose last 4 bytes are the chunk length;
+    // it has checked that the length is a whole number of samples. That gives the container
+    // width (which hound keeps private), e.g. 4 bytes for 24-bit samples in 32-bit slots.
+    let mut reader = header.into_inner();
+    let io = |e: std::io::Error| err(AudioErrorKind::Io(e.to_string()));
+    let data_start = reader.stream_position().map_err(io)?;
+    reader.seek(std::io::SeekFrom::Start(data_start.saturating_sub(4))).map_err(io)?;
+    let mut len_bytes = [0u8; 4];
+    reader.read_exact(&mut len_bytes).map_err(io)?;
+    let data_len = u32::from_le_bytes(len_bytes) as usize;
+    if samples_total == 0 {
+        return Err(err(AudioErrorKind::Empty));
+    }
+    let width = data_len / samples_total;
+    let frames = data_len as usize / (width * channels);
     if frames == 0 {
-        return Err(AudioError::new(path, AudioErrorKind::Empty));
+        return Err(err(AudioErrorKind::Empty));
     }
     let seconds = frames as f64 / spec.sample_rate as f64;
     if seconds > max_duration_s {
-        return Err(AudioError::new(
-            path,
-            AudioErrorKind::TooLong {
-                seconds,
-                limit: max_duration_s,
-            },
-        ));
+        return Err(err(AudioErrorKind::TooLong { seconds, limit: max_duration_s }));
     }
-    let truncated = |got: usize| {
-        AudioError::new(
-            path,
-            AudioErrorKind::Truncated(format!(
-                "header promises {} samples, file holds {got}",
-                frames * spec.channels as usize
-            )),
-        )
-    };
-    let interleaved: Vec<f32> = match spec.sample_format {
-        hound::SampleFormat::Float => {
-            if spec.bits_per_sample != 32 {
-                return Err(AudioError::new(
-                    path,
-                    AudioErrorKind::Unsupported(format!("{}-bit float", spec.bits_per_sample)),
-                ));
-            }
-            read_all(reader.into_samples::<f32>(), |s| s)
-                .map_err(|(n, e)| fail(path, n, e, &truncated))?
-        }
-        hound::SampleFormat::Int => {
-            if !matches!(spec.bits_per_sample, 8 | 16 | 24 | 32) {
-                return Err(AudioError::new(
-                    path,
-                    AudioErrorKind::Unsupported(format!(
-                        "{}-bit integer PCM",
-                        spec.bits_per_sample
-                    )),
-                ));
-            }
-            // soundfile's int -> float conversion: divide by 2^(bits-1).
-            let scale = 1.0 / (1u64 << (spec.bits_per_sample - 1)) as f64;
-            read_all(reader.into_samples::<i32>(), |s| (s as f64 * scale) as f32)
-                .map_err(|(n, e)| fail(path, n, e, &truncated))?
-        }
-    };
-    if interleaved.iter().any(|s| !s.is_finite()) {
-        return Err(AudioError::new(path, AudioErrorKind::NonFinite));
-    }
-    Ok(Audio {
-        samples: to_mono(&interleaved, spec.channels as usize),
-        sample_rate: spec.sample_rate,
-    })
+    let want = frames * width * channels;
+    FILE_BYTES
+        .with_borrow_mut(|data| {
+            data.clear();
+            (&mut reader)
+                .take(want as u64)
+                .read_to_end(data)
+                .map_err(|e| err(AudioErrorKind::Io(e.to_string())))?;
+            decode_samples(path, &spec, width, data, want)
+        })
+        .map(|samples| Audio { samples, sample_rate: spec.sample_rate })
 }
 
-fn read_all<S, I: Iterator<Item = hound::Result<S>>>(
-    it: I,
-    conv: impl Fn(S) -> f32,
-) -> Result<Vec<f32>, (usize, hound::Error)> {
-    // The size hint comes from the header: trust it only up to a sane amount.
-    let (lo, _) = it.size_hint();
-    let mut out = Vec::with_capacity(lo.min(1 << 24));
-    for s in it {
-        match s {
-            Ok(v) => out.push(conv(v)),
-            Err(e) => return Err((out.len(), e)),
-        }
-    }
-    Ok(out)
+thread_local! {
+    // The raw bytes of the file being decoded, reused from file to file: allocating a fresh
+    // buffer per file made the kernel clear new pages for every recording.
+    static FILE_BYTES: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-fn fail(
+fn decode_samples(
     path: &Path,
-    got: usize,
-    e: hound::Error,
-    truncated: &dyn Fn(usize) -> AudioError,
-) -> AudioError {
-    match classify_hound(e) {
-        AudioErrorKind::Truncated(_) => truncated(got),
-        kind => AudioError::new(path, kind),
+    spec: &hound::WavSpec,
+    width: usize,
+    data: &[u8],
+    want: usize,
+) -> Result<Vec<f32>, AudioError> {
+    let err = |kind| AudioError::new(path, kind);
+    let channels = spec.channels as usize;
+    if data.len() < want {
+        return Err(err(AudioErrorKind::Truncated(format!(
+            "header promises {want} bytes of samples, file holds {}",
+            data.len()
+        ))));
     }
+    // Integers are scaled by their container width (left-justified samples, as soundfile does).
+    let samples = match (spec.sample_format, width) {
+        (hound::SampleFormat::Int, 1) => decode::<1>(&data, channels, |b| (b[0] as f32 - 128.0) / 128.0),
+        (hound::SampleFormat::Int, 2) => {
+            decode::<2>(&data, channels, |b| i16::from_le_bytes(b) as f32 / 32768.0)
+        }
+        (hound::SampleFormat::Int, 3) => decode::<3>(&data, channels, |b| {
+            (i32::from_le_bytes([0, b[0], b[1], b[2]]) >> 8) as f32 / 8_388_608.0
+        }),
+        (hound::SampleFormat::Int, 4) => {
+            decode::<4>(&data, channels, |b| (i32::from_le_bytes(b) as f64 / 2_147_483_648.0) as f32)
+        }
+        (hound::SampleFormat::Float, 4) => decode::<4>(&data, channels, f32::from_le_bytes),
+        (hound::SampleFormat::Float, 8) => decode::<8>(&data, channels, |b| f64::from_le_bytes(b) as f32),
+        (format, w) => {
+            return Err(err(AudioErrorKind::Unsupported(format!("{}-byte {format:?} samples", w))));
+        }
+    };
+    if samples.iter().any(|s| !s.is_finite()) {
+        return Err(err(AudioErrorKind::NonFinite));
+    }
+    Ok(samples)
 }
 
-/// Average interleaved channels into one (`librosa.to_mono`).
-pub fn to_mono(interleaved: &[f32], channels: usize) -> Vec<f32> {
-    if channels <= 1 {
-        return interleaved.to_vec();
+/// Convert little-endian samples of `B` bytes to f32 and average the channels of each frame.
+fn decode<const B: usize>(data: &[u8], channels: usize, conv: impl Fn([u8; B]) -> f32) -> Vec<f32> {
+    let sample = |c: &[u8]| conv(c.try_into().expect("chunks are B bytes"));
+    if channels == 1 {
+        return data.chunks_exact(B).map(sample).collect();
     }
     let inv = 1.0 / channels as f32;
-    interleaved
-        .chunks_exact(channels)
-        .map(|frame| frame.iter().sum::<f32>() * inv)
+    data.chunks_exact(B * channels)
+        .map(|frame| frame.chunks_exact(B).map(sample).sum::<f32>() * inv)
         .collect()
 }
 
-/// Input frames per FFT block of the resampler. Long blocks give a steep anti-aliasing filter
-/// (close to soxr's "HQ" used by librosa); the delay they add is trimmed by rubato.
-const RESAMPLER_CHUNK: usize = 2048;
+/// About this many input frames per FFT block of the resampler. Long blocks give a steep
+/// anti-aliasing filter (close to soxr's "HQ" used by librosa); the delay they add is trimmed
+/// by rubato.
+const RESAMPLER_TARGET_CHUNK: usize = 2048;
+
+/// Input block length: a power-of-two multiple of the smallest block the rate pair allows
+/// (`sr_in / gcd`), so the FFT sizes factor into small primes. (For 48 kHz -> 16 kHz a plain
+/// 2048 becomes 2049 = 3 x 683 in, 683 out: a prime-sized FFT, 5x slower.)
+fn resampler_chunk(sr_in: u32, sr_out: u32) -> usize {
+    let gcd = {
+        let (mut a, mut b) = (sr_in as usize, sr_out as usize);
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        a
+    };
+    let min_in = sr_in as usize / gcd;
+    min_in * RESAMPLER_TARGET_CHUNK.div_ceil(min_in).next_power_of_two()
+}
 
 thread_local! {
     // Building an FFT resampler plans FFTs and designs a filter: keep one per rate pair and
     // thread, so a batch of files at the same rate pays that once.
     static RESAMPLERS: RefCell<HashMap<(u32, u32), Fft<f32>>> = RefCell::new(HashMap::new());
+    // The resampler's working output (delay + padding included), reused between calls.
+    static RESAMPLE_OUT: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Resample a mono signal to `sr_out`, returning `ceil(len * sr_out / sr_in)` samples like
@@ -302,7 +319,7 @@ pub fn resample(samples: &[f32], sr_in: u32, sr_out: u32) -> Result<Vec<f32>, St
                 Fft::<f32>::new_custom(
                     sr_in as usize,
                     sr_out as usize,
-                    RESAMPLER_CHUNK,
+                    resampler_chunk(sr_in, sr_out),
                     1,
                     1,
                     WindowFunction::BlackmanHarris2,
@@ -312,11 +329,19 @@ pub fn resample(samples: &[f32], sr_in: u32, sr_out: u32) -> Result<Vec<f32>, St
             ),
         };
         let input = InterleavedSlice::new(samples, 1, samples.len()).map_err(|e| e.to_string())?;
-        let out = resampler
-            .process_all(&input, samples.len(), None)
-            .map_err(|e| e.to_string())?;
-        let mut data = out.take_data();
-        data.resize(expected, 0.0);
-        Ok(data)
+        resampler.reset();
+        let needed = resampler.process_all_needed_output_len(samples.len());
+        RESAMPLE_OUT.with_borrow_mut(|buf| {
+            buf.clear();
+            buf.resize(needed, 0.0);
+            let mut output =
+                InterleavedSlice::new_mut(buf.as_mut_slice(), 1, needed).map_err(|e| e.to_string())?;
+            let (_, produced) = resampler
+                .process_all_into_buffer(&input, &mut output, samples.len(), None)
+                .map_err(|e| e.to_string())?;
+            let mut out = buf[..produced.min(expected)].to_vec();
+            out.resize(expected, 0.0);
+            Ok(out)
+        })
     })
 }

@@ -82,10 +82,7 @@ impl FeatureSet {
             n_mels: config.n_mels,
             n_frames: config.n_frames(),
             digits: recs.iter().map(|r| r.digit as i64).collect(),
-            files: recs
-                .iter()
-                .map(|r| r.path.to_string_lossy().replace('\\', "/"))
-                .collect(),
+            files: recs.iter().map(|r| r.path.to_string_lossy().replace('\\', "/")).collect(),
             speakers: recs.iter().map(|r| r.speaker.clone()).collect(),
             config: config.clone(),
             skipped,
@@ -99,35 +96,21 @@ impl FeatureSet {
         let feature_bytes: &[u8] = bytemuck::cast_slice(&self.features);
         let digit_bytes: &[u8] = bytemuck::cast_slice(&self.digits);
         let tensors = vec![
-            (
-                "features",
-                TensorView::new(
-                    Dtype::F32,
-                    vec![n, self.n_mels, self.n_frames],
-                    feature_bytes,
-                )?,
-            ),
+            ("features", TensorView::new(Dtype::F32, vec![n, self.n_mels, self.n_frames], feature_bytes)?),
             ("digits", TensorView::new(Dtype::I64, vec![n], digit_bytes)?),
         ];
         let meta = HashMap::from([
             ("format".to_string(), FORMAT.to_string()),
             ("files".to_string(), serde_json::to_string(&self.files)?),
-            (
-                "speakers".to_string(),
-                serde_json::to_string(&self.speakers)?,
-            ),
+            ("speakers".to_string(), serde_json::to_string(&self.speakers)?),
             ("config".to_string(), serde_json::to_string(&self.config)?),
             ("feature_version".to_string(), FEATURE_VERSION.to_string()),
             ("version".to_string(), crate::VERSION.to_string()),
             ("fingerprint".to_string(), self.fingerprint.clone()),
             ("skipped".to_string(), serde_json::to_string(&self.skipped)?),
         ]);
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("creating folder {}", dir.display()))?;
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).with_context(|| format!("creating folder {}", dir.display()))?;
         let tmp = tempfile::Builder::new()
             .prefix(".features-")
             .suffix(".part")
@@ -135,62 +118,39 @@ impl FeatureSet {
             .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
         safetensors::serialize_to_file(tensors, Some(meta), tmp.path())
             .with_context(|| format!("writing {}", tmp.path().display()))?;
-        tmp.persist(path).map_err(|e| {
-            anyhow!(
-                "moving the feature file into {}: {}",
-                path.display(),
-                e.error
-            )
-        })?;
+        tmp.persist(path)
+            .map_err(|e| anyhow!("moving the feature file into {}: {}", path.display(), e.error))?;
         Ok(())
     }
 
     /// Read a feature file written by [`FeatureSet::save`], checking it thoroughly.
     pub fn load(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path)
-            .with_context(|| format!("reading feature file {}", path.display()))?;
+        let bytes =
+            std::fs::read(path).with_context(|| format!("reading feature file {}", path.display()))?;
         Self::from_bytes(&bytes).with_context(|| format!("feature file {}", path.display()))
     }
 
     fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        let st =
-            SafeTensors::deserialize(bytes).map_err(|e| anyhow!("not a safetensors file ({e})"))?;
+        let st = SafeTensors::deserialize(bytes).map_err(|e| anyhow!("not a safetensors file ({e})"))?;
         let (_, header) = SafeTensors::read_metadata(bytes)?;
         let meta = header.metadata().clone().unwrap_or_default();
         let get = |k: &str| meta.get(k).ok_or_else(|| anyhow!("metadata lacks `{k}`"));
-        ensure!(
-            get("format")? == FORMAT,
-            "not an audio-mnist feature file (format {:?})",
-            get("format")?
-        );
-        let version: u32 = get("feature_version")?
-            .parse()
-            .context("bad `feature_version`")?;
+        ensure!(get("format")? == FORMAT, "not an audio-mnist feature file (format {:?})", get("format")?);
+        let version: u32 = get("feature_version")?.parse().context("bad `feature_version`")?;
         ensure!(
             version == FEATURE_VERSION,
             "made by feature version {version}, this build uses {FEATURE_VERSION}"
         );
         let config: FeatureConfig = serde_json::from_str(get("config")?).context("bad `config`")?;
         let files: Vec<String> = serde_json::from_str(get("files")?).context("bad `files`")?;
-        let speakers: Vec<String> =
-            serde_json::from_str(get("speakers")?).context("bad `speakers`")?;
-        let skipped: Vec<Skipped> =
-            serde_json::from_str(get("skipped")?).context("bad `skipped`")?;
-        let f = st
-            .tensor("features")
-            .map_err(|_| anyhow!("no `features` tensor"))?;
-        let d = st
-            .tensor("digits")
-            .map_err(|_| anyhow!("no `digits` tensor"))?;
-        ensure!(
-            f.dtype() == Dtype::F32 && d.dtype() == Dtype::I64,
-            "unexpected tensor dtypes"
-        );
+        let speakers: Vec<String> = serde_json::from_str(get("speakers")?).context("bad `speakers`")?;
+        let skipped: Vec<Skipped> = serde_json::from_str(get("skipped")?).context("bad `skipped`")?;
+        let f = st.tensor("features").map_err(|_| anyhow!("no `features` tensor"))?;
+        let d = st.tensor("digits").map_err(|_| anyhow!("no `digits` tensor"))?;
+        ensure!(f.dtype() == Dtype::F32 && d.dtype() == Dtype::I64, "unexpected tensor dtypes");
         let n = files.len();
         ensure!(
-            f.shape() == [n, config.n_mels, config.n_frames()]
-                && d.shape() == [n]
-                && speakers.len() == n,
+            f.shape() == [n, config.n_mels, config.n_frames()] && d.shape() == [n] && speakers.len() == n,
             "tensor shapes {:?}/{:?} do not match {} files of {}x{}",
             f.shape(),
             d.shape(),
@@ -198,16 +158,10 @@ impl FeatureSet {
             config.n_mels,
             config.n_frames()
         );
-        let features: Vec<f32> = f
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        let digits: Vec<i64> = d
-            .data()
-            .chunks_exact(8)
-            .map(|b| i64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
-            .collect();
+        let features: Vec<f32> =
+            f.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        let digits: Vec<i64> =
+            d.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap_or([0; 8]))).collect();
         if let Some(bad) = digits.iter().find(|d| !(0..=9).contains(*d)) {
             bail!("digit label {bad} is out of range 0..=9");
         }
@@ -229,18 +183,12 @@ impl FeatureSet {
 /// path, size and modification time. Any change to one of them changes the fingerprint.
 pub fn fingerprint(dataset: &Dataset, config: &FeatureConfig) -> Result<String> {
     let mut h = Sha256::new();
-    h.update(format!(
-        "{FORMAT}\n{FEATURE_VERSION}\n{}\n",
-        serde_json::to_string(config)?
-    ));
+    h.update(format!("{FORMAT}\n{FEATURE_VERSION}\n{}\n", serde_json::to_string(config)?));
     for r in &dataset.recordings {
         let path = dataset.absolute(r);
         let md = std::fs::metadata(&path).with_context(|| format!("reading {}", path.display()))?;
-        let mtime = md
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_nanos());
+        let mtime =
+            md.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
         h.update(format!("{}\t{}\t{}\n", r.path.display(), md.len(), mtime));
     }
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
@@ -248,10 +196,7 @@ pub fn fingerprint(dataset: &Dataset, config: &FeatureConfig) -> Result<String> 
 
 /// Where the cache keeps the features for this fingerprint.
 pub fn cache_path(cache_dir: &Path, fingerprint: &str) -> PathBuf {
-    cache_dir.join(format!(
-        "features-{}.safetensors",
-        &fingerprint[..16.min(fingerprint.len())]
-    ))
+    cache_dir.join(format!("features-{}.safetensors", &fingerprint[..16.min(fingerprint.len())]))
 }
 
 /// The features of `dataset`, from the cache when it has them for exactly these files and

@@ -80,17 +80,13 @@ pub struct Dataset {
 
 /// `{digit}_{speaker}_{take}.wav` -> (digit, speaker, take).
 pub fn parse_name(file_name: &str) -> Option<(u8, String, u32)> {
-    let stem = file_name
-        .strip_suffix(".wav")
-        .or_else(|| file_name.strip_suffix(".WAV"))?;
+    let stem = file_name.strip_suffix(".wav").or_else(|| file_name.strip_suffix(".WAV"))?;
     let mut parts = stem.split('_');
     let (d, s, t) = (parts.next()?, parts.next()?, parts.next()?);
     if parts.next().is_some() || d.len() != 1 || s.is_empty() {
         return None;
     }
-    if !s.chars().all(|c| c.is_ascii_alphanumeric())
-        || t.is_empty()
-        || !t.chars().all(|c| c.is_ascii_digit())
+    if !s.chars().all(|c| c.is_ascii_alphanumeric()) || t.is_empty() || !t.chars().all(|c| c.is_ascii_digit())
     {
         return None;
     }
@@ -101,10 +97,7 @@ pub fn parse_name(file_name: &str) -> Option<(u8, String, u32)> {
 /// Find every recording under `root`.
 pub fn scan(root: &Path) -> Result<Dataset> {
     if !root.exists() {
-        bail!(
-            "data folder {} does not exist (pass --data DIR, or set AUDIO_MNIST_DATA)",
-            root.display()
-        );
+        bail!("data folder {} does not exist (pass --data DIR, or set AUDIO_MNIST_DATA)", root.display());
     }
     if !root.is_dir() {
         bail!("data path {} is not a folder", root.display());
@@ -122,13 +115,8 @@ pub fn scan(root: &Path) -> Result<Dataset> {
         let entry = match entry {
             Ok(e) => e,
             Err(e) => {
-                let file = e
-                    .path()
-                    .map_or_else(|| root.display().to_string(), |p| rel(root, p));
-                skipped.push(Skipped {
-                    file,
-                    reason: format!("cannot read: {e}"),
-                });
+                let file = e.path().map_or_else(|| root.display().to_string(), |p| rel(root, p));
+                skipped.push(Skipped { file, reason: format!("cannot read: {e}") });
                 continue;
             }
         };
@@ -136,11 +124,7 @@ pub fn scan(root: &Path) -> Result<Dataset> {
             continue;
         }
         let name = entry.file_name().to_string_lossy();
-        let rel_path = entry
-            .path()
-            .strip_prefix(root)
-            .unwrap_or(entry.path())
-            .to_path_buf();
+        let rel_path = entry.path().strip_prefix(root).unwrap_or(entry.path()).to_path_buf();
         if name == AUDIOMNIST_META {
             meta_file.get_or_insert_with(|| entry.path().to_path_buf());
             continue;
@@ -156,12 +140,7 @@ pub fn scan(root: &Path) -> Result<Dataset> {
                     continue;
                 }
                 seen.insert((digit, speaker.clone(), take), rel_path.clone());
-                recordings.push(Recording {
-                    path: rel_path,
-                    digit,
-                    speaker,
-                    take,
-                });
+                recordings.push(Recording { path: rel_path, digit, speaker, take });
             }
             None => skipped.push(Skipped {
                 file: rel_path.display().to_string(),
@@ -174,9 +153,7 @@ pub fn scan(root: &Path) -> Result<Dataset> {
         }
     }
     if recordings.is_empty() {
-        let hint = skipped
-            .first()
-            .map_or(String::new(), |s| format!("; e.g. {s}"));
+        let hint = skipped.first().map_or(String::new(), |s| format!("; e.g. {s}"));
         bail!(
             "no recordings named {{digit}}_{{speaker}}_{{take}}.wav under {} ({} other files{hint})",
             root.display(),
@@ -187,10 +164,7 @@ pub fn scan(root: &Path) -> Result<Dataset> {
     let in_speaker_folders = recordings
         .iter()
         .filter(|r| {
-            r.path
-                .parent()
-                .and_then(|p| p.file_name())
-                .is_some_and(|f| f.to_string_lossy() == r.speaker)
+            r.path.parent().and_then(|p| p.file_name()).is_some_and(|f| f.to_string_lossy() == r.speaker)
         })
         .count();
     let layout = if meta_file.is_some() || in_speaker_folders * 2 > recordings.len() {
@@ -203,14 +177,7 @@ pub fn scan(root: &Path) -> Result<Dataset> {
         Some(p) => read_speaker_meta(p, &mut warnings)?,
         None => BTreeMap::new(),
     };
-    Ok(Dataset {
-        root: root.to_path_buf(),
-        layout,
-        recordings,
-        skipped,
-        speakers,
-        warnings,
-    })
+    Ok(Dataset { root: root.to_path_buf(), layout, recordings, skipped, speakers, warnings })
 }
 
 fn rel(root: &Path, p: &Path) -> String {
@@ -219,14 +186,10 @@ fn rel(root: &Path, p: &Path) -> String {
 
 /// Parse `audioMNIST_meta.txt`: a JSON object of speaker id -> fields, where numbers are
 /// sometimes strings ("age": "25") and sometimes not ("age": 30).
-pub fn read_speaker_meta(
-    path: &Path,
-    warnings: &mut Vec<String>,
-) -> Result<BTreeMap<String, SpeakerMeta>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let json: serde_json::Value = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not valid JSON", path.display()))?;
+pub fn read_speaker_meta(path: &Path, warnings: &mut Vec<String>) -> Result<BTreeMap<String, SpeakerMeta>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))?;
     let Some(obj) = json.as_object() else {
         bail!("{}: expected a JSON object of speakers", path.display());
     };
@@ -243,9 +206,7 @@ pub fn read_speaker_meta(
             Some(a) if (1..=120).contains(&a) => Some(a),
             _ => {
                 if let Some(raw) = &age_raw {
-                    warnings.push(format!(
-                        "speaker {id}: age {raw:?} is not plausible; left empty"
-                    ));
+                    warnings.push(format!("speaker {id}: age {raw:?} is not plausible; left empty"));
                 }
                 None
             }
@@ -293,116 +254,63 @@ impl Dataset {
                 "path",
                 Series::new(
                     "".into(),
-                    self.recordings
-                        .iter()
-                        .map(|r| r.path.display().to_string())
-                        .collect::<Vec<_>>(),
+                    self.recordings.iter().map(|r| r.path.display().to_string()).collect::<Vec<_>>(),
                 ),
             ),
             col(
                 "digit",
-                Series::new(
-                    "".into(),
-                    self.recordings
-                        .iter()
-                        .map(|r| r.digit as i32)
-                        .collect::<Vec<_>>(),
-                ),
+                Series::new("".into(), self.recordings.iter().map(|r| r.digit as i32).collect::<Vec<_>>()),
             ),
             col(
                 "speaker",
-                Series::new(
-                    "".into(),
-                    self.recordings
-                        .iter()
-                        .map(|r| r.speaker.clone())
-                        .collect::<Vec<_>>(),
-                ),
+                Series::new("".into(), self.recordings.iter().map(|r| r.speaker.clone()).collect::<Vec<_>>()),
             ),
             col(
                 "take",
-                Series::new(
-                    "".into(),
-                    self.recordings
-                        .iter()
-                        .map(|r| r.take as i64)
-                        .collect::<Vec<_>>(),
-                ),
+                Series::new("".into(), self.recordings.iter().map(|r| r.take as i64).collect::<Vec<_>>()),
             ),
             col(
                 "sample_rate",
                 Series::new(
                     "".into(),
-                    infos
-                        .iter()
-                        .map(|i| i.as_ref().ok().map(|i| i.sample_rate as i64))
-                        .collect::<Vec<_>>(),
+                    infos.iter().map(|i| i.as_ref().ok().map(|i| i.sample_rate as i64)).collect::<Vec<_>>(),
                 ),
             ),
             col(
                 "channels",
                 Series::new(
                     "".into(),
-                    infos
-                        .iter()
-                        .map(|i| i.as_ref().ok().map(|i| i.channels as i64))
-                        .collect::<Vec<_>>(),
+                    infos.iter().map(|i| i.as_ref().ok().map(|i| i.channels as i64)).collect::<Vec<_>>(),
                 ),
             ),
             col(
                 "duration_s",
                 Series::new(
                     "".into(),
-                    infos
-                        .iter()
-                        .map(|i| i.as_ref().ok().map(|i| i.duration_s()))
-                        .collect::<Vec<_>>(),
+                    infos.iter().map(|i| i.as_ref().ok().map(|i| i.duration_s())).collect::<Vec<_>>(),
                 ),
             ),
             col(
                 "header_error",
-                Series::new(
-                    "".into(),
-                    infos
-                        .iter()
-                        .map(|i| i.as_ref().err().cloned())
-                        .collect::<Vec<_>>(),
-                ),
+                Series::new("".into(), infos.iter().map(|i| i.as_ref().err().cloned()).collect::<Vec<_>>()),
             ),
         ];
         if !self.speakers.is_empty() {
-            let meta: Vec<Option<&SpeakerMeta>> = self
-                .recordings
-                .iter()
-                .map(|r| self.speakers.get(&r.speaker))
-                .collect();
+            let meta: Vec<Option<&SpeakerMeta>> =
+                self.recordings.iter().map(|r| self.speakers.get(&r.speaker)).collect();
             let text = |f: fn(&SpeakerMeta) -> &Option<String>| -> Vec<Option<String>> {
                 meta.iter().map(|m| m.and_then(|m| f(m).clone())).collect()
             };
             cols.push(col("gender", Series::new("".into(), text(|m| &m.gender))));
             cols.push(col(
                 "age",
-                Series::new(
-                    "".into(),
-                    meta.iter()
-                        .map(|m| m.and_then(|m| m.age))
-                        .collect::<Vec<_>>(),
-                ),
+                Series::new("".into(), meta.iter().map(|m| m.and_then(|m| m.age)).collect::<Vec<_>>()),
             ));
             cols.push(col("accent", Series::new("".into(), text(|m| &m.accent))));
-            cols.push(col(
-                "native_speaker",
-                Series::new("".into(), text(|m| &m.native_speaker)),
-            ));
+            cols.push(col("native_speaker", Series::new("".into(), text(|m| &m.native_speaker))));
             cols.push(col("origin", Series::new("".into(), text(|m| &m.origin))));
-            cols.push(col(
-                "recording_room",
-                Series::new("".into(), text(|m| &m.recording_room)),
-            ));
-            cols.push(col(
-                "recording_date",
-                Series::new("".into(), text(|m| &m.recording_date)),
-            ));
+            cols.push(col("recording_room", Series::new("".into(), text(|m| &m.recording_room))));
+            cols.push(col("recording_date", Series::new("".into(), text(|m| &m.recording_date))));
         }
         DataFrame::new_infer_height(cols)
     }
@@ -410,18 +318,12 @@ impl Dataset {
 
 /// Write a DataFrame as CSV, atomically (a killed run never leaves half a file).
 pub fn write_csv(df: &mut DataFrame, path: &Path) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("writing in {}", dir.display()))?;
-    CsvWriter::new(&mut tmp)
-        .finish(df)
-        .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
-    tmp.persist(path)
-        .with_context(|| format!("writing {}", path.display()))?;
+    let mut tmp =
+        tempfile::NamedTempFile::new_in(dir).with_context(|| format!("writing in {}", dir.display()))?;
+    CsvWriter::new(&mut tmp).finish(df).map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+    tmp.persist(path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 
@@ -432,10 +334,7 @@ mod tests {
     #[test]
     fn names_parse() {
         assert_eq!(parse_name("7_03_12.wav"), Some((7, "03".into(), 12)));
-        assert_eq!(
-            parse_name("0_george_49.wav"),
-            Some((0, "george".into(), 49))
-        );
+        assert_eq!(parse_name("0_george_49.wav"), Some((0, "george".into(), 49)));
         for bad in [
             "12_03_1.wav",
             "7_03.wav",

@@ -58,16 +58,11 @@ pub fn extract_dataset(fx: &FeatureExtractor, dataset: &Dataset, progress: Progr
                 }
                 kept.push(i);
             }
-            Some(reason) => skipped.push(Skipped {
-                file: dataset.recordings[i].path.display().to_string(),
-                reason,
-            }),
+            Some(reason) => {
+                skipped.push(Skipped { file: dataset.recordings[i].path.display().to_string(), reason })
+            }
         }
     }
     features.truncate(kept.len() * len);
-    Extracted {
-        features,
-        kept,
-        skipped,
-    }
+    Extracted { features, kept, skipped }
 }

@@ -33,11 +33,7 @@ pub fn mel_frequencies(n: usize, fmin: f64, fmax: f64) -> Vec<f64> {
     let (lo, hi) = (hz_to_mel(fmin), hz_to_mel(fmax));
     (0..n)
         .map(|i| {
-            let t = if n > 1 {
-                i as f64 / (n - 1) as f64
-            } else {
-                0.0
-            };
+            let t = if n > 1 { i as f64 / (n - 1) as f64 } else { 0.0 };
             mel_to_hz(lo + (hi - lo) * t)
         })
         .collect()
@@ -45,9 +41,7 @@ pub fn mel_frequencies(n: usize, fmin: f64, fmax: f64) -> Vec<f64> {
 
 /// Centre frequency of each rFFT bin (`librosa.fft_frequencies`).
 pub fn fft_frequencies(sr: f64, n_fft: usize) -> Vec<f64> {
-    (0..=n_fft / 2)
-        .map(|k| k as f64 * sr / n_fft as f64)
-        .collect()
+    (0..=n_fft / 2).map(|k| k as f64 * sr / n_fft as f64).collect()
 }
 
 /// Dense `[n_mels][1 + n_fft/2]` triangular filterbank, `librosa.filters.mel(sr=sr, n_fft=n_fft,
@@ -126,21 +120,12 @@ mod tests {
     fn sparse_filterbank_equals_dense_product() {
         let dense = filterbank(16000.0, 2048, 128, 0.0, 8000.0);
         let sparse = SparseFilterbank::from_dense(&dense);
-        let power: Vec<f32> = (0..1025)
-            .map(|k| ((k * 7919) % 101) as f32 / 10.0)
-            .collect();
+        let power: Vec<f32> = (0..1025).map(|k| ((k * 7919) % 101) as f32 / 10.0).collect();
         let mut out = vec![0.0; 128];
         sparse.apply(&power, &mut out);
         for (m, row) in dense.iter().enumerate() {
-            let want: f64 = row
-                .iter()
-                .zip(&power)
-                .map(|(a, b)| *a as f64 * *b as f64)
-                .sum();
-            assert!(
-                (out[m] as f64 - want).abs() <= 1e-4 * want.abs().max(1.0),
-                "band {m}"
-            );
+            let want: f64 = row.iter().zip(&power).map(|(a, b)| *a as f64 * *b as f64).sum();
+            assert!((out[m] as f64 - want).abs() <= 1e-4 * want.abs().max(1.0), "band {m}");
         }
     }
 }

@@ -22,26 +22,15 @@ fn write_spec(path: &Path, spec: hound::WavSpec, n: usize, f: impl Fn(usize) -> 
             (hound::SampleFormat::Float, _) => w.write_sample(v as f32).unwrap(),
             (_, 8) => w.write_sample((v * 127.0) as i8).unwrap(),
             (_, 16) => w.write_sample((v * 32767.0) as i16).unwrap(),
-            (_, bits) => w
-                .write_sample((v * ((1i64 << (bits - 1)) - 1) as f64) as i32)
-                .unwrap(),
+            (_, bits) => w.write_sample((v * ((1i64 << (bits - 1)) - 1) as f64) as i32).unwrap(),
         }
     }
     w.finalize().unwrap();
 }
 
 fn spec(channels: u16, sample_rate: u32, bits: u16, float: bool) -> hound::WavSpec {
-    let sample_format = if float {
-        hound::SampleFormat::Float
-    } else {
-        hound::SampleFormat::Int
-    };
-    hound::WavSpec {
-        channels,
-        sample_rate,
-        bits_per_sample: bits,
-        sample_format,
-    }
+    let sample_format = if float { hound::SampleFormat::Float } else { hound::SampleFormat::Int };
+    hound::WavSpec { channels, sample_rate, bits_per_sample: bits, sample_format }
 }
 
 /// A RIFF/WAVE header by hand, for formats hound will not write.
@@ -78,74 +67,37 @@ fn broken_corpus(dir: &Path) -> Vec<(PathBuf, fn(&AudioErrorKind) -> bool)> {
         std::fs::write(&p, bytes).unwrap();
         out.push((p, check));
     };
-    put("0_zero_0.wav", b"", |k| {
-        matches!(k, AudioErrorKind::NotWav(_) | AudioErrorKind::Truncated(_))
-    });
-    put(
-        "1_text_0.wav",
-        b"this is not audio, just a text file renamed to .wav\n",
-        |k| matches!(k, AudioErrorKind::NotWav(_)),
-    );
-    let garbage: Vec<u8> = (0..5000u32)
-        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
-        .collect();
-    put("2_garbage_0.wav", &garbage, |k| {
+    put("0_zero_0.wav", b"", |k| matches!(k, AudioErrorKind::NotWav(_) | AudioErrorKind::Truncated(_)));
+    put("1_text_0.wav", b"this is not audio, just a text file renamed to .wav\n", |k| {
         matches!(k, AudioErrorKind::NotWav(_))
     });
-    let pcm: Vec<u8> = (0..16000i16)
-        .flat_map(|i| (i.wrapping_mul(37)).to_le_bytes())
-        .collect();
+    let garbage: Vec<u8> = (0..5000u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
+    put("2_garbage_0.wav", &garbage, |k| matches!(k, AudioErrorKind::NotWav(_)));
+    let pcm: Vec<u8> = (0..16000i16).flat_map(|i| (i.wrapping_mul(37)).to_le_bytes()).collect();
     let full = raw_wav(1, 1, 16000, 16, &pcm);
-    put("3_truncated_0.wav", &full[..full.len() / 2], |k| {
-        matches!(k, AudioErrorKind::Truncated(_))
-    });
+    put("3_truncated_0.wav", &full[..full.len() / 2], |k| matches!(k, AudioErrorKind::Truncated(_)));
     put("4_headeronly_0.wav", &full[..30], |k| {
         matches!(k, AudioErrorKind::Truncated(_) | AudioErrorKind::NotWav(_))
     });
-    put(
-        "5_adpcm_0.wav",
-        &raw_wav(2, 1, 16000, 4, &pcm[..4000]),
-        |k| {
-            matches!(
-                k,
-                AudioErrorKind::Unsupported(_) | AudioErrorKind::NotWav(_)
-            )
-        },
-    );
-    put("6_empty_0.wav", &raw_wav(1, 1, 16000, 16, &[]), |k| {
-        matches!(k, AudioErrorKind::Empty)
+    put("5_adpcm_0.wav", &raw_wav(2, 1, 16000, 4, &pcm[..4000]), |k| {
+        matches!(k, AudioErrorKind::Unsupported(_) | AudioErrorKind::NotWav(_))
     });
+    put("6_empty_0.wav", &raw_wav(1, 1, 16000, 16, &[]), |k| matches!(k, AudioErrorKind::Empty));
     put("7_rate0_0.wav", &raw_wav(1, 1, 0, 16, &pcm), |k| {
-        matches!(
-            k,
-            AudioErrorKind::Unsupported(_) | AudioErrorKind::NotWav(_)
-        )
+        matches!(k, AudioErrorKind::Unsupported(_) | AudioErrorKind::NotWav(_))
     });
     put("8_float64_0.wav", &raw_wav(3, 1, 16000, 64, &pcm), |k| {
-        matches!(
-            k,
-            AudioErrorKind::Unsupported(_) | AudioErrorKind::NotWav(_)
-        )
+        matches!(k, AudioErrorKind::Unsupported(_) | AudioErrorKind::NotWav(_))
     });
-    let nan: Vec<u8> = (0..8000)
-        .flat_map(|i| if i == 4000 { f32::NAN } else { 0.1 }.to_le_bytes())
-        .collect();
-    put("9_nan_0.wav", &raw_wav(3, 1, 16000, 32, &nan), |k| {
-        matches!(k, AudioErrorKind::NonFinite)
-    });
+    let nan: Vec<u8> = (0..8000).flat_map(|i| if i == 4000 { f32::NAN } else { 0.1 }.to_le_bytes()).collect();
+    put("9_nan_0.wav", &raw_wav(3, 1, 16000, 32, &nan), |k| matches!(k, AudioErrorKind::NonFinite));
     // 10 minutes of 8 kHz audio: refused from the header, before decoding
     let long = dir.join("9_long_0.wav");
-    write_spec(&long, spec(1, 8000, 16, false), 8000 * 600, |i| {
-        tone(i % 8000, 8000)
-    });
+    write_spec(&long, spec(1, 8000, 16, false), 8000 * 600, |i| tone(i % 8000, 8000));
     out.push((long, |k| matches!(k, AudioErrorKind::TooLong { .. })));
     std::fs::create_dir(dir.join("8_folder_0.wav")).unwrap();
-    out.push((dir.join("8_folder_0.wav"), |k| {
-        matches!(k, AudioErrorKind::Io(_))
-    }));
-    out.push((dir.join("7_missing_0.wav"), |k| {
-        matches!(k, AudioErrorKind::Io(_))
-    }));
+    out.push((dir.join("8_folder_0.wav"), |k| matches!(k, AudioErrorKind::Io(_))));
+    out.push((dir.join("7_missing_0.wav"), |k| matches!(k, AudioErrorKind::Io(_))));
     out
 }
 
@@ -154,24 +106,11 @@ fn every_broken_file_gives_a_clear_error_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let fx = fx();
     for (path, check) in broken_corpus(dir.path()) {
-        let err = fx
-            .extract_file(&path)
-            .expect_err(&format!("{} should fail", path.display()));
+        let err = fx.extract_file(&path).expect_err(&format!("{} should fail", path.display()));
         let msg = err.to_string();
-        assert!(
-            check(&err.kind),
-            "{}: unexpected kind {:?}",
-            path.display(),
-            err.kind
-        );
-        assert!(
-            msg.contains(&*path.file_name().unwrap().to_string_lossy()),
-            "message lacks the file: {msg}"
-        );
-        assert!(
-            msg.len() > path.display().to_string().len() + 5,
-            "message lacks a reason: {msg}"
-        );
+        assert!(check(&err.kind), "{}: unexpected kind {:?}", path.display(), err.kind);
+        assert!(msg.contains(&*path.file_name().unwrap().to_string_lossy()), "message lacks the file: {msg}");
+        assert!(msg.len() > path.display().to_string().len() + 5, "message lacks a reason: {msg}");
     }
 }
 
@@ -180,20 +119,12 @@ fn dataset_run_skips_broken_files_and_keeps_the_rest() {
     let dir = tempfile::tempdir().unwrap();
     let broken = broken_corpus(dir.path());
     for take in 0..3 {
-        write_spec(
-            &dir.path().join(format!("5_good_{take}.wav")),
-            spec(1, 8000, 16, false),
-            8000,
-            |i| tone(i, 8000),
-        );
+        write_spec(&dir.path().join(format!("5_good_{take}.wav")), spec(1, 8000, 16, false), 8000, |i| {
+            tone(i, 8000)
+        });
     }
     // a silent file is usable: all-zero features, not NaN
-    write_spec(
-        &dir.path().join("4_silent_0.wav"),
-        spec(1, 16000, 16, false),
-        16000,
-        |_| 0.0,
-    );
+    write_spec(&dir.path().join("4_silent_0.wav"), spec(1, 16000, 16, false), 16000, |_| 0.0);
     std::fs::write(dir.path().join("notes.txt"), "hello").unwrap();
     let ds = scan(dir.path()).unwrap();
     let out = extract_dataset(&fx(), &ds, &no_progress);
@@ -208,14 +139,9 @@ fn dataset_run_skips_broken_files_and_keeps_the_rest() {
 fn silent_and_near_silent_inputs_give_finite_features() {
     let fx = fx();
     for amp in [0.0f32, 1e-30, 1e-9, 1.0 / 32768.0] {
-        let y: Vec<f32> = (0..16000)
-            .map(|i| if i % 2 == 0 { amp } else { -amp })
-            .collect();
+        let y: Vec<f32> = (0..16000).map(|i| if i % 2 == 0 { amp } else { -amp }).collect();
         let f = fx.extract_samples(&y, 16000).unwrap();
-        assert!(
-            f.iter().all(|v| v.is_finite() && *v <= 0.0 && *v >= -80.0),
-            "amp {amp}"
-        );
+        assert!(f.iter().all(|v| v.is_finite() && *v <= 0.0 && *v >= -80.0), "amp {amp}");
     }
 }
 
@@ -225,9 +151,7 @@ fn all_supported_formats_and_rates_decode_to_the_same_features() {
     let fx = fx();
     // reference: the tone generated directly at 16 kHz, 16-bit mono
     let reference_path = dir.path().join("ref.wav");
-    write_spec(&reference_path, spec(1, 16000, 16, false), 16000, |i| {
-        tone(i, 16000)
-    });
+    write_spec(&reference_path, spec(1, 16000, 16, false), 16000, |i| tone(i, 16000));
     let reference = fx.extract_file(&reference_path).unwrap();
     let cases = [
         spec(1, 8000, 16, false),
@@ -252,19 +176,9 @@ fn all_supported_formats_and_rates_decode_to_the_same_features() {
         let f = fx.extract_file(&p).unwrap();
         // Compare only where the 440 Hz tone has energy: the bands that hold the signal.
         // Below 4 kHz the 8 kHz file has all of it; 8-bit quantisation noise lifts the floor.
-        let strong: Vec<usize> = (0..reference.len())
-            .filter(|&i| reference[i] > -30.0)
-            .collect();
-        let mean = strong
-            .iter()
-            .map(|&i| (f[i] - reference[i]).abs())
-            .sum::<f32>()
-            / strong.len() as f32;
-        assert!(
-            mean < 0.5,
-            "{s:?}: mean |diff| {mean} dB over {} strong cells",
-            strong.len()
-        );
+        let strong: Vec<usize> = (0..reference.len()).filter(|&i| reference[i] > -30.0).collect();
+        let mean = strong.iter().map(|&i| (f[i] - reference[i]).abs()).sum::<f32>() / strong.len() as f32;
+        assert!(mean < 0.5, "{s:?}: mean |diff| {mean} dB over {} strong cells", strong.len());
     }
 }
 
@@ -276,10 +190,7 @@ fn a_flat_folder_of_only_broken_files_fails_clearly() {
     let ds = scan(dir.path()).unwrap();
     let cache = dir.path().join("cache");
     let err = support::cache::load_or_extract(&ds, &fx(), &cache, &no_progress).unwrap_err();
-    assert!(
-        err.to_string().contains("none of the 1 recordings"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("none of the 1 recordings"), "{err}");
     assert!(!cache.join("features").exists());
 }
 
@@ -287,9 +198,7 @@ fn a_flat_folder_of_only_broken_files_fails_clearly() {
 fn mutated_and_cut_wavs_never_panic() {
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("good.wav");
-    write_spec(&good, spec(2, 22050, 16, false), 22050 / 2, |i| {
-        tone(i, 22050)
-    });
+    write_spec(&good, spec(2, 22050, 16, false), 22050 / 2, |i| tone(i, 22050));
     let bytes = std::fs::read(&good).unwrap();
     let fx = fx();
     let target = dir.path().join("m.wav");
@@ -314,10 +223,7 @@ fn mutated_and_cut_wavs_never_panic() {
         std::fs::write(&target, &b).unwrap();
         match fx.extract_file(&target) {
             Ok(f) => {
-                assert!(
-                    f.iter().all(|v| v.is_finite()),
-                    "case {case}: non-finite features"
-                );
+                assert!(f.iter().all(|v| v.is_finite()), "case {case}: non-finite features");
                 outcomes.0 += 1
             }
             Err(e) => {

@@ -14,15 +14,9 @@ use support::{scan, FeatureConfig, FeatureExtractor};
 fn make_dataset(root: &Path, n: usize) {
     for i in 0..n {
         let spk = ["aa", "bb"][i % 2];
-        let path = root
-            .join("recordings")
-            .join(format!("{}_{spk}_{i}.wav", i % 10));
+        let path = root.join("recordings").join(format!("{}_{spk}_{i}.wav", i % 10));
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        common::write_wav(
-            &path,
-            8000,
-            &common::tone(8000, 0.6, 120.0 + 15.0 * i as f32),
-        );
+        common::write_wav(&path, 8000, &common::tone(8000, 0.6, 120.0 + 15.0 * i as f32));
     }
 }
 
@@ -41,29 +35,16 @@ fn second_run_hits_and_any_change_misses() {
     let progress = |_: usize, _: usize| {
         calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     };
-    let (first, s1) =
-        load_or_extract(&ds, &fx(FeatureConfig::default()), &cache, &progress).unwrap();
+    let (first, s1) = load_or_extract(&ds, &fx(FeatureConfig::default()), &cache, &progress).unwrap();
     assert!(matches!(s1, CacheStatus::Miss(_)));
-    assert_eq!(
-        calls.load(std::sync::atomic::Ordering::Relaxed),
-        6,
-        "progress called once per file"
-    );
-    let (second, s2) =
-        load_or_extract(&ds, &fx(FeatureConfig::default()), &cache, &progress).unwrap();
+    assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 6, "progress called once per file");
+    let (second, s2) = load_or_extract(&ds, &fx(FeatureConfig::default()), &cache, &progress).unwrap();
     assert!(matches!(s2, CacheStatus::Hit(_)));
-    assert_eq!(
-        calls.load(std::sync::atomic::Ordering::Relaxed),
-        6,
-        "a hit extracts nothing"
-    );
+    assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 6, "a hit extracts nothing");
     assert_eq!(first, second, "bit-identical round trip");
 
     // a config change recomputes, into another file
-    let other = FeatureConfig {
-        n_mels: 64,
-        ..FeatureConfig::default()
-    };
+    let other = FeatureConfig { n_mels: 64, ..FeatureConfig::default() };
     let (third, s3) = load_or_extract(&ds, &fx(other), &cache, &no_progress).unwrap();
     assert!(matches!(s3, CacheStatus::Miss(_)));
     assert_eq!((third.n_mels, third.n_frames), (64, 32));
@@ -74,12 +55,8 @@ fn second_run_hits_and_any_change_misses() {
     std::thread::sleep(std::time::Duration::from_millis(20));
     common::write_wav(&changed, 8000, &common::tone(8000, 0.7, 300.0));
     let ds2 = scan(&data).unwrap();
-    assert_ne!(
-        fp_before,
-        fingerprint(&ds2, &FeatureConfig::default()).unwrap()
-    );
-    let (fourth, s4) =
-        load_or_extract(&ds2, &fx(FeatureConfig::default()), &cache, &no_progress).unwrap();
+    assert_ne!(fp_before, fingerprint(&ds2, &FeatureConfig::default()).unwrap());
+    let (fourth, s4) = load_or_extract(&ds2, &fx(FeatureConfig::default()), &cache, &no_progress).unwrap();
     assert!(matches!(s4, CacheStatus::Miss(_)));
     assert_ne!(fourth.row(0), first.row(0));
     assert_eq!(fourth.row(1), first.row(1));
@@ -102,18 +79,13 @@ fn an_interrupted_or_damaged_cache_file_is_never_trusted() {
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
     std::fs::write(cache.join(".features-abc.part"), &bytes[..100]).unwrap();
     let err = FeatureSet::load(&path).unwrap_err();
-    assert!(
-        format!("{err:#}").contains(&*path.display().to_string()),
-        "{err:#}"
-    );
+    assert!(format!("{err:#}").contains(&*path.display().to_string()), "{err:#}");
     let (again, status) = load_or_extract(&ds, &f, &cache, &no_progress).unwrap();
     assert!(matches!(status, CacheStatus::Miss(_)));
     assert_eq!(again, good);
     // only complete files in the cache folder: the final one and the stray we planted
-    let names: Vec<String> = std::fs::read_dir(&cache)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into())
-        .collect();
+    let names: Vec<String> =
+        std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
     assert_eq!(names.len(), 2, "{names:?}");
 }
 
@@ -165,20 +137,15 @@ fn features_command_writes_the_contract_file() {
             "recordings/4_aa_4.wav"
         ]
     );
-    let digits: Vec<i64> = d
-        .data()
-        .chunks_exact(8)
-        .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
-        .collect();
+    let digits: Vec<i64> =
+        d.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect();
     assert_eq!(digits, vec![0, 1, 2, 3, 4]);
     let config: FeatureConfig = serde_json::from_str(&meta["config"]).unwrap();
     assert_eq!(config, FeatureConfig::default());
     assert_eq!(meta["version"], support::VERSION);
 
     // row i is the features of files[i], as the library computes them
-    let lib = fx(FeatureConfig::default())
-        .extract_file(&data.join(&files[3]))
-        .unwrap();
+    let lib = fx(FeatureConfig::default()).extract_file(&data.join(&files[3])).unwrap();
     let set = FeatureSet::load(&out).unwrap();
     assert_eq!(set.row(3), &lib[..]);
 
@@ -208,10 +175,7 @@ fn cli_errors_are_one_clear_line_not_a_panic() {
     let not_st = dir.path().join("x.safetensors");
     std::fs::write(&not_st, b"hello").unwrap();
     let err = FeatureSet::load(&not_st).unwrap_err();
-    assert!(
-        format!("{err:#}").contains("not a safetensors file"),
-        "{err:#}"
-    );
+    assert!(format!("{err:#}").contains("not a safetensors file"), "{err:#}");
 }
 
 #[test]
@@ -222,14 +186,10 @@ fn shared_fsdd_subset_extracts_cleanly() {
     let mut ds = scan(&data.join("fsdd")).unwrap();
     ds.recordings.retain(|r| r.take < 3);
     let dir = tempfile::tempdir().unwrap();
-    let (set, _) =
-        load_or_extract(&ds, &fx(FeatureConfig::default()), dir.path(), &no_progress).unwrap();
+    let (set, _) = load_or_extract(&ds, &fx(FeatureConfig::default()), dir.path(), &no_progress).unwrap();
     assert_eq!(set.len(), 6 * 10 * 3);
     assert!(set.skipped.is_empty());
-    assert!(set
-        .features
-        .iter()
-        .all(|v| v.is_finite() && *v <= 0.0 && *v >= -80.0));
+    assert!(set.features.iter().all(|v| v.is_finite() && *v <= 0.0 && *v >= -80.0));
     // every image reaches 0 dB (ref = max) somewhere
     assert!((0..set.len()).all(|i| set.row(i).iter().any(|v| *v == 0.0)));
 }

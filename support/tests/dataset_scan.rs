@@ -49,11 +49,7 @@ fn audiomnist_layout_with_metadata() {
 
     let mut df = ds.metadata_frame().unwrap();
     assert_eq!(df.height(), 6);
-    let names: Vec<String> = df
-        .get_column_names()
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let names: Vec<String> = df.get_column_names().iter().map(|s| s.to_string()).collect();
     for c in [
         "path",
         "digit",
@@ -66,20 +62,11 @@ fn audiomnist_layout_with_metadata() {
         "accent",
         "recording_room",
     ] {
-        assert!(
-            names.iter().any(|n| n == c),
-            "missing column {c} in {names:?}"
-        );
+        assert!(names.iter().any(|n| n == c), "missing column {c} in {names:?}");
     }
     let rates = df.column("sample_rate").unwrap().i64().unwrap().get(0);
     assert_eq!(rates, Some(48000));
-    let dur = df
-        .column("duration_s")
-        .unwrap()
-        .f64()
-        .unwrap()
-        .get(0)
-        .unwrap();
+    let dur = df.column("duration_s").unwrap().f64().unwrap().get(0).unwrap();
     assert!((dur - 0.2).abs() < 1e-3);
     let csv = dir.path().join("out/metadata.csv");
     write_csv(&mut df, &csv).unwrap();
@@ -115,10 +102,7 @@ fn fsdd_layouts_recordings_folder_and_flat() {
     assert_eq!(flat.recordings.len(), 3);
     assert_eq!(flat.recordings[1].path, Path::new("3_theo_12.wav"));
     let df = flat.metadata_frame().unwrap();
-    assert!(
-        df.column("gender").is_err(),
-        "no speaker columns without metadata"
-    );
+    assert!(df.column("gender").is_err(), "no speaker columns without metadata");
 }
 
 #[test]
@@ -128,9 +112,7 @@ fn duplicates_are_listed_not_counted_twice() {
     wav(&dir.path().join("b/1_05_3.wav"));
     let ds = scan(dir.path()).unwrap();
     assert_eq!(ds.recordings.len(), 1);
-    assert!(ds.skipped[0]
-        .reason
-        .contains("same digit, speaker and take"));
+    assert!(ds.skipped[0].reason.contains("same digit, speaker and take"));
 }
 
 #[test]
@@ -155,10 +137,7 @@ fn real_shared_datasets_scan() {
     assert_eq!(am.layout, Layout::AudioMnist);
     assert_eq!(am.recordings.len(), 6);
     assert_eq!(am.speakers.len(), 60);
-    assert_eq!(
-        am.speakers["45"].age, None,
-        "speaker 45's recorded age is 1234"
-    );
+    assert_eq!(am.speakers["45"].age, None, "speaker 45's recorded age is 1234");
     let df = am.metadata_frame().unwrap();
     let rates = df.column("sample_rate").unwrap().i64().unwrap().clone();
     assert!((0..rates.len()).all(|i| rates.get(i) == Some(48000)));

@@ -27,8 +27,7 @@ fn golden() -> Golden {
     let bytes = std::fs::read(common::fixture("librosa_golden.safetensors")).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
-    let files: Vec<String> =
-        serde_json::from_str(&meta.metadata().as_ref().unwrap()["files"]).unwrap();
+    let files: Vec<String> = serde_json::from_str(&meta.metadata().as_ref().unwrap()["files"]).unwrap();
     let tensors = st
         .tensors()
         .into_iter()
@@ -54,22 +53,12 @@ fn golden() -> Golden {
 
 impl Golden {
     fn get(&self, name: &str) -> &[f64] {
-        &self
-            .tensors
-            .get(name)
-            .unwrap_or_else(|| panic!("fixture lacks {name}"))
-            .1
+        &self.tensors.get(name).unwrap_or_else(|| panic!("fixture lacks {name}")).1
     }
     fn keys(&self) -> Vec<String> {
         self.files
             .iter()
-            .map(|f| {
-                f.rsplit('/')
-                    .next()
-                    .unwrap()
-                    .trim_end_matches(".wav")
-                    .to_string()
-            })
+            .map(|f| f.rsplit('/').next().unwrap().trim_end_matches(".wav").to_string())
             .collect()
     }
 }
@@ -80,15 +69,8 @@ fn as_f32(v: &[f64]) -> Vec<f32> {
 
 fn diff_stats(ours: &[f32], theirs: &[f64]) -> (f64, f64) {
     assert_eq!(ours.len(), theirs.len());
-    let d: Vec<f64> = ours
-        .iter()
-        .zip(theirs)
-        .map(|(a, b)| (*a as f64 - b).abs())
-        .collect();
-    (
-        d.iter().sum::<f64>() / d.len() as f64,
-        d.iter().cloned().fold(0.0, f64::max),
-    )
+    let d: Vec<f64> = ours.iter().zip(theirs).map(|(a, b)| (*a as f64 - b).abs()).collect();
+    (d.iter().sum::<f64>() / d.len() as f64, d.iter().cloned().fold(0.0, f64::max))
 }
 
 #[test]
@@ -102,11 +84,7 @@ fn mel_filterbank_matches_librosa_within_1e_5() {
     assert!(max <= 1e-5, "max |diff| {max:e}");
     // and the sparse form used at run time covers every non-zero weight
     let sparse = mel::SparseFilterbank::from_dense(&ours);
-    let nonzero: usize = sparse
-        .bands
-        .iter()
-        .map(|(_, w)| w.iter().filter(|v| **v != 0.0).count())
-        .sum();
+    let nonzero: usize = sparse.bands.iter().map(|(_, w)| w.iter().filter(|v| **v != 0.0).count()).sum();
     assert_eq!(nonzero, want.iter().filter(|v| **v != 0.0).count());
 }
 
@@ -131,10 +109,7 @@ fn log_mel_of_librosa_signal_matches_librosa() {
         let clip = fx.clip_from(&y, (t[0] as usize, t[1] as usize));
         let (mean, max) = diff_stats(&fx.log_mel(&clip), g.get(&format!("{key}.logmel")));
         eprintln!("{key}: mel stage mean {mean:.2e} dB, max {max:.2e} dB");
-        assert!(
-            mean <= 1e-4 && max <= 1e-3,
-            "{key}: mean {mean} max {max} dB"
-        );
+        assert!(mean <= 1e-4 && max <= 1e-3, "{key}: mean {mean} max {max} dB");
     }
 }
 

@@ -14,22 +14,13 @@ pub fn shared_data() -> Option<PathBuf> {
         return Some(dir);
     }
     let required = std::env::var("AUDIO_MNIST_REQUIRE_SHARED").is_ok_and(|v| v == "1");
-    assert!(
-        !required,
-        "AUDIO_MNIST_REQUIRE_SHARED=1 but shared data is missing at {}",
-        dir.display()
-    );
-    eprintln!(
-        "SKIPPED: shared data not found at {} (set AUDIO_MNIST_SHARED_DATA)",
-        dir.display()
-    );
+    assert!(!required, "AUDIO_MNIST_REQUIRE_SHARED=1 but shared data is missing at {}", dir.display());
+    eprintln!("SKIPPED: shared data not found at {} (set AUDIO_MNIST_SHARED_DATA)", dir.display());
     None
 }
 
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
 
 /// Write a 16-bit mono WAV.
@@ -42,8 +33,7 @@ pub fn write_wav(path: &std::path::Path, sample_rate: u32, samples: &[f32]) {
     };
     let mut w = hound::WavWriter::create(path, spec).unwrap();
     for s in samples {
-        w.write_sample((s.clamp(-1.0, 1.0) * 32767.0) as i16)
-            .unwrap();
+        w.write_sample((s.clamp(-1.0, 1.0) * 32767.0) as i16).unwrap();
     }
     w.finalize().unwrap();
 }
@@ -54,11 +44,7 @@ pub fn tone(sample_rate: u32, seconds: f32, f0: f32) -> Vec<f32> {
     (0..n)
         .map(|i| {
             let t = i as f32 / sample_rate as f32;
-            let env = if t > seconds * 0.25 && t < seconds * 0.75 {
-                0.6
-            } else {
-                0.0
-            };
+            let env = if t > seconds * 0.25 && t < seconds * 0.75 { 0.6 } else { 0.0 };
             env * (1..5)
                 .map(|h| (2.0 * std::f32::consts::PI * f0 * h as f32 * t).sin() / h as f32)
                 .sum::<f32>()
