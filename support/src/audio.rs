@@ -171,6 +171,14 @@ pub fn wav_info(path: &Path) -> Result<WavInfo, AudioError> {
 /// bulk (hound's per-sample iterator was a fifth of the whole pipeline's time). Files longer
 /// than `max_duration_s` are refused before their samples are read.
 pub fn load_wav(path: &Path, max_duration_s: f64) -> Result<Audio, AudioError> {
+    let mut samples = Vec::new();
+    let sample_rate = load_wav_into(path, max_duration_s, &mut samples)?;
+    Ok(Audio { samples, sample_rate })
+}
+
+/// [`load_wav`] into a caller's buffer (replacing its contents); returns the sample rate.
+/// Batch extraction reuses one buffer per thread instead of allocating per file.
+pub fn load_wav_into(path: &Path, max_duration_s: f64, out: &mut Vec<f32>) -> Result<u32, AudioError> {
     let err = |kind| AudioError::new(path, kind);
     if path.is_dir() {
         return Err(err(AudioErrorKind::Io("is a folder, not a file".into())));
@@ -214,9 +222,9 @@ pub fn load_wav(path: &Path, max_duration_s: f64) -> Result<Audio, AudioError> {
                 .take(want as u64)
                 .read_to_end(data)
                 .map_err(|e| err(AudioErrorKind::Io(e.to_string())))?;
-            decode_samples(path, &spec, width, data, want)
+            decode_samples(path, &spec, width, data, want, out)
         })
-        .map(|samples| Audio { samples, sample_rate: spec.sample_rate })
+        .map(|()| spec.sample_rate)
 }
 
 thread_local! {
@@ -231,7 +239,8 @@ fn decode_samples(
     width: usize,
     data: &[u8],
     want: usize,
-) -> Result<Vec<f32>, AudioError> {
+    out: &mut Vec<f32>,
+) -> Result<(), AudioError> {
     let err = |kind| AudioError::new(path, kind);
     let channels = spec.channels as usize;
     if data.len() < want {
@@ -241,39 +250,41 @@ fn decode_samples(
         ))));
     }
     // Integers are scaled by their container width (left-justified samples, as soundfile does).
-    let samples = match (spec.sample_format, width) {
-        (hound::SampleFormat::Int, 1) => decode::<1>(&data, channels, |b| (b[0] as f32 - 128.0) / 128.0),
+    out.clear();
+    match (spec.sample_format, width) {
+        (hound::SampleFormat::Int, 1) => decode::<1>(data, channels, out, |b| (b[0] as f32 - 128.0) / 128.0),
         (hound::SampleFormat::Int, 2) => {
-            decode::<2>(&data, channels, |b| i16::from_le_bytes(b) as f32 / 32768.0)
+            decode::<2>(data, channels, out, |b| i16::from_le_bytes(b) as f32 / 32768.0)
         }
-        (hound::SampleFormat::Int, 3) => decode::<3>(&data, channels, |b| {
+        (hound::SampleFormat::Int, 3) => decode::<3>(data, channels, out, |b| {
             (i32::from_le_bytes([0, b[0], b[1], b[2]]) >> 8) as f32 / 8_388_608.0
         }),
         (hound::SampleFormat::Int, 4) => {
-            decode::<4>(&data, channels, |b| (i32::from_le_bytes(b) as f64 / 2_147_483_648.0) as f32)
+            decode::<4>(data, channels, out, |b| (i32::from_le_bytes(b) as f64 / 2_147_483_648.0) as f32)
         }
-        (hound::SampleFormat::Float, 4) => decode::<4>(&data, channels, f32::from_le_bytes),
-        (hound::SampleFormat::Float, 8) => decode::<8>(&data, channels, |b| f64::from_le_bytes(b) as f32),
+        (hound::SampleFormat::Float, 4) => decode::<4>(data, channels, out, f32::from_le_bytes),
+        (hound::SampleFormat::Float, 8) => decode::<8>(data, channels, out, |b| f64::from_le_bytes(b) as f32),
         (format, w) => {
             return Err(err(AudioErrorKind::Unsupported(format!("{}-byte {format:?} samples", w))));
         }
-    };
-    if samples.iter().any(|s| !s.is_finite()) {
+    }
+    if out.iter().any(|s| !s.is_finite()) {
         return Err(err(AudioErrorKind::NonFinite));
     }
-    Ok(samples)
+    Ok(())
 }
 
 /// Convert little-endian samples of `B` bytes to f32 and average the channels of each frame.
-fn decode<const B: usize>(data: &[u8], channels: usize, conv: impl Fn([u8; B]) -> f32) -> Vec<f32> {
+fn decode<const B: usize>(data: &[u8], channels: usize, out: &mut Vec<f32>, conv: impl Fn([u8; B]) -> f32) {
     let sample = |c: &[u8]| conv(c.try_into().expect("chunks are B bytes"));
     if channels == 1 {
-        return data.chunks_exact(B).map(sample).collect();
+        out.extend(data.chunks_exact(B).map(sample));
+    } else {
+        let inv = 1.0 / channels as f32;
+        out.extend(
+            data.chunks_exact(B * channels).map(|frame| frame.chunks_exact(B).map(sample).sum::<f32>() * inv),
+        );
     }
-    let inv = 1.0 / channels as f32;
-    data.chunks_exact(B * channels)
-        .map(|frame| frame.chunks_exact(B).map(sample).sum::<f32>() * inv)
-        .collect()
 }
 
 /// About this many input frames per FFT block of the resampler. Long blocks give a steep
@@ -300,19 +311,25 @@ thread_local! {
     // Building an FFT resampler plans FFTs and designs a filter: keep one per rate pair and
     // thread, so a batch of files at the same rate pays that once.
     static RESAMPLERS: RefCell<HashMap<(u32, u32), Fft<f32>>> = RefCell::new(HashMap::new());
-    // The resampler's working output (delay + padding included), reused between calls.
-    static RESAMPLE_OUT: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Resample a mono signal to `sr_out`, returning `ceil(len * sr_out / sr_in)` samples like
 /// `librosa.resample` (rubato's synchronous FFT resampler, delay compensated).
 pub fn resample(samples: &[f32], sr_in: u32, sr_out: u32) -> Result<Vec<f32>, String> {
+    let mut out = Vec::new();
+    resample_into(samples, sr_in, sr_out, &mut out)?;
+    Ok(out)
+}
+
+/// [`resample`] into a caller's buffer (replacing its contents).
+pub fn resample_into(samples: &[f32], sr_in: u32, sr_out: u32, out: &mut Vec<f32>) -> Result<(), String> {
+    out.clear();
     if sr_in == sr_out || samples.is_empty() {
-        return Ok(samples.to_vec());
+        out.extend_from_slice(samples);
+        return Ok(());
     }
     let expected = (samples.len() as u128 * sr_out as u128).div_ceil(sr_in as u128) as usize;
-    RESAMPLERS.with(|cell| {
-        let mut map = cell.borrow_mut();
+    RESAMPLERS.with_borrow_mut(|map| {
         let resampler = match map.entry((sr_in, sr_out)) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => v.insert(
@@ -330,18 +347,17 @@ pub fn resample(samples: &[f32], sr_in: u32, sr_out: u32) -> Result<Vec<f32>, St
         };
         let input = InterleavedSlice::new(samples, 1, samples.len()).map_err(|e| e.to_string())?;
         resampler.reset();
+        // rubato needs room for its delay and a last padded block; the delay is cut off the
+        // front for us, so the signal starts at 0 and the padding is truncated below.
         let needed = resampler.process_all_needed_output_len(samples.len());
-        RESAMPLE_OUT.with_borrow_mut(|buf| {
-            buf.clear();
-            buf.resize(needed, 0.0);
-            let mut output =
-                InterleavedSlice::new_mut(buf.as_mut_slice(), 1, needed).map_err(|e| e.to_string())?;
-            let (_, produced) = resampler
-                .process_all_into_buffer(&input, &mut output, samples.len(), None)
-                .map_err(|e| e.to_string())?;
-            let mut out = buf[..produced.min(expected)].to_vec();
-            out.resize(expected, 0.0);
-            Ok(out)
-        })
+        out.resize(needed, 0.0);
+        let mut output =
+            InterleavedSlice::new_mut(out.as_mut_slice(), 1, needed).map_err(|e| e.to_string())?;
+        let (_, produced) = resampler
+            .process_all_into_buffer(&input, &mut output, samples.len(), None)
+            .map_err(|e| e.to_string())?;
+        out.truncate(produced.min(expected));
+        out.resize(expected, 0.0);
+        Ok(())
     })
 }

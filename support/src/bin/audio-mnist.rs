@@ -14,8 +14,6 @@ use support::{FeatureConfig, FeatureExtractor};
 
 // glibc's malloc hands every buffer over 128 KiB (one 48 kHz clip) back to the kernel and
 // page-faults it in again for the next file: 7% of feature extraction. mimalloc keeps them.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(
