@@ -365,8 +365,10 @@ pub fn power_to_db(s: &mut [f32], amin: f32, top_db: f32) {
     let peak = s.iter().cloned().fold(0f32, f32::max);
     let reference = 10.0 * peak.max(amin).log10();
     let mut max_db = f32::NEG_INFINITY;
+    // Cells at or below amin (all the zero-padded frames) share one value: skip their log.
+    let floor_db = 10.0 * amin.log10() - reference;
     for v in s.iter_mut() {
-        let db = 10.0 * v.max(amin).log10() - reference;
+        let db = if *v <= amin { floor_db } else { 10.0 * v.log10() - reference };
         max_db = max_db.max(db);
         *v = db;
     }
