@@ -10,6 +10,10 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use support::cache::{load_or_extract, CacheStatus};
 use support::dataset::{scan, write_csv, Dataset};
+use support::model::{describe_device, pick_device};
+use support::split::SplitSpec;
+use support::train::TrainConfig;
+use support::workflow::{digit_names, evaluate_model, train_and_evaluate, TrainOptions};
 use support::{FeatureConfig, FeatureExtractor};
 
 // glibc's malloc hands every buffer over 128 KiB (one 48 kHz clip) back to the kernel and
@@ -40,6 +44,40 @@ enum Command {
         #[arg(long, env = "AUDIO_MNIST_CACHE", default_value = "cache")]
         cache_dir: PathBuf,
     },
+    /// Train the CNN speaker-independently, evaluate it, and export model.safetensors.
+    Train {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Output folder for the model, logs, plots and reports.
+        #[arg(long, default_value = "out")]
+        out: PathBuf,
+        #[command(flatten)]
+        split: SplitArgs,
+        /// Seed for initialisation, shuffling, dropout and the random split.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Maximum epochs (early stopping may end sooner).
+        #[arg(long, default_value_t = 30)]
+        epochs: usize,
+        /// Training recipe: `seed` = the Kaggle notebook's, faithfully ported.
+        #[arg(long, default_value = "seed")]
+        recipe: String,
+        #[arg(long, default_value_t = 64)]
+        batch_size: usize,
+    },
+    /// Evaluate an exported model on the test speakers of a split (by default the model's own).
+    Evaluate {
+        #[arg(long)]
+        model: PathBuf,
+        #[command(flatten)]
+        data: DataArgs,
+        #[arg(long, default_value = "out/evaluation")]
+        out: PathBuf,
+        #[command(flatten)]
+        split: SplitArgs,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
     /// List the recordings and their metadata (writes metadata.csv).
     Scan {
         #[arg(long, env = "AUDIO_MNIST_DATA")]
@@ -64,6 +102,38 @@ enum Command {
     },
 }
 
+#[derive(clap::Args)]
+struct DataArgs {
+    /// Dataset folder (AudioMNIST, its Kaggle unzip, or FSDD).
+    #[arg(long, env = "AUDIO_MNIST_DATA")]
+    data: PathBuf,
+    /// Feature cache folder.
+    #[arg(long, env = "AUDIO_MNIST_CACHE", default_value = "cache")]
+    cache_dir: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct SplitArgs {
+    /// `random` (70/15/15 of the speakers, seeded) or `paper:K` (official AudioMNIST fold K, 0-4).
+    #[arg(long, default_value = "random")]
+    split: String,
+    /// Explicit test speakers (comma-separated); needs --val-speakers.
+    #[arg(long)]
+    test_speakers: Option<String>,
+    /// Explicit validation speakers (comma-separated); needs --test-speakers.
+    #[arg(long)]
+    val_speakers: Option<String>,
+}
+
+impl SplitArgs {
+    fn spec(&self, seed: u64) -> Result<SplitSpec> {
+        SplitSpec::from_args(&self.split, seed, self.test_speakers.as_deref(), self.val_speakers.as_deref())
+    }
+    fn given(&self) -> bool {
+        self.split != "random" || self.test_speakers.is_some() || self.val_speakers.is_some()
+    }
+}
+
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
@@ -77,6 +147,33 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Features { data, out, cache_dir } => features(&data, &out, &cache_dir),
+        Command::Train { data, out, split, seed, epochs, recipe, batch_size } => {
+            if recipe != "seed" {
+                anyhow::bail!("unknown recipe {recipe:?}; available: seed");
+            }
+            let opts = TrainOptions {
+                data: data.data,
+                out,
+                cache_dir: data.cache_dir,
+                split: split.spec(seed)?,
+                train: TrainConfig { seed, epochs, batch_size, recipe, ..TrainConfig::default() },
+                features: FeatureConfig::default(),
+            };
+            train_command(&opts)
+        }
+        Command::Evaluate { model, data, out, split, seed } => {
+            let device = pick_device();
+            let spec = if split.given() { Some(split.spec(seed)?) } else { None };
+            let bar = feature_bar()?;
+            let e = evaluate_model(&model, &data.data, &out, &data.cache_dir, spec, &device, &|d, n| {
+                bar.set_length(n as u64);
+                bar.set_position(d as u64)
+            })?;
+            bar.finish_and_clear();
+            print!("{}", e.report(&digit_names()));
+            println!("test accuracy {:.2}%; files written to {}", 100.0 * e.accuracy, out.display());
+            Ok(())
+        }
         Command::Scan { data, csv } => {
             let dataset = scan_verbose(&data)?;
             let mut df = dataset.metadata_frame()?;
@@ -91,6 +188,59 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn feature_bar() -> Result<ProgressBar> {
+    Ok(ProgressBar::new(0).with_style(
+        ProgressStyle::with_template("{spinner} features {bar:40} {pos}/{len} files  {per_sec}  eta {eta}")
+            .context("progress bar template")?,
+    ))
+}
+
+fn train_command(opts: &TrainOptions) -> Result<()> {
+    let device = pick_device();
+    println!("device: {}", describe_device(&device));
+    let bar = feature_bar()?;
+    let epochs = ProgressBar::new(opts.train.epochs as u64).with_style(
+        ProgressStyle::with_template("{spinner} epoch {pos}/{len} {bar:30} {elapsed_precise} {msg}")
+            .context("progress bar template")?,
+    );
+    let report = train_and_evaluate(
+        opts,
+        &device,
+        &|d, n| {
+            bar.set_length(n as u64);
+            bar.set_position(d as u64)
+        },
+        &mut |r| {
+            bar.finish_and_clear();
+            epochs.println(format!(
+                "epoch {:>3}  train loss {:.4} acc {:.4}  val loss {:.4} acc {:.4}  lr {:.2e}  {:.1}s",
+                r.epoch, r.train_loss, r.train_acc, r.val_loss, r.val_acc, r.lr, r.seconds
+            ));
+            epochs.set_position(r.epoch as u64);
+            epochs.set_message(format!("val acc {:.4}", r.val_acc));
+        },
+    )?;
+    epochs.finish_and_clear();
+    let m = &report.metrics;
+    println!(
+        "split: train {:?}\n       val {:?}\n       test {:?}",
+        report.split.train, report.split.val, report.split.test
+    );
+    print!("{}", report.evaluation.report(&digit_names()));
+    println!(
+        "test accuracy {:.2}% ({} files), best val accuracy {:.2}% at epoch {}/{}; {:.0} s, {:.1} train samples/s",
+        100.0 * m.test_accuracy,
+        m.test_files,
+        100.0 * m.val_accuracy,
+        m.best_epoch,
+        m.epochs,
+        m.train_seconds,
+        m.train_samples_per_second
+    );
+    println!("model: {}; artifacts in {}", report.model_path.display(), opts.out.display());
+    Ok(())
 }
 
 fn scan_verbose(data: &Path) -> Result<Dataset> {

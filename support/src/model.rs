@@ -1,0 +1,361 @@
+//! The seed's CNN in Candle, and the self-describing model file.
+//!
+//! ```text
+//! x [B, 1, n_mels, n_frames]
+//!  -> conv 3x3 (1 -> 32, pad 1) -> BatchNorm -> ReLU -> max-pool 2x2   [B, 32, n_mels/2, n_frames/2]
+//!  -> conv 3x3 (32 -> 64, pad 1) -> BatchNorm -> ReLU -> max-pool 2x2  [B, 64, n_mels/4, n_frames/4]
+//!  -> flatten -> Linear(flat, 256) -> ReLU -> Dropout(0.3) -> Linear(256, 10)
+//! ```
+//! 4,216,138 parameters at 128 x 32, exactly as the PyTorch original.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use candle_core::{DType, Device, Module, ModuleT, Tensor, D};
+use candle_nn::{BatchNorm, Conv2d, Linear, VarBuilder, VarMap};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use crate::features::{FeatureConfig, FEATURE_VERSION};
+
+/// Architecture hyper-parameters; [`Cnn::new`] builds the network from them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CnnConfig {
+    pub n_mels: usize,
+    pub n_frames: usize,
+    pub conv1_channels: usize,
+    pub conv2_channels: usize,
+    pub hidden: usize,
+    pub dropout: f32,
+    pub classes: usize,
+}
+
+impl Default for CnnConfig {
+    fn default() -> Self {
+        Self {
+            n_mels: 128,
+            n_frames: 32,
+            conv1_channels: 32,
+            conv2_channels: 64,
+            hidden: 256,
+            dropout: 0.3,
+            classes: 10,
+        }
+    }
+}
+
+impl CnnConfig {
+    /// Input size of the first linear layer: two 2x2 pools (floor, as PyTorch's MaxPool2d).
+    pub fn flat_dim(&self) -> usize {
+        self.conv2_channels * (self.n_mels / 2 / 2) * (self.n_frames / 2 / 2)
+    }
+
+    /// Trainable parameters (BatchNorm running statistics are buffers, not parameters).
+    pub fn param_count(&self) -> usize {
+        let (c1, c2) = (self.conv1_channels, self.conv2_channels);
+        (c1 * 9 + c1)
+            + 2 * c1
+            + (c2 * c1 * 9 + c2)
+            + 2 * c2
+            + (self.flat_dim() * self.hidden + self.hidden)
+            + (self.hidden * self.classes + self.classes)
+    }
+
+    fn validate(&self) -> Result<()> {
+        ensure!(
+            self.n_mels >= 4 && self.n_frames >= 4,
+            "input {}x{} is smaller than 4x4",
+            self.n_mels,
+            self.n_frames
+        );
+        ensure!((0.0..1.0).contains(&self.dropout), "dropout {} is outside [0, 1)", self.dropout);
+        ensure!(
+            self.classes >= 2 && self.hidden > 0 && self.conv1_channels > 0 && self.conv2_channels > 0,
+            "empty layer"
+        );
+        Ok(())
+    }
+}
+
+/// The CNN. Build with [`Cnn::new`] from a `VarBuilder` (fresh from a `VarMap` to train, or
+/// from a loaded file).
+#[derive(Clone, Debug)]
+pub struct Cnn {
+    conv1: Conv2d,
+    bn1: BatchNorm,
+    conv2: Conv2d,
+    bn2: BatchNorm,
+    fc1: Linear,
+    fc2: Linear,
+    config: CnnConfig,
+}
+
+impl Cnn {
+    pub fn new(config: &CnnConfig, vb: VarBuilder) -> Result<Self> {
+        config.validate()?;
+        let conv = candle_nn::Conv2dConfig { padding: 1, ..Default::default() };
+        let bn = candle_nn::BatchNormConfig { eps: 1e-5, remove_mean: true, affine: true, momentum: 0.1 };
+        Ok(Self {
+            conv1: candle_nn::conv2d(1, config.conv1_channels, 3, conv, vb.pp("conv1"))?,
+            bn1: candle_nn::batch_norm(config.conv1_channels, bn, vb.pp("bn1"))?,
+            conv2: candle_nn::conv2d(config.conv1_channels, config.conv2_channels, 3, conv, vb.pp("conv2"))?,
+            bn2: candle_nn::batch_norm(config.conv2_channels, bn, vb.pp("bn2"))?,
+            fc1: candle_nn::linear(config.flat_dim(), config.hidden, vb.pp("fc1"))?,
+            fc2: candle_nn::linear(config.hidden, config.classes, vb.pp("fc2"))?,
+            config: config.clone(),
+        })
+    }
+
+    pub fn config(&self) -> &CnnConfig {
+        &self.config
+    }
+
+    /// Logits `[B, classes]`. `dropout` is `Some(rng)` in training (BatchNorm then uses and
+    /// updates batch statistics), `None` in evaluation.
+    pub fn forward_t(&self, x: &Tensor, dropout: Option<&mut StdRng>) -> Result<Tensor> {
+        let train = dropout.is_some();
+        // [B, 1, M, T] -> [B, C1, M/2, T/2]
+        let x = self.bn1.forward_t(&self.conv1.forward(x)?, train)?.relu()?.max_pool2d(2)?;
+        // -> [B, C2, M/4, T/4]
+        let x = self.bn2.forward_t(&self.conv2.forward(&x)?, train)?.relu()?.max_pool2d(2)?;
+        // -> [B, C2*M/4*T/4] -> [B, hidden]
+        let x = self.fc1.forward(&x.flatten_from(1)?)?.relu()?;
+        let x = match dropout {
+            Some(rng) => seeded_dropout(&x, self.config.dropout, rng)?,
+            None => x,
+        };
+        // -> [B, classes]
+        Ok(self.fc2.forward(&x)?)
+    }
+
+    /// Class probabilities `[B, classes]` in evaluation mode.
+    pub fn probabilities(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(candle_nn::ops::softmax(&self.forward_t(x, None)?, D::Minus1)?)
+    }
+}
+
+/// Inverted dropout with a mask from our own seeded RNG: Candle's CPU random numbers cannot be
+/// seeded, and reproducible training needs reproducible masks.
+fn seeded_dropout(x: &Tensor, p: f32, rng: &mut StdRng) -> Result<Tensor> {
+    if p == 0.0 {
+        return Ok(x.clone());
+    }
+    let scale = 1.0 / (1.0 - p);
+    let mask: Vec<f32> =
+        (0..x.elem_count()).map(|_| if rng.random::<f32>() < p { 0.0 } else { scale }).collect();
+    let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+    Ok(x.mul(&mask)?)
+}
+
+/// Names of the trainable tensors, in a fixed order.
+fn is_parameter(name: &str) -> bool {
+    !name.ends_with("running_mean") && !name.ends_with("running_var")
+}
+
+/// A fresh network in a `VarMap`, initialised like the seed: Xavier-uniform conv and linear
+/// weights, zero biases, BatchNorm weight 1 / bias 0, from `seed` alone.
+pub fn init_varmap(config: &CnnConfig, seed: u64, device: &Device) -> Result<(VarMap, Cnn)> {
+    let varmap = VarMap::new();
+    let model = Cnn::new(config, VarBuilder::from_varmap(&varmap, DType::F32, device))?;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let data = varmap.data().lock().map_err(|_| anyhow!("variable map lock poisoned"))?;
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    for name in names {
+        let var = &data[name];
+        let dims = var.dims().to_vec();
+        let value = if name.ends_with(".weight") && dims.len() >= 2 {
+            // fan_in = in * receptive field, fan_out = out * receptive field (PyTorch's rule)
+            let receptive: usize = dims[2..].iter().product();
+            let (fan_in, fan_out) = (dims[1] * receptive, dims[0] * receptive);
+            let bound = (6.0 / (fan_in + fan_out) as f64).sqrt() as f32;
+            let v: Vec<f32> = (0..var.elem_count()).map(|_| rng.random_range(-bound..bound)).collect();
+            Tensor::from_vec(v, dims.as_slice(), device)?
+        } else if name.ends_with(".bias") || name.ends_with("running_mean") {
+            Tensor::zeros(dims.as_slice(), DType::F32, device)?
+        } else {
+            Tensor::ones(dims.as_slice(), DType::F32, device)? // BatchNorm weight, running_var
+        };
+        var.set(&value)?;
+    }
+    drop(data);
+    Ok((varmap, model))
+}
+
+/// The trainable variables of a `VarMap` (what the optimiser updates), sorted by name.
+pub fn parameters(varmap: &VarMap) -> Result<Vec<(String, candle_core::Var)>> {
+    let data = varmap.data().lock().map_err(|_| anyhow!("variable map lock poisoned"))?;
+    let mut v: Vec<(String, candle_core::Var)> =
+        data.iter().filter(|(n, _)| is_parameter(n)).map(|(n, v)| (n.clone(), v.clone())).collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(v)
+}
+
+/// Format tag and version of the exported model file.
+pub const MODEL_FORMAT: &str = "audio-mnist-model";
+pub const MODEL_VERSION: u32 = 1;
+
+/// Everything besides the weights that inference needs, stored in the file's metadata.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelMeta {
+    pub architecture: CnnConfig,
+    pub features: FeatureConfig,
+    /// Standardisation applied to log-Mel dB values before the network: (x - mean) / std.
+    pub mean: f32,
+    pub std: f32,
+    pub classes: Vec<String>,
+    /// Free-form JSON: the split, the metrics, the recipe.
+    pub split: serde_json::Value,
+    pub metrics: serde_json::Value,
+}
+
+/// Write weights and metadata to one safetensors file (temporary file, then rename).
+pub fn save_model(path: &Path, varmap: &VarMap, meta: &ModelMeta) -> Result<()> {
+    let data = varmap.data().lock().map_err(|_| anyhow!("variable map lock poisoned"))?;
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (name, var) in data.iter() {
+        let t = var.as_tensor().to_dtype(DType::F32)?.to_device(&Device::Cpu)?;
+        let values: Vec<f32> = t.flatten_all()?.to_vec1()?;
+        tensors.push((name.clone(), t.dims().to_vec(), bytemuck::cast_slice(&values).to_vec()));
+    }
+    drop(data);
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let views = tensors
+        .iter()
+        .map(|(n, shape, bytes)| {
+            Ok((
+                n.as_str(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)?,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let metadata = HashMap::from([
+        ("format".to_string(), MODEL_FORMAT.to_string()),
+        ("model_version".to_string(), MODEL_VERSION.to_string()),
+        ("feature_version".to_string(), FEATURE_VERSION.to_string()),
+        ("version".to_string(), crate::VERSION.to_string()),
+        ("architecture".to_string(), serde_json::to_string(&meta.architecture)?),
+        ("features".to_string(), serde_json::to_string(&meta.features)?),
+        ("mean".to_string(), meta.mean.to_string()),
+        ("std".to_string(), meta.std.to_string()),
+        ("classes".to_string(), serde_json::to_string(&meta.classes)?),
+        ("split".to_string(), meta.split.to_string()),
+        ("metrics".to_string(), meta.metrics.to_string()),
+    ]);
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tmp = tempfile::Builder::new().prefix(".model-").suffix(".part").tempfile_in(dir)?;
+    safetensors::serialize_to_file(views, Some(metadata), tmp.path())
+        .with_context(|| format!("writing {}", tmp.path().display()))?;
+    tmp.persist(path).map_err(|e| anyhow!("writing {}: {}", path.display(), e.error))?;
+    Ok(())
+}
+
+/// A model file loaded for inference.
+pub struct LoadedModel {
+    pub model: Cnn,
+    pub meta: ModelMeta,
+}
+
+/// Load a model file, refusing with a clear message anything that is not a complete model of
+/// a version this build understands.
+pub fn load_model(path: &Path, device: &Device) -> Result<LoadedModel> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading model {}", path.display()))?;
+    load_model_bytes(&bytes, device).with_context(|| format!("model file {}", path.display()))
+}
+
+fn load_model_bytes(bytes: &[u8], device: &Device) -> Result<LoadedModel> {
+    let st =
+        safetensors::SafeTensors::deserialize(bytes).map_err(|e| anyhow!("not a safetensors file ({e})"))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes)?;
+    let md = header.metadata().clone().unwrap_or_default();
+    let get = |k: &str| md.get(k).ok_or_else(|| anyhow!("metadata lacks `{k}` (not an audio-mnist model?)"));
+    ensure!(get("format")? == MODEL_FORMAT, "not an audio-mnist model (format {:?})", get("format")?);
+    let version: u32 = get("model_version")?.parse().context("bad `model_version`")?;
+    ensure!(
+        version == MODEL_VERSION,
+        "model file version {version}; this build reads version {MODEL_VERSION}"
+    );
+    let fv: u32 = get("feature_version")?.parse().context("bad `feature_version`")?;
+    ensure!(
+        fv == FEATURE_VERSION,
+        "made with feature version {fv}; this build computes version {FEATURE_VERSION}"
+    );
+    let meta = ModelMeta {
+        architecture: serde_json::from_str(get("architecture")?).context("bad `architecture`")?,
+        features: serde_json::from_str(get("features")?).context("bad `features`")?,
+        mean: get("mean")?.parse().context("bad `mean`")?,
+        std: get("std")?.parse().context("bad `std`")?,
+        classes: serde_json::from_str(get("classes")?).context("bad `classes`")?,
+        split: serde_json::from_str(get("split")?).context("bad `split`")?,
+        metrics: serde_json::from_str(get("metrics")?).context("bad `metrics`")?,
+    };
+    ensure!(meta.std.is_finite() && meta.std > 0.0 && meta.mean.is_finite(), "bad normalisation mean/std");
+    ensure!(
+        meta.classes.len() == meta.architecture.classes,
+        "{} class names for {} outputs",
+        meta.classes.len(),
+        meta.architecture.classes
+    );
+    ensure!(
+        meta.features.n_mels == meta.architecture.n_mels
+            && meta.features.n_frames() == meta.architecture.n_frames,
+        "feature shape and network input disagree"
+    );
+    // Expected tensors and shapes come from a freshly built network of this architecture.
+    let reference = VarMap::new();
+    Cnn::new(&meta.architecture, VarBuilder::from_varmap(&reference, DType::F32, &Device::Cpu))?;
+    let expected: HashMap<String, Vec<usize>> = reference
+        .data()
+        .lock()
+        .map_err(|_| anyhow!("lock"))?
+        .iter()
+        .map(|(n, v)| (n.clone(), v.dims().to_vec()))
+        .collect();
+    let mut tensors = HashMap::new();
+    let mut names: Vec<&String> = expected.keys().collect();
+    names.sort();
+    for name in names {
+        let view = st.tensor(name).map_err(|_| anyhow!("tensor `{name}` is missing"))?;
+        ensure!(
+            view.dtype() == safetensors::Dtype::F32,
+            "tensor `{name}` is {:?}, expected F32",
+            view.dtype()
+        );
+        ensure!(
+            view.shape() == expected[name].as_slice(),
+            "tensor `{name}` has shape {:?}, expected {:?}",
+            view.shape(),
+            expected[name]
+        );
+        let values: Vec<f32> =
+            view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        if values.iter().any(|v| !v.is_finite()) {
+            bail!("tensor `{name}` holds NaN or infinite values");
+        }
+        tensors.insert(name.clone(), Tensor::from_vec(values, view.shape(), device)?);
+    }
+    let model = Cnn::new(&meta.architecture, VarBuilder::from_tensors(tensors, DType::F32, device))?;
+    Ok(LoadedModel { model, meta })
+}
+
+/// CUDA when compiled in and a GPU is present, else the CPU.
+pub fn pick_device() -> Device {
+    #[cfg(feature = "cuda")]
+    if let Ok(d) = Device::new_cuda(0) {
+        return d;
+    }
+    Device::Cpu
+}
+
+/// A short human description of a device ("CPU", "CUDA GPU 0").
+pub fn describe_device(device: &Device) -> String {
+    match device {
+        Device::Cpu => format!("CPU ({} threads)", rayon::current_num_threads()),
+        Device::Cuda(_) => "CUDA GPU 0".to_string(),
+        Device::Metal(_) => "Metal GPU".to_string(),
+    }
+}

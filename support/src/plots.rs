@@ -1,0 +1,134 @@
+//! PNG figures with plotters (no browser, no system fonts: DejaVu Sans is compiled in).
+
+use std::path::Path;
+use std::sync::Once;
+
+use anyhow::{anyhow, Result};
+use plotters::prelude::*;
+
+use crate::train::EpochLog;
+
+fn register_fonts() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // The font is a static byte slice from the `dejavu` crate; registering cannot fail for it.
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular());
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Bold, dejavu::sans::bold());
+    });
+}
+
+fn err<E: std::fmt::Display>(path: &Path) -> impl Fn(E) -> anyhow::Error + '_ {
+    move |e| anyhow!("drawing {}: {e}", path.display())
+}
+
+/// Loss and accuracy per epoch, train and validation, side by side.
+pub fn training_curves(log: &[EpochLog], path: &Path) -> Result<()> {
+    register_fonts();
+    let root = BitMapBackend::new(path, (1100, 450)).into_drawing_area();
+    root.fill(&WHITE).map_err(err(path))?;
+    let (left, right) = root.split_horizontally(550);
+    let epochs = log.len().max(2) as f64;
+    let finite = |v: f64| if v.is_finite() { v } else { 0.0 };
+    let max_loss =
+        log.iter().map(|r| finite(r.train_loss).max(finite(r.val_loss))).fold(0.1, f64::max) * 1.05;
+    let panels: [(&DrawingArea<_, _>, &str, f64, [fn(&EpochLog) -> f64; 2]); 2] = [
+        (&left, "loss", max_loss, [|r| r.train_loss, |r| r.val_loss]),
+        (&right, "accuracy", 1.0, [|r| r.train_acc, |r| r.val_acc]),
+    ];
+    for (area, name, top, series) in panels {
+        let mut chart = ChartBuilder::on(area)
+            .caption(format!("training {name}"), ("sans-serif", 22))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(55)
+            .build_cartesian_2d(1f64..epochs, 0f64..top)
+            .map_err(err(path))?;
+        chart.configure_mesh().x_desc("epoch").y_desc(name).draw().map_err(err(path))?;
+        for (get, label, color) in [(series[0], "train", BLUE), (series[1], "validation", RED)] {
+            let points: Vec<(f64, f64)> =
+                log.iter().map(|r| (r.epoch as f64, get(r))).filter(|p| p.1.is_finite()).collect();
+            chart
+                .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
+                .map_err(err(path))?
+                .label(label)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            chart
+                .draw_series(points.iter().map(|p| Circle::new(*p, 3, color.filled())))
+                .map_err(err(path))?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::MiddleRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(err(path))?;
+    }
+    root.present().map_err(err(path))?;
+    Ok(())
+}
+
+/// Confusion-matrix heatmap with counts in the cells; rows = true class, columns = predicted.
+pub fn confusion_matrix(confusion: &[Vec<usize>], names: &[String], title: &str, path: &Path) -> Result<()> {
+    register_fonts();
+    let n = confusion.len();
+    let root = BitMapBackend::new(path, (720, 680)).into_drawing_area();
+    root.fill(&WHITE).map_err(err(path))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(15)
+        .x_label_area_size(50)
+        .y_label_area_size(60)
+        .build_cartesian_2d(-0.5f64..n as f64 - 0.5, -0.5f64..n as f64 - 0.5)
+        .map_err(err(path))?;
+    // row 0 is drawn at the top: y = n-1-row
+    let label = |v: &f64, flip: bool| {
+        let i = v.round() as isize;
+        let i = if flip { n as isize - 1 - i } else { i };
+        if (v - v.round()).abs() < 1e-6 && i >= 0 && (i as usize) < n {
+            names[i as usize].clone()
+        } else {
+            String::new()
+        }
+    };
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .x_labels(n)
+        .y_labels(n)
+        .x_label_formatter(&|v| label(v, false))
+        .y_label_formatter(&|v| label(v, true))
+        .x_desc("predicted digit")
+        .y_desc("true digit")
+        .axis_desc_style(("sans-serif", 18))
+        .label_style(("sans-serif", 16))
+        .draw()
+        .map_err(err(path))?;
+    let row_max: Vec<usize> = confusion.iter().map(|r| r.iter().sum::<usize>().max(1)).collect();
+    for (t, row) in confusion.iter().enumerate() {
+        for (p, &count) in row.iter().enumerate() {
+            let share = count as f64 / row_max[t] as f64; // row-normalised colour
+            let y = (n - 1 - t) as f64;
+            let color = RGBColor((255.0 - 200.0 * share) as u8, (255.0 - 140.0 * share) as u8, 255);
+            chart
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(p as f64 - 0.5, y - 0.5), (p as f64 + 0.5, y + 0.5)],
+                    color.filled(),
+                )))
+                .map_err(err(path))?;
+            if count > 0 {
+                let style = TextStyle::from(("sans-serif", 15).into_font())
+                    .color(if share > 0.6 { &WHITE } else { &BLACK })
+                    .pos(plotters::style::text_anchor::Pos::new(
+                        plotters::style::text_anchor::HPos::Center,
+                        plotters::style::text_anchor::VPos::Center,
+                    ));
+                chart
+                    .draw_series(std::iter::once(Text::new(count.to_string(), (p as f64, y), style)))
+                    .map_err(err(path))?;
+            }
+        }
+    }
+    root.present().map_err(err(path))?;
+    Ok(())
+}

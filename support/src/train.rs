@@ -1,0 +1,269 @@
+//! The seed's training recipe in Candle: AdamW, reduce-on-plateau, early stopping on validation
+//! accuracy, gradient-norm clipping, seeded shuffling and dropout.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use anyhow::{anyhow, ensure, Result};
+use candle_core::{DType, Device, Tensor, D};
+use candle_datasets::Batcher;
+use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
+use candle_nn::VarMap;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+use crate::cache::FeatureSet;
+use crate::model::{init_varmap, parameters, Cnn, CnnConfig};
+
+/// Training hyper-parameters. `Default` is the seed notebook's recipe (`--recipe seed`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub recipe: String,
+    pub seed: u64,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub weight_decay: f64,
+    /// Early stopping: epochs without a better validation accuracy before stopping.
+    pub patience: usize,
+    /// ReduceLROnPlateau on validation accuracy: factor and patience.
+    pub plateau_factor: f64,
+    pub plateau_patience: usize,
+    /// Gradient-norm clipping threshold (global L2 norm).
+    pub clip_norm: f64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            recipe: "seed".into(),
+            seed: 42,
+            epochs: 30,
+            batch_size: 64,
+            lr: 1e-3,
+            weight_decay: 1e-4,
+            patience: 5,
+            plateau_factor: 0.5,
+            plateau_patience: 2,
+            clip_norm: 1.0,
+        }
+    }
+}
+
+/// One row of `training_log.csv`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochLog {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub train_acc: f64,
+    pub val_loss: f64,
+    pub val_acc: f64,
+    pub lr: f64,
+    pub seconds: f64,
+}
+
+/// Rows of `set` whose speaker is in `speakers`, in file order.
+pub fn rows_for(set: &FeatureSet, speakers: &[String]) -> Vec<usize> {
+    (0..set.len()).filter(|&i| speakers.contains(&set.speakers[i])).collect()
+}
+
+/// Mean and (population) standard deviation of every value of the given rows: the seed's
+/// global standardisation, from the training split only.
+pub fn norm_stats(set: &FeatureSet, rows: &[usize]) -> (f32, f32) {
+    let (mut sum, mut sq, mut n) = (0f64, 0f64, 0usize);
+    for &i in rows {
+        for &v in set.row(i) {
+            sum += v as f64;
+            sq += (v as f64) * (v as f64);
+        }
+        n += set.row(i).len();
+    }
+    let mean = sum / n.max(1) as f64;
+    let var = (sq / n.max(1) as f64 - mean * mean).max(0.0);
+    (mean as f32, (var.sqrt() as f32).max(1e-6))
+}
+
+/// Standardised inputs `[N, 1, n_mels, n_frames]` and labels `[N]` (u32) for the given rows.
+pub fn tensors(
+    set: &FeatureSet,
+    rows: &[usize],
+    mean: f32,
+    std: f32,
+    device: &Device,
+) -> Result<(Tensor, Tensor)> {
+    let inv = 1.0 / std;
+    let mut x = Vec::with_capacity(rows.len() * set.n_mels * set.n_frames);
+    for &i in rows {
+        x.extend(set.row(i).iter().map(|v| (v - mean) * inv));
+    }
+    let y: Vec<u32> = rows.iter().map(|&i| set.digits[i] as u32).collect();
+    Ok((
+        Tensor::from_vec(x, (rows.len(), 1, set.n_mels, set.n_frames), device)?,
+        Tensor::from_vec(y, rows.len(), device)?,
+    ))
+}
+
+/// Loss and accuracy of the model in evaluation mode.
+pub fn evaluate_loss(model: &Cnn, x: &Tensor, y: &Tensor, batch: usize) -> Result<(f64, f64)> {
+    let n = x.dim(0)?;
+    if n == 0 {
+        return Ok((f64::NAN, f64::NAN));
+    }
+    let (mut loss, mut correct) = (0f64, 0usize);
+    for start in (0..n).step_by(batch) {
+        let len = batch.min(n - start);
+        let (xb, yb) = (x.narrow(0, start, len)?, y.narrow(0, start, len)?);
+        let logits = model.forward_t(&xb, None)?;
+        loss += candle_nn::loss::cross_entropy(&logits, &yb)?.to_scalar::<f32>()? as f64 * len as f64;
+        correct +=
+            logits.argmax(D::Minus1)?.eq(&yb)?.to_dtype(DType::U32)?.sum_all()?.to_scalar::<u32>()? as usize;
+    }
+    Ok((loss / n as f64, correct as f64 / n as f64))
+}
+
+/// The outcome of [`train`]: the best-validation weights and the history.
+pub struct Trained {
+    pub varmap: VarMap,
+    pub model: Cnn,
+    pub log: Vec<EpochLog>,
+    /// 1-based epoch whose weights were kept.
+    pub best_epoch: usize,
+    pub best_val_acc: f64,
+    pub train_seconds: f64,
+    pub samples_seen: usize,
+}
+
+fn snapshot(varmap: &VarMap) -> Result<HashMap<String, Tensor>> {
+    let data = varmap.data().lock().map_err(|_| anyhow!("variable map lock poisoned"))?;
+    data.iter().map(|(n, v)| Ok((n.clone(), v.as_tensor().copy()?))).collect()
+}
+
+fn restore(varmap: &VarMap, saved: &HashMap<String, Tensor>) -> Result<()> {
+    let data = varmap.data().lock().map_err(|_| anyhow!("variable map lock poisoned"))?;
+    for (n, v) in data.iter() {
+        v.set(&saved[n])?;
+    }
+    Ok(())
+}
+
+/// Scale the gradients so that their global L2 norm is at most `max_norm` (PyTorch's
+/// `clip_grad_norm_`); returns the norm before clipping.
+fn clip_gradients(
+    grads: &mut candle_core::backprop::GradStore,
+    vars: &[candle_core::Var],
+    max_norm: f64,
+) -> Result<f64> {
+    let mut total = 0f64;
+    for v in vars {
+        if let Some(g) = grads.get(v) {
+            total += g.sqr()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        }
+    }
+    let norm = total.sqrt();
+    let coef = max_norm / (norm + 1e-6);
+    if coef < 1.0 {
+        for v in vars {
+            if let Some(g) = grads.remove(v) {
+                grads.insert(v, (g * coef)?);
+            }
+        }
+    }
+    Ok(norm)
+}
+
+/// Train a fresh network on `(x_train, y_train)`, choosing epochs by validation accuracy.
+/// `on_epoch` is called after every epoch (for live progress lines).
+pub fn train(
+    arch: &CnnConfig,
+    cfg: &TrainConfig,
+    (x_train, y_train): (&Tensor, &Tensor),
+    (x_val, y_val): (&Tensor, &Tensor),
+    device: &Device,
+    on_epoch: &mut dyn FnMut(&EpochLog),
+) -> Result<Trained> {
+    let n_train = x_train.dim(0)?;
+    ensure!(n_train > 0, "no training recordings");
+    ensure!(x_val.dim(0)? > 0, "no validation recordings");
+    let (varmap, model) = init_varmap(arch, cfg.seed, device)?;
+    let named = parameters(&varmap)?;
+    let vars: Vec<candle_core::Var> = named.iter().map(|(_, v)| v.clone()).collect();
+    let mut opt = AdamW::new(
+        vars.clone(),
+        ParamsAdamW { lr: cfg.lr, weight_decay: cfg.weight_decay, ..ParamsAdamW::default() },
+    )?;
+    let mut dropout_rng = StdRng::seed_from_u64(cfg.seed.wrapping_add(0x5eed_d409));
+    let (mut best, mut best_epoch, mut since_best) = (-1f64, 0usize, 0usize);
+    let (mut plateau_best, mut plateau_bad) = (-1f64, 0usize);
+    let mut best_weights = snapshot(&varmap)?;
+    let mut log = Vec::new();
+    let mut samples_seen = 0usize;
+    let start = Instant::now();
+    for epoch in 1..=cfg.epochs {
+        let t0 = Instant::now();
+        let mut order: Vec<usize> = (0..n_train).collect();
+        order.shuffle(&mut StdRng::seed_from_u64(cfg.seed.wrapping_add(epoch as u64)));
+        let pairs = order.into_iter().map(|i| Ok((x_train.get(i)?, y_train.get(i)?)));
+        let batches = Batcher::new_r2(pairs).batch_size(cfg.batch_size).return_last_incomplete_batch(true);
+        let (mut loss_sum, mut correct) = (0f64, 0usize);
+        for batch in batches {
+            let (xb, yb) = batch?;
+            let len = xb.dim(0)?;
+            let logits = model.forward_t(&xb, Some(&mut dropout_rng))?;
+            let loss = candle_nn::loss::cross_entropy(&logits, &yb)?;
+            let mut grads = loss.backward()?;
+            clip_gradients(&mut grads, &vars, cfg.clip_norm)?;
+            opt.step(&grads)?;
+            loss_sum += loss.to_scalar::<f32>()? as f64 * len as f64;
+            correct +=
+                logits.argmax(D::Minus1)?.eq(&yb)?.to_dtype(DType::U32)?.sum_all()?.to_scalar::<u32>()?
+                    as usize;
+            samples_seen += len;
+        }
+        let (val_loss, val_acc) = evaluate_loss(&model, x_val, y_val, 256)?;
+        let row = EpochLog {
+            epoch,
+            train_loss: loss_sum / n_train as f64,
+            train_acc: correct as f64 / n_train as f64,
+            val_loss,
+            val_acc,
+            lr: opt.learning_rate(),
+            seconds: t0.elapsed().as_secs_f64(),
+        };
+        on_epoch(&row);
+        log.push(row);
+        // ReduceLROnPlateau(mode="max", factor, patience, threshold=1e-4 relative), as PyTorch.
+        if val_acc > plateau_best * (1.0 + 1e-4) {
+            plateau_best = val_acc;
+            plateau_bad = 0;
+        } else {
+            plateau_bad += 1;
+            if plateau_bad > cfg.plateau_patience {
+                opt.set_learning_rate(opt.learning_rate() * cfg.plateau_factor);
+                plateau_bad = 0;
+            }
+        }
+        if val_acc > best {
+            best = val_acc;
+            best_epoch = epoch;
+            since_best = 0;
+            best_weights = snapshot(&varmap)?;
+        } else {
+            since_best += 1;
+            if since_best >= cfg.patience {
+                break;
+            }
+        }
+    }
+    restore(&varmap, &best_weights)?;
+    Ok(Trained {
+        varmap,
+        model,
+        log,
+        best_epoch,
+        best_val_acc: best,
+        train_seconds: start.elapsed().as_secs_f64(),
+        samples_seen,
+    })
+}

@@ -1,0 +1,284 @@
+//! The seed notebook end to end: features (cached) -> speaker split -> training -> evaluation
+//! -> artifacts -> exported model. The CLI and the notebook both call these functions.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{ensure, Context, Result};
+use candle_core::Device;
+use polars::prelude::*;
+use serde::Serialize;
+
+use crate::cache::{load_or_extract, CacheStatus, FeatureSet};
+use crate::dataset::{scan, write_csv, Dataset};
+use crate::evaluate::{argmax, per_speaker, predict_probabilities, Evaluation};
+use crate::extract::Progress;
+use crate::features::{FeatureConfig, FeatureExtractor};
+use crate::model::{describe_device, load_model, save_model, CnnConfig, ModelMeta};
+use crate::split::{make_split, Split, SplitSpec};
+use crate::train::{norm_stats, rows_for, tensors, train, EpochLog, TrainConfig};
+
+/// Class names of the digit task.
+pub fn digit_names() -> Vec<String> {
+    (0..10).map(|d| d.to_string()).collect()
+}
+
+/// Scan `data` and get its features, from the cache when possible.
+pub fn load_features(
+    data: &Path,
+    cache_dir: &Path,
+    config: &FeatureConfig,
+    progress: Progress,
+) -> Result<(Dataset, FeatureSet, CacheStatus)> {
+    let dataset = scan(data)?;
+    let fx = FeatureExtractor::new(config.clone()).map_err(anyhow::Error::msg)?;
+    let mut table = dataset.metadata_frame()?;
+    write_csv(&mut table, &cache_dir.join("metadata.csv"))?;
+    let (set, status) = load_or_extract(&dataset, &fx, cache_dir, progress)?;
+    Ok((dataset, set, status))
+}
+
+/// What `train` needs besides the data.
+#[derive(Clone, Debug)]
+pub struct TrainOptions {
+    pub data: PathBuf,
+    pub out: PathBuf,
+    pub cache_dir: PathBuf,
+    pub split: SplitSpec,
+    pub train: TrainConfig,
+    pub features: FeatureConfig,
+}
+
+/// `metrics.json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Metrics {
+    pub test_accuracy: f64,
+    pub val_accuracy: f64,
+    pub epochs: usize,
+    pub best_epoch: usize,
+    pub train_seconds: f64,
+    pub train_samples_per_second: f64,
+    pub params: usize,
+    pub train_files: usize,
+    pub val_files: usize,
+    pub test_files: usize,
+    pub device: String,
+}
+
+/// What a training run produced.
+pub struct RunReport {
+    pub metrics: Metrics,
+    pub split: Split,
+    pub evaluation: Evaluation,
+    pub log: Vec<EpochLog>,
+    pub model_path: PathBuf,
+}
+
+/// Train on `opts.data` and write every artifact to `opts.out`.
+pub fn train_and_evaluate(
+    opts: &TrainOptions,
+    device: &Device,
+    progress: Progress,
+    on_epoch: &mut dyn FnMut(&EpochLog),
+) -> Result<RunReport> {
+    let (dataset, set, _) = load_features(&opts.data, &opts.cache_dir, &opts.features, progress)?;
+    let split = make_split(&opts.split, &dataset.speaker_ids())?;
+    let (train_rows, val_rows, test_rows) =
+        (rows_for(&set, &split.train), rows_for(&set, &split.val), rows_for(&set, &split.test));
+    ensure!(
+        !train_rows.is_empty() && !val_rows.is_empty(),
+        "the split leaves no training or no validation recordings"
+    );
+    std::fs::create_dir_all(&opts.out).with_context(|| format!("creating {}", opts.out.display()))?;
+    write_json(&opts.out.join("split.json"), &split)?;
+
+    // Standardise with the training split's statistics only.
+    let (mean, std) = norm_stats(&set, &train_rows);
+    let train_t = tensors(&set, &train_rows, mean, std, device)?;
+    let val_t = tensors(&set, &val_rows, mean, std, device)?;
+    let arch = CnnConfig { n_mels: set.n_mels, n_frames: set.n_frames, ..CnnConfig::default() };
+
+    let mut log_rows = Vec::new();
+    let trained =
+        train(&arch, &opts.train, (&train_t.0, &train_t.1), (&val_t.0, &val_t.1), device, &mut |row| {
+            log_rows.push(row.clone());
+            // Written after every epoch: an interrupted run keeps its history.
+            let _ = write_training_log(&opts.out.join("training_log.csv"), &log_rows);
+            on_epoch(row);
+        })?;
+    write_training_log(&opts.out.join("training_log.csv"), &trained.log)?;
+    crate::plots::training_curves(&trained.log, &opts.out.join("training_metrics.png"))?;
+
+    let evaluation = if test_rows.is_empty() {
+        Evaluation::new(&[], &[], 10)
+    } else {
+        evaluate_rows(&trained.model, &set, &dataset, &test_rows, mean, std, device, &opts.out, "test")?
+    };
+    let metrics = Metrics {
+        test_accuracy: evaluation.accuracy,
+        val_accuracy: trained.best_val_acc,
+        epochs: trained.log.len(),
+        best_epoch: trained.best_epoch,
+        train_seconds: trained.train_seconds,
+        train_samples_per_second: trained.samples_seen as f64 / trained.train_seconds.max(1e-9),
+        params: arch.param_count(),
+        train_files: train_rows.len(),
+        val_files: val_rows.len(),
+        test_files: test_rows.len(),
+        device: describe_device(device),
+    };
+    write_json(&opts.out.join("metrics.json"), &metrics)?;
+    let model_path = opts.out.join("model.safetensors");
+    let meta = ModelMeta {
+        architecture: arch.clone(),
+        features: set.config.clone(),
+        mean,
+        std,
+        classes: digit_names(),
+        split: serde_json::to_value(&split)?,
+        metrics: serde_json::to_value(&metrics)?,
+    };
+    save_model(&model_path, &trained.varmap, &meta)?;
+    write_json(
+        &opts.out.join("run_manifest.json"),
+        &serde_json::json!({
+            "seed": opts.train.seed,
+            "train": opts.train,
+            "architecture": arch,
+            "features": set.config,
+            "split_spec": opts.split,
+            "split": split,
+            "data": opts.data.display().to_string(),
+            "data_fingerprint": set.fingerprint,
+            "files": set.len(),
+            "skipped": set.skipped.len(),
+            "crate_versions": crate::manifest::crate_versions(),
+            "rustc": crate::manifest::rustc_version(),
+            "git_commit": crate::manifest::git_commit(),
+            "device": describe_device(device),
+        }),
+    )?;
+    Ok(RunReport { metrics, split, evaluation, log: trained.log, model_path })
+}
+
+/// Predict `rows` and write the evaluation files (report, confusion matrix PNG, per-speaker CSV).
+#[allow(clippy::too_many_arguments)]
+fn evaluate_rows(
+    model: &crate::model::Cnn,
+    set: &FeatureSet,
+    dataset: &Dataset,
+    rows: &[usize],
+    mean: f32,
+    std: f32,
+    device: &Device,
+    out: &Path,
+    part: &str,
+) -> Result<Evaluation> {
+    let (x, _) = tensors(set, rows, mean, std, device)?;
+    let probs = predict_probabilities(model, &x, 256)?;
+    let truth: Vec<usize> = rows.iter().map(|&i| set.digits[i] as usize).collect();
+    let predicted: Vec<usize> = probs.iter().map(|p| argmax(p)).collect();
+    let evaluation = Evaluation::new(&truth, &predicted, 10);
+    let names = digit_names();
+    std::fs::write(out.join("classification_report.txt"), evaluation.report(&names))
+        .with_context(|| format!("writing {}", out.join("classification_report.txt").display()))?;
+    let title = format!("{part} confusion matrix (accuracy {:.2}%)", 100.0 * evaluation.accuracy);
+    crate::plots::confusion_matrix(&evaluation.confusion, &names, &title, &out.join("confusion_matrix.png"))?;
+    let speakers: Vec<String> = rows.iter().map(|&i| set.speakers[i].clone()).collect();
+    let mut df = per_speaker_frame(dataset, &per_speaker(&speakers, &truth, &predicted))?;
+    write_csv(&mut df, &out.join("per_speaker_accuracy.csv"))?;
+    // Per-file predictions, for error analysis.
+    let mut pred = DataFrame::new_infer_height(vec![
+        Column::new("file".into(), rows.iter().map(|&i| set.files[i].clone()).collect::<Vec<_>>()),
+        Column::new("speaker".into(), speakers),
+        Column::new("digit".into(), truth.iter().map(|&d| d as i32).collect::<Vec<_>>()),
+        Column::new("predicted".into(), predicted.iter().map(|&d| d as i32).collect::<Vec<_>>()),
+        Column::new("confidence".into(), probs.iter().map(|p| p[argmax(p)]).collect::<Vec<f32>>()),
+    ])?;
+    write_csv(&mut pred, &out.join("predictions.csv"))?;
+    Ok(evaluation)
+}
+
+fn per_speaker_frame(dataset: &Dataset, rows: &[(String, usize, usize)]) -> Result<DataFrame> {
+    let meta = |f: fn(&crate::dataset::SpeakerMeta) -> Option<String>| -> Vec<Option<String>> {
+        rows.iter().map(|(s, _, _)| dataset.speakers.get(s).and_then(f)).collect()
+    };
+    let mut cols = vec![
+        Column::new("speaker".into(), rows.iter().map(|r| r.0.clone()).collect::<Vec<_>>()),
+        Column::new("correct".into(), rows.iter().map(|r| r.1 as i64).collect::<Vec<_>>()),
+        Column::new("total".into(), rows.iter().map(|r| r.2 as i64).collect::<Vec<_>>()),
+        Column::new(
+            "accuracy".into(),
+            rows.iter().map(|r| r.1 as f64 / r.2.max(1) as f64).collect::<Vec<_>>(),
+        ),
+    ];
+    if !dataset.speakers.is_empty() {
+        cols.push(Column::new("gender".into(), meta(|m| m.gender.clone())));
+        cols.push(Column::new(
+            "age".into(),
+            rows.iter().map(|(s, _, _)| dataset.speakers.get(s).and_then(|m| m.age)).collect::<Vec<_>>(),
+        ));
+        cols.push(Column::new("accent".into(), meta(|m| m.accent.clone())));
+        cols.push(Column::new("native_speaker".into(), meta(|m| m.native_speaker.clone())));
+        cols.push(Column::new("recording_room".into(), meta(|m| m.recording_room.clone())));
+    }
+    Ok(DataFrame::new_infer_height(cols)?)
+}
+
+/// `audio-mnist evaluate`: score an exported model on the test speakers of `split` (or, when
+/// `split` is `None`, on the test speakers recorded in the model) and write the same
+/// evaluation files as training does.
+pub fn evaluate_model(
+    model_path: &Path,
+    data: &Path,
+    out: &Path,
+    cache_dir: &Path,
+    split: Option<SplitSpec>,
+    device: &Device,
+    progress: Progress,
+) -> Result<Evaluation> {
+    let loaded = load_model(model_path, device)?;
+    let (dataset, set, _) = load_features(data, cache_dir, &loaded.meta.features, progress)?;
+    let split: Split = match split {
+        Some(spec) => make_split(&spec, &dataset.speaker_ids())?,
+        None => serde_json::from_value(loaded.meta.split.clone()).context("the model's recorded split")?,
+    };
+    let rows = rows_for(&set, &split.test);
+    ensure!(!rows.is_empty(), "no recordings of the test speakers {:?} in {}", split.test, data.display());
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let evaluation = evaluate_rows(
+        &loaded.model,
+        &set,
+        &dataset,
+        &rows,
+        loaded.meta.mean,
+        loaded.meta.std,
+        device,
+        out,
+        "test",
+    )?;
+    write_json(
+        &out.join("metrics.json"),
+        &serde_json::json!({"test_accuracy": evaluation.accuracy, "test_files": rows.len(), "model": model_path.display().to_string(), "split": split}),
+    )?;
+    Ok(evaluation)
+}
+
+fn write_training_log(path: &Path, log: &[EpochLog]) -> Result<()> {
+    let col =
+        |name: &str, f: fn(&EpochLog) -> f64| Column::new(name.into(), log.iter().map(f).collect::<Vec<_>>());
+    let mut df = DataFrame::new_infer_height(vec![
+        Column::new("epoch".into(), log.iter().map(|r| r.epoch as i64).collect::<Vec<_>>()),
+        col("train_loss", |r| r.train_loss),
+        col("train_acc", |r| r.train_acc),
+        col("val_loss", |r| r.val_loss),
+        col("val_acc", |r| r.val_acc),
+        col("lr", |r| r.lr),
+        col("seconds", |r| r.seconds),
+    ])?;
+    write_csv(&mut df, path)
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))
+}

@@ -1,0 +1,261 @@
+//! The CNN, its training loop and the model file.
+
+mod common;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use support::model::{init_varmap, load_model, parameters, save_model, Cnn, CnnConfig, ModelMeta};
+use support::train::{evaluate_loss, train, TrainConfig};
+use support::FeatureConfig;
+
+fn small_arch() -> CnnConfig {
+    CnnConfig { n_mels: 16, n_frames: 8, ..CnnConfig::default() }
+}
+
+/// A learnable toy problem: class c lights up band c of the image, plus seeded noise.
+fn toy_data(n: usize, arch: &CnnConfig, seed: u64) -> (Tensor, Tensor) {
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut noise = || {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((state >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+    };
+    let (m, t) = (arch.n_mels, arch.n_frames);
+    let mut x = Vec::new();
+    let mut y = Vec::new();
+    for i in 0..n {
+        let c = i % 4;
+        for row in 0..m {
+            for _ in 0..t {
+                x.push(if row / 4 == c { 2.0 } else { 0.0 } + noise());
+            }
+        }
+        y.push(c as u32);
+    }
+    (Tensor::from_vec(x, (n, 1, m, t), &Device::Cpu).unwrap(), Tensor::from_vec(y, n, &Device::Cpu).unwrap())
+}
+
+#[test]
+fn parameter_count_matches_pytorch() {
+    let arch = CnnConfig::default();
+    assert_eq!(arch.param_count(), 4_216_138);
+    let (varmap, _) = init_varmap(&arch, 1, &Device::Cpu).unwrap();
+    let counted: usize = parameters(&varmap).unwrap().iter().map(|(_, v)| v.elem_count()).sum();
+    assert_eq!(counted, 4_216_138);
+    // other input shapes work: the flattened size follows the input
+    assert_eq!(CnnConfig { n_mels: 64, n_frames: 20, ..arch }.flat_dim(), 64 * 16 * 5);
+}
+
+#[test]
+fn forward_shapes() {
+    for arch in
+        [CnnConfig::default(), small_arch(), CnnConfig { n_mels: 30, n_frames: 11, ..CnnConfig::default() }]
+    {
+        let (_, model) = init_varmap(&arch, 3, &Device::Cpu).unwrap();
+        for b in [1, 3] {
+            let x = Tensor::zeros((b, 1, arch.n_mels, arch.n_frames), DType::F32, &Device::Cpu).unwrap();
+            assert_eq!(model.forward_t(&x, None).unwrap().dims(), &[b, 10]);
+            let p = model.probabilities(&x).unwrap().sum(1).unwrap().to_vec1::<f32>().unwrap();
+            assert!(p.iter().all(|s| (s - 1.0).abs() < 1e-5));
+        }
+    }
+}
+
+#[test]
+fn xavier_init_is_seeded_and_bounded() {
+    let arch = small_arch();
+    let (a, _) = init_varmap(&arch, 5, &Device::Cpu).unwrap();
+    let (b, _) = init_varmap(&arch, 5, &Device::Cpu).unwrap();
+    let (c, _) = init_varmap(&arch, 6, &Device::Cpu).unwrap();
+    let get = |m: &VarMap, n: &str| {
+        m.data().lock().unwrap()[n].as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    };
+    assert_eq!(get(&a, "fc1.weight"), get(&b, "fc1.weight"));
+    assert_ne!(get(&a, "fc1.weight"), get(&c, "fc1.weight"));
+    let bound = (6.0f32 / (arch.flat_dim() + arch.hidden) as f32).sqrt();
+    let w = get(&a, "fc1.weight");
+    assert!(w.iter().all(|v| v.abs() <= bound) && w.iter().any(|v| v.abs() > bound * 0.9));
+    assert!(get(&a, "fc1.bias").iter().all(|v| *v == 0.0));
+    assert!(get(&a, "bn1.weight").iter().all(|v| *v == 1.0));
+}
+
+fn quick_cfg(seed: u64) -> TrainConfig {
+    TrainConfig { seed, epochs: 6, batch_size: 16, patience: 10, ..TrainConfig::default() }
+}
+
+#[test]
+fn training_lowers_the_loss_and_learns_the_toy_task() {
+    let arch = small_arch();
+    let (x, y) = toy_data(64, &arch, 1);
+    let (xv, yv) = toy_data(32, &arch, 2);
+    let (_, fresh) = init_varmap(&arch, 9, &Device::Cpu).unwrap();
+    let (loss0, _) = evaluate_loss(&fresh, &xv, &yv, 64).unwrap();
+    let trained = train(&arch, &quick_cfg(9), (&x, &y), (&xv, &yv), &Device::Cpu, &mut |_| {}).unwrap();
+    let first = &trained.log[0];
+    let last = trained.log.last().unwrap();
+    assert!(last.train_loss < first.train_loss, "{:?}", trained.log);
+    let (loss1, acc1) = evaluate_loss(&trained.model, &xv, &yv, 64).unwrap();
+    assert!(loss1 < loss0, "val loss {loss0} -> {loss1}");
+    assert!(acc1 >= 0.9, "val acc {acc1}");
+    assert_eq!(trained.best_val_acc, trained.log[trained.best_epoch - 1].val_acc);
+}
+
+#[test]
+fn same_seed_gives_bit_identical_weights_and_logs() {
+    let arch = small_arch();
+    let (x, y) = toy_data(48, &arch, 1);
+    let (xv, yv) = toy_data(16, &arch, 2);
+    let run = |seed| train(&arch, &quick_cfg(seed), (&x, &y), (&xv, &yv), &Device::Cpu, &mut |_| {}).unwrap();
+    let (a, b, c) = (run(4), run(4), run(5));
+    let weights = |t: &support::train::Trained| {
+        let data = t.varmap.data().lock().unwrap();
+        let mut v: Vec<(String, Vec<u32>)> = data
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.clone(),
+                    v.as_tensor()
+                        .flatten_all()
+                        .unwrap()
+                        .to_vec1::<f32>()
+                        .unwrap()
+                        .iter()
+                        .map(|f| f.to_bits())
+                        .collect(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(weights(&a), weights(&b));
+    assert_ne!(weights(&a), weights(&c));
+    let strip = |t: &support::train::Trained| {
+        t.log
+            .iter()
+            .map(|r| (r.train_loss.to_bits(), r.val_acc.to_bits(), r.lr.to_bits()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(strip(&a), strip(&b));
+}
+
+fn meta(arch: &CnnConfig) -> ModelMeta {
+    ModelMeta {
+        architecture: arch.clone(),
+        features: FeatureConfig {
+            n_mels: arch.n_mels,
+            clip_samples: (arch.n_frames - 1) * 512,
+            ..FeatureConfig::default()
+        },
+        mean: -40.0,
+        std: 15.0,
+        classes: (0..10).map(|d| d.to_string()).collect(),
+        split: serde_json::json!({"train": ["a"], "val": ["b"], "test": ["c"]}),
+        metrics: serde_json::json!({"test_accuracy": 0.5}),
+    }
+}
+
+#[test]
+fn model_file_round_trips() {
+    let arch = small_arch();
+    let (x, y) = toy_data(32, &arch, 1);
+    let trained = train(
+        &arch,
+        &TrainConfig { epochs: 1, ..quick_cfg(1) },
+        (&x, &y),
+        (&x, &y),
+        &Device::Cpu,
+        &mut |_| {},
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.safetensors");
+    save_model(&path, &trained.varmap, &meta(&arch)).unwrap();
+    let loaded = load_model(&path, &Device::Cpu).unwrap();
+    assert_eq!(loaded.meta, meta(&arch));
+    let before = trained.model.probabilities(&x).unwrap().to_vec2::<f32>().unwrap();
+    let after = loaded.model.probabilities(&x).unwrap().to_vec2::<f32>().unwrap();
+    assert_eq!(before, after, "same weights, same running statistics, same outputs");
+}
+
+#[test]
+fn bad_model_files_are_refused_with_reasons() {
+    let arch = small_arch();
+    let dir = tempfile::tempdir().unwrap();
+    let (varmap, _) = init_varmap(&arch, 1, &Device::Cpu).unwrap();
+    let good = dir.path().join("good.safetensors");
+    save_model(&good, &varmap, &meta(&arch)).unwrap();
+    let expect = |path: &std::path::Path, needle: &str| {
+        let e = format!("{:#}", load_model(path, &Device::Cpu).err().expect("should be refused"));
+        assert!(
+            e.contains(needle) && e.contains(&*path.file_name().unwrap().to_string_lossy()),
+            "{needle:?} not in {e:?}"
+        );
+    };
+    let text = dir.path().join("text.safetensors");
+    std::fs::write(&text, "not a model").unwrap();
+    expect(&text, "not a safetensors file");
+    expect(&dir.path().join("missing.safetensors"), "reading model");
+
+    // a tensor missing / a wrong shape / another version: rewrite the good file's parts
+    let bytes = std::fs::read(&good).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let md = header.metadata().clone().unwrap();
+    let write =
+        |name: &str, skip: &str, reshape: Option<&str>, md: std::collections::HashMap<String, String>| {
+            let owned: Vec<(String, Vec<usize>, Vec<u8>)> = st
+                .tensors()
+                .into_iter()
+                .filter(|(n, _)| n != skip)
+                .map(|(n, t)| {
+                    let shape = if Some(n.as_str()) == reshape {
+                        vec![t.shape().iter().product::<usize>()]
+                    } else {
+                        t.shape().to_vec()
+                    };
+                    (n, shape, t.data().to_vec())
+                })
+                .collect();
+            let views: Vec<_> = owned
+                .iter()
+                .map(|(n, s, d)| {
+                    (
+                        n.clone(),
+                        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d).unwrap(),
+                    )
+                })
+                .collect();
+            let p = dir.path().join(name);
+            safetensors::serialize_to_file(views, Some(md), &p).unwrap();
+            p
+        };
+    expect(&write("lacks.safetensors", "fc2.weight", None, md.clone()), "tensor `fc2.weight` is missing");
+    expect(
+        &write("shape.safetensors", "", Some("conv1.weight"), md.clone()),
+        "tensor `conv1.weight` has shape",
+    );
+    let mut v2 = md.clone();
+    v2.insert("model_version".into(), "99".into());
+    expect(&write("version.safetensors", "", None, v2), "model file version 99");
+    let mut nf = md.clone();
+    nf.remove("format");
+    expect(&write("noformat.safetensors", "", None, nf), "lacks `format`");
+    // a feature file is not a model
+    let feats = dir.path().join("features.safetensors");
+    let set = support::FeatureSet {
+        features: vec![0.0; 16 * 32],
+        n_mels: 16,
+        n_frames: 32,
+        digits: vec![1],
+        files: vec!["a.wav".into()],
+        speakers: vec!["a".into()],
+        config: FeatureConfig { n_mels: 16, ..FeatureConfig::default() },
+        skipped: vec![],
+        fingerprint: String::new(),
+    };
+    set.save(&feats).unwrap();
+    expect(&feats, "not an audio-mnist model");
+    // the good one loads
+    load_model(&good, &Device::Cpu).unwrap();
+    let _ = Cnn::new(&arch, VarBuilder::from_varmap(&VarMap::new(), DType::F32, &Device::Cpu)).unwrap();
+}

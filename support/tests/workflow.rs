@@ -1,0 +1,157 @@
+//! The whole training run on a small generated dataset: artifacts, determinism, evaluation.
+
+mod common;
+
+use std::path::Path;
+
+use candle_core::Device;
+use support::split::SplitSpec;
+use support::train::TrainConfig;
+use support::workflow::{evaluate_model, train_and_evaluate, TrainOptions};
+use support::FeatureConfig;
+
+/// 3 speakers x 10 digits x 4 takes, 8 kHz; each digit its own pitch, each speaker a shift.
+fn make_dataset(root: &Path) {
+    let dir = root.join("recordings");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (s, speaker) in ["ann", "bob", "cat"].iter().enumerate() {
+        for digit in 0..10 {
+            for take in 0..4 {
+                let f0 = 110.0 + 35.0 * digit as f32 + 6.0 * s as f32 + 2.0 * take as f32;
+                let samples = common::tone(8000, 0.5, f0);
+                common::write_wav(&dir.join(format!("{digit}_{speaker}_{take}.wav")), 8000, &samples);
+            }
+        }
+    }
+}
+
+fn options(data: &Path, out: &Path, cache: &Path) -> TrainOptions {
+    TrainOptions {
+        data: data.to_path_buf(),
+        out: out.to_path_buf(),
+        cache_dir: cache.to_path_buf(),
+        split: SplitSpec::Explicit { test: vec!["cat".into()], val: vec!["bob".into()] },
+        train: TrainConfig { epochs: 2, batch_size: 16, ..TrainConfig::default() },
+        features: FeatureConfig::default(),
+    }
+}
+
+fn model_tensor_bytes(path: &Path) -> Vec<(String, Vec<u8>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut v: Vec<(String, Vec<u8>)> =
+        st.tensors().into_iter().map(|(n, t)| (n, t.data().to_vec())).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn train_writes_every_artifact_deterministically_and_evaluate_agrees() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, cache) = (dir.path().join("data"), dir.path().join("cache"));
+    make_dataset(&data);
+    let (out1, out2) = (dir.path().join("run1"), dir.path().join("run2"));
+    let mut lines = 0;
+    let r1 =
+        train_and_evaluate(&options(&data, &out1, &cache), &Device::Cpu, &|_, _| {}, &mut |_| lines += 1)
+            .unwrap();
+    assert_eq!(lines, r1.log.len());
+    let r2 =
+        train_and_evaluate(&options(&data, &out2, &cache), &Device::Cpu, &|_, _| {}, &mut |_| {}).unwrap();
+
+    // artifacts
+    for f in [
+        "model.safetensors",
+        "training_log.csv",
+        "training_metrics.png",
+        "confusion_matrix.png",
+        "classification_report.txt",
+        "per_speaker_accuracy.csv",
+        "predictions.csv",
+        "metrics.json",
+        "run_manifest.json",
+        "split.json",
+    ] {
+        assert!(out1.join(f).is_file(), "{f} missing");
+    }
+    for png in ["training_metrics.png", "confusion_matrix.png"] {
+        let b = std::fs::read(out1.join(png)).unwrap();
+        assert!(b.starts_with(b"\x89PNG") && b.len() > 5000, "{png} is not a real PNG");
+    }
+    let log = std::fs::read_to_string(out1.join("training_log.csv")).unwrap();
+    assert!(log.starts_with("epoch,train_loss,train_acc,val_loss,val_acc,lr,seconds"));
+    assert_eq!(log.lines().count(), 1 + r1.log.len());
+    let report = std::fs::read_to_string(out1.join("classification_report.txt")).unwrap();
+    assert!(report.contains("weighted avg") && report.contains("macro avg") && report.contains("support"));
+    let per_speaker = std::fs::read_to_string(out1.join("per_speaker_accuracy.csv")).unwrap();
+    assert!(per_speaker.starts_with("speaker,correct,total,accuracy") && per_speaker.contains("cat,"));
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out1.join("metrics.json")).unwrap()).unwrap();
+    for k in
+        ["test_accuracy", "val_accuracy", "epochs", "train_seconds", "train_samples_per_second", "params"]
+    {
+        assert!(metrics.get(k).is_some(), "metrics.json lacks {k}");
+    }
+    assert_eq!(metrics["params"], 4_216_138);
+    assert_eq!(metrics["test_files"], 40);
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out1.join("run_manifest.json")).unwrap()).unwrap();
+    for k in [
+        "seed",
+        "train",
+        "features",
+        "split",
+        "data_fingerprint",
+        "crate_versions",
+        "rustc",
+        "git_commit",
+        "device",
+    ] {
+        assert!(manifest.get(k).is_some(), "run_manifest.json lacks {k}");
+    }
+    assert_eq!(manifest["split"]["test"][0], "cat");
+
+    // determinism: same seed, data, config -> same weights and metrics
+    assert_eq!(model_tensor_bytes(&r1.model_path), model_tensor_bytes(&r2.model_path));
+    assert_eq!(r1.metrics.test_accuracy, r2.metrics.test_accuracy);
+    assert_eq!(r1.metrics.val_accuracy, r2.metrics.val_accuracy);
+    assert_eq!(r1.evaluation, r2.evaluation);
+
+    // evaluate: the exported model alone reproduces the test accuracy (its own split by default)
+    let eval_out = dir.path().join("eval");
+    let e = evaluate_model(&r1.model_path, &data, &eval_out, &cache, None, &Device::Cpu, &|_, _| {}).unwrap();
+    assert_eq!(e, r1.evaluation);
+    assert!(
+        eval_out.join("confusion_matrix.png").is_file()
+            && eval_out.join("classification_report.txt").is_file()
+    );
+}
+
+#[test]
+fn cli_train_refuses_unknown_recipe_and_bad_split() {
+    let dir = tempfile::tempdir().unwrap();
+    make_dataset(&dir.path().join("data"));
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_audio-mnist"))
+            .arg("train")
+            .arg("--data")
+            .arg(dir.path().join("data"))
+            .arg("--out")
+            .arg(dir.path().join("out"))
+            .arg("--cache-dir")
+            .arg(dir.path().join("cache"))
+            .args(args)
+            .output()
+            .unwrap();
+        (o.status.code(), String::from_utf8_lossy(&o.stderr).to_string())
+    };
+    let (code, err) = run(&["--recipe", "magic"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("unknown recipe") && !err.contains("panicked"), "{err}");
+    let (code, err) = run(&["--test-speakers", "zed", "--val-speakers", "bob"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("\"zed\" is not in the data"), "{err}");
+    let (code, err) = run(&["--split", "paper:1"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("paper fold 1 needs AudioMNIST speakers"), "{err}");
+}
