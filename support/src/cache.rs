@@ -109,17 +109,7 @@ impl FeatureSet {
             ("fingerprint".to_string(), self.fingerprint.clone()),
             ("skipped".to_string(), serde_json::to_string(&self.skipped)?),
         ]);
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).with_context(|| format!("creating folder {}", dir.display()))?;
-        let tmp = tempfile::Builder::new()
-            .prefix(".features-")
-            .suffix(".part")
-            .tempfile_in(dir)
-            .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-        safetensors::serialize_to_file(tensors, Some(meta), tmp.path())
-            .with_context(|| format!("writing {}", tmp.path().display()))?;
-        tmp.persist(path)
-            .map_err(|e| anyhow!("moving the feature file into {}: {}", path.display(), e.error))?;
+        write_safetensors(path, tensors, meta)?;
         Ok(())
     }
 
@@ -131,11 +121,8 @@ impl FeatureSet {
     }
 
     fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        let st = SafeTensors::deserialize(bytes).map_err(|e| anyhow!("not a safetensors file ({e})"))?;
-        let (_, header) = SafeTensors::read_metadata(bytes)?;
-        let meta = header.metadata().clone().unwrap_or_default();
+        let (st, meta) = read_safetensors(bytes, FORMAT, "feature file")?;
         let get = |k: &str| meta.get(k).ok_or_else(|| anyhow!("metadata lacks `{k}`"));
-        ensure!(get("format")? == FORMAT, "not an audio-mnist feature file (format {:?})", get("format")?);
         let version: u32 = get("feature_version")?.parse().context("bad `feature_version`")?;
         ensure!(
             version == FEATURE_VERSION,
@@ -158,8 +145,7 @@ impl FeatureSet {
             config.n_mels,
             config.n_frames()
         );
-        let features: Vec<f32> =
-            f.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        let features = f32_values(&f);
         let digits: Vec<i64> =
             d.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap_or([0; 8]))).collect();
         if let Some(bad) = digits.iter().find(|d| !(0..=9).contains(*d)) {
@@ -177,6 +163,47 @@ impl FeatureSet {
             skipped,
         })
     }
+}
+
+/// Write safetensors with metadata to a temporary file beside `path`, then rename it into
+/// place: a killed run never leaves a half-written file under the final name.
+pub(crate) fn write_safetensors<'a>(
+    path: &Path,
+    tensors: Vec<(&'a str, TensorView<'a>)>,
+    meta: HashMap<String, String>,
+) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating folder {}", dir.display()))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".audio-mnist-")
+        .suffix(".part")
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    safetensors::serialize_to_file(tensors, Some(meta), tmp.path())
+        .with_context(|| format!("writing {}", tmp.path().display()))?;
+    tmp.persist(path).map_err(|e| anyhow!("moving the new file into {}: {}", path.display(), e.error))?;
+    Ok(())
+}
+
+/// Parse safetensors bytes and check that the metadata's `format` is `format`.
+pub(crate) fn read_safetensors<'a>(
+    bytes: &'a [u8],
+    format: &str,
+    what: &str,
+) -> Result<(SafeTensors<'a>, HashMap<String, String>)> {
+    let st = SafeTensors::deserialize(bytes).map_err(|e| anyhow!("not a safetensors file ({e})"))?;
+    let (_, header) = SafeTensors::read_metadata(bytes)?;
+    let meta = header.metadata().clone().unwrap_or_default();
+    match meta.get("format") {
+        Some(f) if f == format => Ok((st, meta)),
+        Some(f) => bail!("not an audio-mnist {what} (format {f:?})"),
+        None => bail!("metadata lacks `format` (not an audio-mnist {what}?)"),
+    }
+}
+
+/// The values of an F32 tensor (the data may be unaligned, so decode rather than cast).
+pub(crate) fn f32_values(view: &TensorView) -> Vec<f32> {
+    view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
 }
 
 /// Fingerprint of the inputs: the feature config and version, and every recording's relative

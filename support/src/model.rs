@@ -245,13 +245,7 @@ pub fn save_model(path: &Path, varmap: &VarMap, meta: &ModelMeta) -> Result<()> 
         ("split".to_string(), meta.split.to_string()),
         ("metrics".to_string(), meta.metrics.to_string()),
     ]);
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let tmp = tempfile::Builder::new().prefix(".model-").suffix(".part").tempfile_in(dir)?;
-    safetensors::serialize_to_file(views, Some(metadata), tmp.path())
-        .with_context(|| format!("writing {}", tmp.path().display()))?;
-    tmp.persist(path).map_err(|e| anyhow!("writing {}: {}", path.display(), e.error))?;
-    Ok(())
+    crate::cache::write_safetensors(path, views, metadata)
 }
 
 /// A model file loaded for inference.
@@ -268,12 +262,8 @@ pub fn load_model(path: &Path, device: &Device) -> Result<LoadedModel> {
 }
 
 fn load_model_bytes(bytes: &[u8], device: &Device) -> Result<LoadedModel> {
-    let st =
-        safetensors::SafeTensors::deserialize(bytes).map_err(|e| anyhow!("not a safetensors file ({e})"))?;
-    let (_, header) = safetensors::SafeTensors::read_metadata(bytes)?;
-    let md = header.metadata().clone().unwrap_or_default();
-    let get = |k: &str| md.get(k).ok_or_else(|| anyhow!("metadata lacks `{k}` (not an audio-mnist model?)"));
-    ensure!(get("format")? == MODEL_FORMAT, "not an audio-mnist model (format {:?})", get("format")?);
+    let (st, md) = crate::cache::read_safetensors(bytes, MODEL_FORMAT, "model")?;
+    let get = |k: &str| md.get(k).ok_or_else(|| anyhow!("metadata lacks `{k}`"));
     let version: u32 = get("model_version")?.parse().context("bad `model_version`")?;
     ensure!(
         version == MODEL_VERSION,
@@ -331,8 +321,7 @@ fn load_model_bytes(bytes: &[u8], device: &Device) -> Result<LoadedModel> {
             view.shape(),
             expected[name]
         );
-        let values: Vec<f32> =
-            view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        let values = crate::cache::f32_values(&view);
         if values.iter().any(|v| !v.is_finite()) {
             bail!("tensor `{name}` holds NaN or infinite values");
         }

@@ -259,3 +259,20 @@ fn bad_model_files_are_refused_with_reasons() {
     load_model(&good, &Device::Cpu).unwrap();
     let _ = Cnn::new(&arch, VarBuilder::from_varmap(&VarMap::new(), DType::F32, &Device::Cpu)).unwrap();
 }
+
+#[test]
+fn bench_train_prints_one_json_line_with_the_contract_keys() {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_audio-mnist"))
+        .args(["bench-train", "--batch", "4", "--steps", "1", "--threads", "1"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    for k in ["train_samples_per_second", "infer_samples_per_second"] {
+        assert!(v[k].as_f64().unwrap() > 0.0, "{k}: {v}");
+    }
+    assert_eq!(v["batch"], 4);
+    assert_eq!(v["threads"], 1);
+}

@@ -78,6 +78,17 @@ enum Command {
         #[arg(long, default_value_t = 42)]
         seed: u64,
     },
+    /// Measure CNN training and inference throughput on synthetic input; prints one JSON line.
+    BenchTrain {
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        /// CPU threads (0 = all cores).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// Timed training steps (and inference passes).
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+    },
     /// List the recordings and their metadata (writes metadata.csv).
     Scan {
         #[arg(long, env = "AUDIO_MNIST_DATA")]
@@ -135,7 +146,15 @@ impl SplitArgs {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    if let Command::BenchTrain { threads, .. } = cli.command {
+        if threads > 0 {
+            // Candle's CPU kernels size their thread pools from RAYON_NUM_THREADS; set it before
+            // any pool exists (we are still single-threaded here).
+            std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+        }
+    }
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -172,6 +191,11 @@ fn run(cli: Cli) -> Result<()> {
             bar.finish_and_clear();
             print!("{}", e.report(&digit_names()));
             println!("test accuracy {:.2}%; files written to {}", 100.0 * e.accuracy, out.display());
+            Ok(())
+        }
+        Command::BenchTrain { batch, steps, .. } => {
+            let r = support::bench::bench_train(batch, steps, &pick_device())?;
+            println!("{}", serde_json::to_string(&r)?);
             Ok(())
         }
         Command::Scan { data, csv } => {
@@ -214,10 +238,16 @@ fn train_command(opts: &TrainOptions) -> Result<()> {
         },
         &mut |r| {
             bar.finish_and_clear();
-            epochs.println(format!(
+            let line = format!(
                 "epoch {:>3}  train loss {:.4} acc {:.4}  val loss {:.4} acc {:.4}  lr {:.2e}  {:.1}s",
                 r.epoch, r.train_loss, r.train_acc, r.val_loss, r.val_acc, r.lr, r.seconds
-            ));
+            );
+            // A hidden bar (output not a terminal: logs, CI, notebooks) drops println: print plainly.
+            if epochs.is_hidden() {
+                println!("{line}");
+            } else {
+                epochs.println(line);
+            }
             epochs.set_position(r.epoch as u64);
             epochs.set_message(format!("val acc {:.4}", r.val_acc));
         },
