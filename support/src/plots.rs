@@ -31,11 +31,18 @@ pub fn training_curves(log: &[EpochLog], path: &Path) -> Result<()> {
     let finite = |v: f64| if v.is_finite() { v } else { 0.0 };
     let max_loss =
         log.iter().map(|r| finite(r.train_loss).max(finite(r.val_loss))).fold(0.1, f64::max) * 1.05;
-    let panels: [(&DrawingArea<_, _>, &str, f64, [fn(&EpochLog) -> f64; 2]); 2] = [
-        (&left, "loss", max_loss, [|r| r.train_loss, |r| r.val_loss]),
-        (&right, "accuracy", 1.0, [|r| r.train_acc, |r| r.val_acc]),
+    type Panel<'a, 'b> = (
+        &'a DrawingArea<BitMapBackend<'b>, plotters::coord::Shift>,
+        &'a str,
+        f64,
+        [fn(&EpochLog) -> f64; 2],
+        SeriesLabelPosition,
+    );
+    let panels: [Panel; 2] = [
+        (&left, "loss", max_loss, [|r| r.train_loss, |r| r.val_loss], SeriesLabelPosition::UpperRight),
+        (&right, "accuracy", 1.0, [|r| r.train_acc, |r| r.val_acc], SeriesLabelPosition::LowerRight),
     ];
-    for (area, name, top, series) in panels {
+    for (area, name, top, series, legend) in panels {
         let mut chart = ChartBuilder::on(area)
             .caption(format!("training {name}"), ("sans-serif", 22))
             .margin(12)
@@ -43,7 +50,14 @@ pub fn training_curves(log: &[EpochLog], path: &Path) -> Result<()> {
             .y_label_area_size(55)
             .build_cartesian_2d(1f64..epochs, 0f64..top)
             .map_err(err(path))?;
-        chart.configure_mesh().x_desc("epoch").y_desc(name).draw().map_err(err(path))?;
+        chart
+            .configure_mesh()
+            .x_labels(log.len().clamp(2, 12))
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .x_desc("epoch")
+            .y_desc(name)
+            .draw()
+            .map_err(err(path))?;
         for (get, label, color) in [(series[0], "train", BLUE), (series[1], "validation", RED)] {
             let points: Vec<(f64, f64)> =
                 log.iter().map(|r| (r.epoch as f64, get(r))).filter(|p| p.1.is_finite()).collect();
@@ -58,7 +72,7 @@ pub fn training_curves(log: &[EpochLog], path: &Path) -> Result<()> {
         }
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::MiddleRight)
+            .position(legend)
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
             .draw()

@@ -174,14 +174,16 @@ fn clip_gradients(
 }
 
 /// Train a fresh network on `(x_train, y_train)`, choosing epochs by validation accuracy.
-/// `on_epoch` is called after every epoch (for live progress lines).
+/// `on_epoch` is called after every epoch (for live progress lines) with the epoch's row and,
+/// when the epoch is the best so far, the variables, which then hold the best weights (so a
+/// caller can checkpoint them).
 pub fn train(
     arch: &CnnConfig,
     cfg: &TrainConfig,
     (x_train, y_train): (&Tensor, &Tensor),
     (x_val, y_val): (&Tensor, &Tensor),
     device: &Device,
-    on_epoch: &mut dyn FnMut(&EpochLog),
+    on_epoch: &mut dyn FnMut(&EpochLog, Option<&VarMap>),
 ) -> Result<Trained> {
     let n_train = x_train.dim(0)?;
     ensure!(n_train > 0, "no training recordings");
@@ -231,8 +233,6 @@ pub fn train(
             lr: opt.learning_rate(),
             seconds: t0.elapsed().as_secs_f64(),
         };
-        on_epoch(&row);
-        log.push(row);
         // ReduceLROnPlateau(mode="max", factor, patience, threshold=1e-4 relative), as PyTorch.
         if val_acc > plateau_best * (1.0 + 1e-4) {
             plateau_best = val_acc;
@@ -244,16 +244,19 @@ pub fn train(
                 plateau_bad = 0;
             }
         }
-        if val_acc > best {
+        let improved = val_acc > best;
+        if improved {
             best = val_acc;
             best_epoch = epoch;
             since_best = 0;
             best_weights = snapshot(&varmap)?;
         } else {
             since_best += 1;
-            if since_best >= cfg.patience {
-                break;
-            }
+        }
+        on_epoch(&row, improved.then_some(&varmap));
+        log.push(row);
+        if since_best >= cfg.patience {
+            break;
         }
     }
     restore(&varmap, &best_weights)?;

@@ -97,14 +97,43 @@ pub fn train_and_evaluate(
     let val_t = tensors(&set, &val_rows, mean, std, device)?;
     let arch = CnnConfig { n_mels: set.n_mels, n_frames: set.n_frames, ..CnnConfig::default() };
 
+    // An interrupted run keeps its history (the log is rewritten every epoch) and its best
+    // model so far (saved whenever validation accuracy improves, then replaced at the end).
+    let model_path = opts.out.join("model.safetensors");
+    let meta = |metrics: serde_json::Value| ModelMeta {
+        architecture: arch.clone(),
+        features: set.config.clone(),
+        mean,
+        std,
+        classes: digit_names(),
+        split: serde_json::to_value(&split).unwrap_or_default(),
+        metrics,
+    };
     let mut log_rows = Vec::new();
-    let trained =
-        train(&arch, &opts.train, (&train_t.0, &train_t.1), (&val_t.0, &val_t.1), device, &mut |row| {
+    let mut checkpoint_error = None;
+    let trained = train(
+        &arch,
+        &opts.train,
+        (&train_t.0, &train_t.1),
+        (&val_t.0, &val_t.1),
+        device,
+        &mut |row, best| {
             log_rows.push(row.clone());
-            // Written after every epoch: an interrupted run keeps its history.
-            let _ = write_training_log(&opts.out.join("training_log.csv"), &log_rows);
+            if let Err(e) = write_training_log(&opts.out.join("training_log.csv"), &log_rows) {
+                checkpoint_error.get_or_insert(e);
+            }
+            if let Some(varmap) = best {
+                let partial = serde_json::json!({"status": "training", "best_epoch": row.epoch, "val_accuracy": row.val_acc});
+                if let Err(e) = save_model(&model_path, varmap, &meta(partial)) {
+                    checkpoint_error.get_or_insert(e);
+                }
+            }
             on_epoch(row);
-        })?;
+        },
+    )?;
+    if let Some(e) = checkpoint_error {
+        return Err(e.context("saving the training log or checkpoint"));
+    }
     write_training_log(&opts.out.join("training_log.csv"), &trained.log)?;
     crate::plots::training_curves(&trained.log, &opts.out.join("training_metrics.png"))?;
 
@@ -127,17 +156,7 @@ pub fn train_and_evaluate(
         device: describe_device(device),
     };
     write_json(&opts.out.join("metrics.json"), &metrics)?;
-    let model_path = opts.out.join("model.safetensors");
-    let meta = ModelMeta {
-        architecture: arch.clone(),
-        features: set.config.clone(),
-        mean,
-        std,
-        classes: digit_names(),
-        split: serde_json::to_value(&split)?,
-        metrics: serde_json::to_value(&metrics)?,
-    };
-    save_model(&model_path, &trained.varmap, &meta)?;
+    save_model(&model_path, &trained.varmap, &meta(serde_json::to_value(&metrics)?))?;
     write_json(
         &opts.out.join("run_manifest.json"),
         &serde_json::json!({

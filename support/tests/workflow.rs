@@ -52,9 +52,12 @@ fn train_writes_every_artifact_deterministically_and_evaluate_agrees() {
     make_dataset(&data);
     let (out1, out2) = (dir.path().join("run1"), dir.path().join("run2"));
     let mut lines = 0;
-    let r1 =
-        train_and_evaluate(&options(&data, &out1, &cache), &Device::Cpu, &|_, _| {}, &mut |_| lines += 1)
-            .unwrap();
+    let r1 = train_and_evaluate(&options(&data, &out1, &cache), &Device::Cpu, &|_, _| {}, &mut |_| {
+        lines += 1;
+        // the best-so-far model is on disk from the first epoch on: an interrupted run keeps it
+        assert!(support::model::load_model(&out1.join("model.safetensors"), &Device::Cpu).is_ok());
+    })
+    .unwrap();
     assert_eq!(lines, r1.log.len());
     let r2 =
         train_and_evaluate(&options(&data, &out2, &cache), &Device::Cpu, &|_, _| {}, &mut |_| {}).unwrap();
