@@ -146,6 +146,7 @@ impl SplitArgs {
 }
 
 fn main() -> ExitCode {
+    support::tune_allocator();
     let cli = Cli::parse();
     if let Command::BenchTrain { threads, .. } = cli.command {
         if threads > 0 {
