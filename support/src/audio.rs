@@ -55,8 +55,10 @@ pub enum AudioErrorKind {
     TooLong { seconds: f64, limit: f64 },
     /// NaN or infinite samples in a float WAV.
     NonFinite,
-    /// The resampler refused the signal.
+    /// The resampler (or the model) refused the signal.
     Resample(String),
+    /// The recording is silent: its peak is below the "no speech" threshold.
+    NoSpeech { peak_dbfs: f32 },
 }
 
 impl fmt::Display for AudioErrorKind {
@@ -72,7 +74,8 @@ impl fmt::Display for AudioErrorKind {
                 "recording is {seconds:.1} s long, over the {limit:.0} s limit (FeatureConfig::max_duration_s)"
             ),
             Self::NonFinite => write!(f, "WAV holds NaN or infinite samples"),
-            Self::Resample(e) => write!(f, "resampling failed: {e}"),
+            Self::Resample(e) => write!(f, "processing failed: {e}"),
+            Self::NoSpeech { peak_dbfs } => write!(f, "no speech: the recording is silent (peak {peak_dbfs:.0} dBFS)"),
         }
     }
 }

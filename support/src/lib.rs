@@ -15,6 +15,7 @@
 //! | [`train`]    | the training recipe (AdamW, plateau schedule, early stopping)         |
 //! | [`evaluate`] | accuracy, confusion matrix, classification report, per speaker        |
 //! | [`plots`]    | PNG figures (plotters)                                                |
+//! | [`predict`]  | inference from an exported model file (`Predictor`)                   |
 //! | [`workflow`] | the whole seed notebook as functions: features -> train -> artifacts  |
 //! | [`manifest`] | provenance for run_manifest.json                                      |
 //! | [`bench`]    | throughput measurement of the feature pipeline                        |
@@ -30,6 +31,7 @@ pub mod manifest;
 pub mod mel;
 pub mod model;
 pub mod plots;
+pub mod predict;
 pub mod split;
 pub mod train;
 pub mod workflow;

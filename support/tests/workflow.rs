@@ -158,3 +158,96 @@ fn cli_train_refuses_unknown_recipe_and_bad_split() {
     assert_eq!(code, Some(2));
     assert!(err.contains("paper fold 1 needs AudioMNIST speakers"), "{err}");
 }
+
+#[test]
+fn predict_command_and_predictor_agree_with_training_and_handle_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, cache, out) = (dir.path().join("data"), dir.path().join("cache"), dir.path().join("run"));
+    make_dataset(&data);
+    let report =
+        train_and_evaluate(&options(&data, &out, &cache), &Device::Cpu, &|_, _| {}, &mut |_| {}).unwrap();
+    let model = report.model_path;
+
+    // the predictor reproduces training's test predictions (same preprocessing code)
+    let predictor = support::predict::Predictor::load_on(&model, &Device::Cpu).unwrap();
+    let csv = std::fs::read_to_string(out.join("predictions.csv")).unwrap();
+    let rows: Vec<(String, usize)> = csv
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[0].to_string(), f[3].parse().unwrap())
+        })
+        .collect();
+    let paths: Vec<_> = rows.iter().map(|(f, _)| data.join(f)).collect();
+    for ((_, want), (_, got)) in rows.iter().zip(predictor.predict_files(&paths)) {
+        assert_eq!(got.unwrap().digit, *want);
+    }
+    // a 1-second window at another rate, and silence
+    let window = common::tone(44100, 1.0, 180.0);
+    let p = predictor.predict_samples(&window, 44100).unwrap();
+    assert!(
+        (p.probabilities.iter().sum::<f32>() - 1.0).abs() < 1e-4 && p.confidence == p.probabilities[p.digit]
+    );
+    let silent = predictor.predict_samples(&vec![0.0; 16000], 16000).unwrap_err();
+    assert!(silent.to_string().contains("no speech"), "{silent}");
+
+    // the command line
+    let bad = dir.path().join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(bad.join("text.wav"), "hello").unwrap();
+    common::write_wav(&bad.join("silent.wav"), 16000, &vec![0.0; 16000]);
+    let good = data.join("recordings/3_ann_0.wav");
+    let bytes = std::fs::read(&good).unwrap();
+    std::fs::write(bad.join("truncated.wav"), &bytes[..bytes.len() / 2]).unwrap();
+    let run = |args: &[&std::ffi::OsStr]| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_audio-mnist"))
+            .arg("predict")
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).to_string(),
+            String::from_utf8_lossy(&o.stderr).to_string(),
+        )
+    };
+    let m = ["--model".as_ref(), model.as_os_str()];
+    let (code, stdout, _) = run(&[m[0], m[1], good.as_os_str()]);
+    assert_eq!(code, Some(0));
+    assert!(
+        stdout.starts_with(&format!("{}: ", good.display())) && stdout.trim_end().ends_with(')'),
+        "{stdout}"
+    );
+    let (_, stdout, _) = run(&[m[0], m[1], "--top".as_ref(), "3".as_ref(), good.as_os_str()]);
+    assert_eq!(stdout.matches('(').count(), 3, "{stdout}");
+
+    let missing = dir.path().join("missing.wav");
+    let (code, stdout, stderr) =
+        run(&[m[0], m[1], "--json".as_ref(), good.as_os_str(), bad.as_os_str(), missing.as_os_str()]);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    let lines: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 5);
+    assert_eq!(lines[0]["probabilities"].as_array().unwrap().len(), 10);
+    let error_of = |name: &str| {
+        lines.iter().find(|l| l["file"].as_str().unwrap().ends_with(name)).unwrap()["error"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert!(error_of("text.wav").contains("not a WAV"));
+    assert!(error_of("silent.wav").contains("no speech"));
+    assert!(error_of("truncated.wav").contains("truncated"));
+    assert!(error_of("missing.wav").contains("cannot read"));
+    assert!(!stderr.contains("panicked"));
+
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let (code, _, stderr) = run(&[m[0], m[1], empty.as_os_str()]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("no .wav files in folder"), "{stderr}");
+    let not_model = bad.join("text.wav");
+    let (code, _, stderr) = run(&["--model".as_ref(), not_model.as_os_str(), good.as_os_str()]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("not a safetensors file") && stderr.contains("text.wav"), "{stderr}");
+}

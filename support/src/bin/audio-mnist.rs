@@ -11,6 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use support::cache::{load_or_extract, CacheStatus};
 use support::dataset::{scan, write_csv, Dataset};
 use support::model::{describe_device, pick_device};
+use support::predict::{collect_inputs, Predictor};
 use support::split::SplitSpec;
 use support::train::TrainConfig;
 use support::workflow::{digit_names, evaluate_model, train_and_evaluate, TrainOptions};
@@ -64,6 +65,21 @@ enum Command {
         recipe: String,
         #[arg(long, default_value_t = 64)]
         batch_size: usize,
+    },
+    /// Predict the digit spoken in WAV files (folders are searched for *.wav).
+    ///
+    /// Exit status: 0 all predicted, 1 some files failed (the rest are printed), 2 usage or model errors.
+    Predict {
+        #[arg(long)]
+        model: PathBuf,
+        /// One JSON object per line instead of `path: digit (confidence)`.
+        #[arg(long)]
+        json: bool,
+        /// Also show the K most likely digits.
+        #[arg(long, default_value_t = 1)]
+        top: usize,
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
     },
     /// Evaluate an exported model on the test speakers of a split (by default the model's own).
     Evaluate {
@@ -155,6 +171,15 @@ fn main() -> ExitCode {
             std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
         }
     }
+    if let Command::Predict { model, json, top, paths } = &cli.command {
+        return match predict_command(model, *json, *top, paths) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -199,6 +224,7 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", serde_json::to_string(&r)?);
             Ok(())
         }
+        Command::Predict { .. } => unreachable!("handled in main"),
         Command::Scan { data, csv } => {
             let dataset = scan_verbose(&data)?;
             let mut df = dataset.metadata_frame()?;
@@ -213,6 +239,35 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn predict_command(model: &Path, json: bool, top: usize, paths: &[PathBuf]) -> Result<ExitCode> {
+    let predictor = Predictor::load(model)?;
+    let files = collect_inputs(paths)?;
+    let mut failed = 0;
+    for (file, result) in predictor.predict_files(&files) {
+        let name = file.display().to_string();
+        match result {
+            Ok(p) if json => println!(
+                "{}",
+                serde_json::json!({"file": name, "digit": p.digit, "confidence": p.confidence, "probabilities": p.probabilities})
+            ),
+            Ok(p) => {
+                let shown: Vec<String> =
+                    p.top(top.max(1)).iter().map(|(d, c)| format!("{d} ({c:.2})")).collect();
+                println!("{name}: {}", shown.join(", "));
+            }
+            Err(e) => {
+                failed += 1;
+                if json {
+                    println!("{}", serde_json::json!({"file": name, "error": e.kind.to_string()}));
+                } else {
+                    eprintln!("{name}: error: {}", e.kind);
+                }
+            }
+        }
+    }
+    Ok(if failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
 fn feature_bar() -> Result<ProgressBar> {

@@ -1,0 +1,161 @@
+//! Inference from an exported `model.safetensors`: everything (architecture, feature config,
+//! normalisation, class names) comes from the file; preprocessing is the training code's own.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use candle_core::{Device, Tensor};
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::audio::{AudioError, AudioErrorKind};
+use crate::evaluate::argmax;
+use crate::features::FeatureExtractor;
+use crate::model::{load_model, pick_device, Cnn, ModelMeta};
+
+/// Recordings whose peak is below this (dBFS) are "no speech" rather than a guess.
+pub const SILENCE_DBFS: f32 = -60.0;
+
+/// One prediction.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Prediction {
+    pub digit: usize,
+    pub confidence: f32,
+    pub probabilities: Vec<f32>,
+}
+
+impl Prediction {
+    /// The `k` most likely classes, best first: (class, probability).
+    pub fn top(&self, k: usize) -> Vec<(usize, f32)> {
+        let mut v: Vec<(usize, f32)> = self.probabilities.iter().cloned().enumerate().collect();
+        v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        v.truncate(k);
+        v
+    }
+}
+
+/// A loaded model, ready to predict files or raw sample windows.
+pub struct Predictor {
+    model: Cnn,
+    meta: ModelMeta,
+    extractor: FeatureExtractor,
+    device: Device,
+}
+
+impl Predictor {
+    /// Load a model file onto the best available device.
+    pub fn load(path: &Path) -> Result<Self> {
+        Self::load_on(path, &pick_device())
+    }
+
+    pub fn load_on(path: &Path, device: &Device) -> Result<Self> {
+        let loaded = load_model(path, device)?;
+        let extractor = FeatureExtractor::new(loaded.meta.features.clone())
+            .map_err(|e| anyhow::anyhow!("model file {}: {e}", path.display()))?;
+        Ok(Self { model: loaded.model, meta: loaded.meta, extractor, device: device.clone() })
+    }
+
+    pub fn meta(&self) -> &ModelMeta {
+        &self.meta
+    }
+
+    /// Predict one WAV file.
+    pub fn predict_file(&self, path: &Path) -> Result<Prediction, AudioError> {
+        let mut out = self.predict_files(&[path.to_path_buf()]);
+        out.pop().map(|(_, r)| r).unwrap_or_else(|| Err(AudioError::new(path, AudioErrorKind::Empty)))
+    }
+
+    /// Predict a mono signal at any sample rate (e.g. a 1-second window from a microphone).
+    pub fn predict_samples(&self, samples: &[f32], sample_rate: u32) -> Result<Prediction, AudioErrorKind> {
+        check_speech(samples)?;
+        let features = self.extractor.extract_samples(samples, sample_rate)?;
+        let mut p = self.forward(&[features]).map_err(|e| AudioErrorKind::Resample(e.to_string()))?;
+        Ok(p.remove(0))
+    }
+
+    /// Predict many files: features in parallel, then batched forward passes. Results are in
+    /// input order; a file that cannot be read gets its error and the rest go on.
+    pub fn predict_files(&self, paths: &[PathBuf]) -> Vec<(PathBuf, Result<Prediction, AudioError>)> {
+        let features: Vec<Result<Vec<f32>, AudioError>> = paths
+            .par_iter()
+            .map(|p| {
+                let audio = crate::audio::load_wav(p, self.extractor.config().max_duration_s)?;
+                check_speech(&audio.samples).map_err(|k| AudioError::new(p, k))?;
+                self.extractor
+                    .extract_samples(&audio.samples, audio.sample_rate)
+                    .map_err(|k| AudioError::new(p, k))
+            })
+            .collect();
+        let ok: Vec<Vec<f32>> = features.iter().filter_map(|f| f.as_ref().ok().cloned()).collect();
+        let mut predictions = match self.forward(&ok) {
+            Ok(p) => p.into_iter(),
+            Err(e) => {
+                let msg = e.to_string();
+                return paths
+                    .iter()
+                    .map(|p| (p.clone(), Err(AudioError::new(p, AudioErrorKind::Resample(msg.clone())))))
+                    .collect();
+            }
+        };
+        paths
+            .iter()
+            .zip(features)
+            .map(|(p, f)| {
+                let r = match f {
+                    Ok(_) => predictions.next().ok_or_else(|| AudioError::new(p, AudioErrorKind::Empty)),
+                    Err(e) => Err(e),
+                };
+                (p.clone(), r)
+            })
+            .collect()
+    }
+
+    fn forward(&self, features: &[Vec<f32>]) -> Result<Vec<Prediction>> {
+        let arch = &self.meta.architecture;
+        let inv = 1.0 / self.meta.std;
+        let mut out = Vec::with_capacity(features.len());
+        for chunk in features.chunks(64) {
+            let x: Vec<f32> =
+                chunk.iter().flat_map(|f| f.iter().map(|v| (v - self.meta.mean) * inv)).collect();
+            let x = Tensor::from_vec(x, (chunk.len(), 1, arch.n_mels, arch.n_frames), &self.device)?;
+            for p in self.model.probabilities(&x)?.to_vec2::<f32>()? {
+                let digit = argmax(&p);
+                out.push(Prediction { digit, confidence: p[digit], probabilities: p });
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A recording with no sound gives no prediction instead of a confident guess.
+fn check_speech(samples: &[f32]) -> Result<(), AudioErrorKind> {
+    let peak = samples.iter().fold(0f32, |m, s| m.max(s.abs()));
+    let dbfs = 20.0 * peak.max(1e-12).log10();
+    if dbfs < SILENCE_DBFS {
+        return Err(AudioErrorKind::NoSpeech { peak_dbfs: dbfs });
+    }
+    Ok(())
+}
+
+/// The WAV files named by `inputs`: files as given, folders searched recursively for `*.wav`
+/// (sorted). A folder without any is an error naming it.
+pub fn collect_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for input in inputs {
+        if input.is_dir() {
+            let before = out.len();
+            for e in walkdir::WalkDir::new(input).follow_links(true).sort_by_file_name() {
+                let e = e.map_err(|e| anyhow::anyhow!("reading folder {}: {e}", input.display()))?;
+                let is_wav = e.file_type().is_file()
+                    && e.path().extension().is_some_and(|x| x.eq_ignore_ascii_case("wav"));
+                if is_wav {
+                    out.push(e.path().to_path_buf());
+                }
+            }
+            anyhow::ensure!(out.len() > before, "no .wav files in folder {}", input.display());
+        } else {
+            out.push(input.clone());
+        }
+    }
+    Ok(out)
+}
