@@ -12,10 +12,13 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+#[cfg(feature = "train")]
 use polars::prelude::*;
+#[cfg(feature = "train")]
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "train")]
 use crate::audio;
 
 /// Name of AudioMNIST's speaker metadata file.
@@ -240,6 +243,7 @@ impl Dataset {
         self.root.join(&r.path)
     }
 
+    #[cfg(feature = "train")]
     /// The metadata table: one row per recording with its header facts (read in parallel)
     /// and, where the dataset has them, the speaker's metadata.
     pub fn metadata_frame(&self) -> PolarsResult<DataFrame> {
@@ -316,6 +320,7 @@ impl Dataset {
     }
 }
 
+#[cfg(feature = "train")]
 /// Write a DataFrame as CSV, atomically (a killed run never leaves half a file).
 pub fn write_csv(df: &mut DataFrame, path: &Path) -> Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));

@@ -30,10 +30,13 @@ pub mod features;
 pub mod manifest;
 pub mod mel;
 pub mod model;
+#[cfg(feature = "train")]
 pub mod plots;
 pub mod predict;
 pub mod split;
+#[cfg(feature = "train")]
 pub mod train;
+#[cfg(feature = "train")]
 pub mod workflow;
 
 pub use audio::{load_wav, resample, Audio, AudioError};

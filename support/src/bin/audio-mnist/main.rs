@@ -3,19 +3,18 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
-use support::cache::{load_or_extract, CacheStatus};
-use support::dataset::{scan, write_csv, Dataset};
-use support::model::{describe_device, pick_device};
+use support::model::pick_device;
 use support::predict::{collect_inputs, Predictor};
-use support::split::SplitSpec;
-use support::train::TrainConfig;
-use support::workflow::{digit_names, evaluate_model, train_and_evaluate, TrainOptions};
-use support::{FeatureConfig, FeatureExtractor};
+
+// Training, evaluation and dataset commands: only in the full build (default feature `train`);
+// `--no-default-features --features infer` builds a lean `predict` without them.
+#[cfg(feature = "train")]
+mod training;
+#[cfg(feature = "train")]
+use training::*;
 
 // glibc's malloc hands every buffer over 128 KiB (one 48 kHz clip) back to the kernel and
 // page-faults it in again for the next file: 7% of feature extraction. mimalloc keeps them.
@@ -33,6 +32,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    #[cfg(feature = "train")]
     /// Extract log-Mel features of every recording into one safetensors file.
     Features {
         /// Dataset folder (AudioMNIST, its Kaggle unzip, or FSDD).
@@ -45,6 +45,7 @@ enum Command {
         #[arg(long, env = "AUDIO_MNIST_CACHE", default_value = "cache")]
         cache_dir: PathBuf,
     },
+    #[cfg(feature = "train")]
     /// Train the CNN speaker-independently, evaluate it, and export model.safetensors.
     Train {
         #[command(flatten)]
@@ -81,6 +82,7 @@ enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    #[cfg(feature = "train")]
     /// Evaluate an exported model on the test speakers of a split (by default the model's own).
     Evaluate {
         #[arg(long)]
@@ -105,6 +107,7 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         steps: usize,
     },
+    #[cfg(feature = "train")]
     /// List the recordings and their metadata (writes metadata.csv).
     Scan {
         #[arg(long, env = "AUDIO_MNIST_DATA")]
@@ -127,38 +130,6 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         repeat: usize,
     },
-}
-
-#[derive(clap::Args)]
-struct DataArgs {
-    /// Dataset folder (AudioMNIST, its Kaggle unzip, or FSDD).
-    #[arg(long, env = "AUDIO_MNIST_DATA")]
-    data: PathBuf,
-    /// Feature cache folder.
-    #[arg(long, env = "AUDIO_MNIST_CACHE", default_value = "cache")]
-    cache_dir: PathBuf,
-}
-
-#[derive(clap::Args)]
-struct SplitArgs {
-    /// `random` (70/15/15 of the speakers, seeded) or `paper:K` (official AudioMNIST fold K, 0-4).
-    #[arg(long, default_value = "random")]
-    split: String,
-    /// Explicit test speakers (comma-separated); needs --val-speakers.
-    #[arg(long)]
-    test_speakers: Option<String>,
-    /// Explicit validation speakers (comma-separated); needs --test-speakers.
-    #[arg(long)]
-    val_speakers: Option<String>,
-}
-
-impl SplitArgs {
-    fn spec(&self, seed: u64) -> Result<SplitSpec> {
-        SplitSpec::from_args(&self.split, seed, self.test_speakers.as_deref(), self.val_speakers.as_deref())
-    }
-    fn given(&self) -> bool {
-        self.split != "random" || self.test_speakers.is_some() || self.val_speakers.is_some()
-    }
 }
 
 fn main() -> ExitCode {
@@ -191,7 +162,9 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        #[cfg(feature = "train")]
         Command::Features { data, out, cache_dir } => features(&data, &out, &cache_dir),
+        #[cfg(feature = "train")]
         Command::Train { data, out, split, seed, epochs, recipe, batch_size } => {
             if recipe != "seed" {
                 anyhow::bail!("unknown recipe {recipe:?}; available: seed");
@@ -206,6 +179,7 @@ fn run(cli: Cli) -> Result<()> {
             };
             train_command(&opts)
         }
+        #[cfg(feature = "train")]
         Command::Evaluate { model, data, out, split, seed } => {
             let device = pick_device();
             let spec = if split.given() { Some(split.spec(seed)?) } else { None };
@@ -225,6 +199,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Predict { .. } => unreachable!("handled in main"),
+        #[cfg(feature = "train")]
         Command::Scan { data, csv } => {
             let dataset = scan_verbose(&data)?;
             let mut df = dataset.metadata_frame()?;
@@ -268,113 +243,4 @@ fn predict_command(model: &Path, json: bool, top: usize, paths: &[PathBuf]) -> R
         }
     }
     Ok(if failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
-}
-
-fn feature_bar() -> Result<ProgressBar> {
-    Ok(ProgressBar::new(0).with_style(
-        ProgressStyle::with_template("{spinner} features {bar:40} {pos}/{len} files  {per_sec}  eta {eta}")
-            .context("progress bar template")?,
-    ))
-}
-
-fn train_command(opts: &TrainOptions) -> Result<()> {
-    let device = pick_device();
-    println!("device: {}", describe_device(&device));
-    let bar = feature_bar()?;
-    let epochs = ProgressBar::new(opts.train.epochs as u64).with_style(
-        ProgressStyle::with_template("{spinner} epoch {pos}/{len} {bar:30} {elapsed_precise} {msg}")
-            .context("progress bar template")?,
-    );
-    let report = train_and_evaluate(
-        opts,
-        &device,
-        &|d, n| {
-            bar.set_length(n as u64);
-            bar.set_position(d as u64)
-        },
-        &mut |r| {
-            bar.finish_and_clear();
-            let line = format!(
-                "epoch {:>3}  train loss {:.4} acc {:.4}  val loss {:.4} acc {:.4}  lr {:.2e}  {:.1}s",
-                r.epoch, r.train_loss, r.train_acc, r.val_loss, r.val_acc, r.lr, r.seconds
-            );
-            // A hidden bar (output not a terminal: logs, CI, notebooks) drops println: print plainly.
-            if epochs.is_hidden() {
-                println!("{line}");
-            } else {
-                epochs.println(line);
-            }
-            epochs.set_position(r.epoch as u64);
-            epochs.set_message(format!("val acc {:.4}", r.val_acc));
-        },
-    )?;
-    epochs.finish_and_clear();
-    let m = &report.metrics;
-    println!(
-        "split: train {:?}\n       val {:?}\n       test {:?}",
-        report.split.train, report.split.val, report.split.test
-    );
-    print!("{}", report.evaluation.report(&digit_names()));
-    println!(
-        "test accuracy {:.2}% ({} files), best val accuracy {:.2}% at epoch {}/{}; {:.0} s, {:.1} train samples/s",
-        100.0 * m.test_accuracy,
-        m.test_files,
-        100.0 * m.val_accuracy,
-        m.best_epoch,
-        m.epochs,
-        m.train_seconds,
-        m.train_samples_per_second
-    );
-    println!("model: {}; artifacts in {}", report.model_path.display(), opts.out.display());
-    Ok(())
-}
-
-fn scan_verbose(data: &Path) -> Result<Dataset> {
-    let dataset = scan(data)?;
-    println!(
-        "{}: {} recordings, {} speakers, layout {:?}",
-        data.display(),
-        dataset.recordings.len(),
-        dataset.speaker_ids().len(),
-        dataset.layout
-    );
-    for w in &dataset.warnings {
-        eprintln!("warning: {w}");
-    }
-    Ok(dataset)
-}
-
-fn features(data: &Path, out: &Path, cache_dir: &Path) -> Result<()> {
-    let dataset = scan_verbose(data)?;
-    let mut df = dataset.metadata_frame()?;
-    write_csv(&mut df, &cache_dir.join("metadata.csv"))?;
-    let fx = FeatureExtractor::new(FeatureConfig::default()).map_err(anyhow::Error::msg)?;
-    let bar = ProgressBar::new(dataset.recordings.len() as u64).with_style(
-        ProgressStyle::with_template("{spinner} features {bar:40} {pos}/{len} files  {per_sec}  eta {eta}")
-            .context("progress bar template")?,
-    );
-    let start = Instant::now();
-    let (set, status) = load_or_extract(&dataset, &fx, cache_dir, &|done, _| bar.set_position(done as u64))?;
-    bar.finish_and_clear();
-    match &status {
-        CacheStatus::Hit(p) => println!("features loaded from cache {}", p.display()),
-        CacheStatus::Miss(p) => println!(
-            "extracted {} files in {:.1} s, cached in {}",
-            set.len(),
-            start.elapsed().as_secs_f64(),
-            p.display()
-        ),
-    }
-    set.save(out)?;
-    println!("wrote {} ({} x {} x {})", out.display(), set.len(), set.n_mels, set.n_frames);
-    if !set.skipped.is_empty() {
-        eprintln!("skipped {} files:", set.skipped.len());
-        for s in set.skipped.iter().take(20) {
-            eprintln!("  {s}");
-        }
-        if set.skipped.len() > 20 {
-            eprintln!("  ... and {} more", set.skipped.len() - 20);
-        }
-    }
-    Ok(())
 }

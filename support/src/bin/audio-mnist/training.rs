@@ -1,0 +1,157 @@
+//! The training-side commands of `audio-mnist` (features, scan, train, evaluate).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use support::cache::{load_or_extract, CacheStatus};
+pub use support::dataset::write_csv;
+use support::dataset::{scan, Dataset};
+use support::model::{describe_device, pick_device};
+use support::split::SplitSpec;
+pub use support::train::TrainConfig;
+pub use support::workflow::{digit_names, evaluate_model, train_and_evaluate, TrainOptions};
+pub use support::FeatureConfig;
+use support::FeatureExtractor;
+
+#[derive(clap::Args)]
+pub struct DataArgs {
+    /// Dataset folder (AudioMNIST, its Kaggle unzip, or FSDD).
+    #[arg(long, env = "AUDIO_MNIST_DATA")]
+    pub data: PathBuf,
+    /// Feature cache folder.
+    #[arg(long, env = "AUDIO_MNIST_CACHE", default_value = "cache")]
+    pub cache_dir: PathBuf,
+}
+
+#[derive(clap::Args)]
+pub struct SplitArgs {
+    /// `random` (70/15/15 of the speakers, seeded) or `paper:K` (official AudioMNIST fold K, 0-4).
+    #[arg(long, default_value = "random")]
+    pub split: String,
+    /// Explicit test speakers (comma-separated); needs --val-speakers.
+    #[arg(long)]
+    pub test_speakers: Option<String>,
+    /// Explicit validation speakers (comma-separated); needs --test-speakers.
+    #[arg(long)]
+    pub val_speakers: Option<String>,
+}
+
+impl SplitArgs {
+    pub fn spec(&self, seed: u64) -> Result<SplitSpec> {
+        SplitSpec::from_args(&self.split, seed, self.test_speakers.as_deref(), self.val_speakers.as_deref())
+    }
+    pub fn given(&self) -> bool {
+        self.split != "random" || self.test_speakers.is_some() || self.val_speakers.is_some()
+    }
+}
+
+pub fn feature_bar() -> Result<ProgressBar> {
+    Ok(ProgressBar::new(0).with_style(
+        ProgressStyle::with_template("{spinner} features {bar:40} {pos}/{len} files  {per_sec}  eta {eta}")
+            .context("progress bar template")?,
+    ))
+}
+
+pub fn train_command(opts: &TrainOptions) -> Result<()> {
+    let device = pick_device();
+    println!("device: {}", describe_device(&device));
+    let bar = feature_bar()?;
+    let epochs = ProgressBar::new(opts.train.epochs as u64).with_style(
+        ProgressStyle::with_template("{spinner} epoch {pos}/{len} {bar:30} {elapsed_precise} {msg}")
+            .context("progress bar template")?,
+    );
+    let report = train_and_evaluate(
+        opts,
+        &device,
+        &|d, n| {
+            bar.set_length(n as u64);
+            bar.set_position(d as u64)
+        },
+        &mut |r| {
+            bar.finish_and_clear();
+            let line = format!(
+                "epoch {:>3}  train loss {:.4} acc {:.4}  val loss {:.4} acc {:.4}  lr {:.2e}  {:.1}s",
+                r.epoch, r.train_loss, r.train_acc, r.val_loss, r.val_acc, r.lr, r.seconds
+            );
+            // A hidden bar (output not a terminal: logs, CI, notebooks) drops println: print plainly.
+            if epochs.is_hidden() {
+                println!("{line}");
+            } else {
+                epochs.println(line);
+            }
+            epochs.set_position(r.epoch as u64);
+            epochs.set_message(format!("val acc {:.4}", r.val_acc));
+        },
+    )?;
+    epochs.finish_and_clear();
+    let m = &report.metrics;
+    println!(
+        "split: train {:?}\n       val {:?}\n       test {:?}",
+        report.split.train, report.split.val, report.split.test
+    );
+    print!("{}", report.evaluation.report(&digit_names()));
+    println!(
+        "test accuracy {:.2}% ({} files), best val accuracy {:.2}% at epoch {}/{}; {:.0} s, {:.1} train samples/s",
+        100.0 * m.test_accuracy,
+        m.test_files,
+        100.0 * m.val_accuracy,
+        m.best_epoch,
+        m.epochs,
+        m.train_seconds,
+        m.train_samples_per_second
+    );
+    println!("model: {}; artifacts in {}", report.model_path.display(), opts.out.display());
+    Ok(())
+}
+
+pub fn scan_verbose(data: &Path) -> Result<Dataset> {
+    let dataset = scan(data)?;
+    println!(
+        "{}: {} recordings, {} speakers, layout {:?}",
+        data.display(),
+        dataset.recordings.len(),
+        dataset.speaker_ids().len(),
+        dataset.layout
+    );
+    for w in &dataset.warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(dataset)
+}
+
+pub fn features(data: &Path, out: &Path, cache_dir: &Path) -> Result<()> {
+    let dataset = scan_verbose(data)?;
+    let mut df = dataset.metadata_frame()?;
+    write_csv(&mut df, &cache_dir.join("metadata.csv"))?;
+    let fx = FeatureExtractor::new(FeatureConfig::default()).map_err(anyhow::Error::msg)?;
+    let bar = ProgressBar::new(dataset.recordings.len() as u64).with_style(
+        ProgressStyle::with_template("{spinner} features {bar:40} {pos}/{len} files  {per_sec}  eta {eta}")
+            .context("progress bar template")?,
+    );
+    let start = Instant::now();
+    let (set, status) = load_or_extract(&dataset, &fx, cache_dir, &|done, _| bar.set_position(done as u64))?;
+    bar.finish_and_clear();
+    match &status {
+        CacheStatus::Hit(p) => println!("features loaded from cache {}", p.display()),
+        CacheStatus::Miss(p) => println!(
+            "extracted {} files in {:.1} s, cached in {}",
+            set.len(),
+            start.elapsed().as_secs_f64(),
+            p.display()
+        ),
+    }
+    set.save(out)?;
+    println!("wrote {} ({} x {} x {})", out.display(), set.len(), set.n_mels, set.n_frames);
+    if !set.skipped.is_empty() {
+        eprintln!("skipped {} files:", set.skipped.len());
+        for s in set.skipped.iter().take(20) {
+            eprintln!("  {s}");
+        }
+        if set.skipped.len() > 20 {
+            eprintln!("  ... and {} more", set.skipped.len() - 20);
+        }
+    }
+    Ok(())
+}
