@@ -64,6 +64,27 @@ impl CnnConfig {
             + (self.hidden * self.classes + self.classes)
     }
 
+    /// Name and shape of every tensor of the network (weights and BatchNorm statistics), as
+    /// [`Cnn::new`] creates them. Computed, not built: checking a model file stays cheap.
+    pub fn tensor_shapes(&self) -> HashMap<String, Vec<usize>> {
+        let (c1, c2) = (self.conv1_channels, self.conv2_channels);
+        let mut m = HashMap::new();
+        m.insert("conv1.weight".to_string(), vec![c1, 1, 3, 3]);
+        m.insert("conv1.bias".to_string(), vec![c1]);
+        m.insert("conv2.weight".to_string(), vec![c2, c1, 3, 3]);
+        m.insert("conv2.bias".to_string(), vec![c2]);
+        for (bn, c) in [("bn1", c1), ("bn2", c2)] {
+            for t in ["weight", "bias", "running_mean", "running_var"] {
+                m.insert(format!("{bn}.{t}"), vec![c]);
+            }
+        }
+        m.insert("fc1.weight".to_string(), vec![self.hidden, self.flat_dim()]);
+        m.insert("fc1.bias".to_string(), vec![self.hidden]);
+        m.insert("fc2.weight".to_string(), vec![self.classes, self.hidden]);
+        m.insert("fc2.bias".to_string(), vec![self.classes]);
+        m
+    }
+
     fn validate(&self) -> Result<()> {
         ensure!(
             self.n_mels >= 4 && self.n_frames >= 4,
@@ -295,16 +316,7 @@ fn load_model_bytes(bytes: &[u8], device: &Device) -> Result<LoadedModel> {
             && meta.features.n_frames() == meta.architecture.n_frames,
         "feature shape and network input disagree"
     );
-    // Expected tensors and shapes come from a freshly built network of this architecture.
-    let reference = VarMap::new();
-    Cnn::new(&meta.architecture, VarBuilder::from_varmap(&reference, DType::F32, &Device::Cpu))?;
-    let expected: HashMap<String, Vec<usize>> = reference
-        .data()
-        .lock()
-        .map_err(|_| anyhow!("lock"))?
-        .iter()
-        .map(|(n, v)| (n.clone(), v.dims().to_vec()))
-        .collect();
+    let expected = meta.architecture.tensor_shapes();
     let mut tensors = HashMap::new();
     let mut names: Vec<&String> = expected.keys().collect();
     names.sort();

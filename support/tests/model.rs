@@ -46,6 +46,16 @@ fn parameter_count_matches_pytorch() {
 }
 
 #[test]
+fn computed_tensor_shapes_match_the_built_network() {
+    for arch in [CnnConfig::default(), small_arch()] {
+        let (varmap, _) = init_varmap(&arch, 1, &Device::Cpu).unwrap();
+        let built: std::collections::HashMap<String, Vec<usize>> =
+            varmap.data().lock().unwrap().iter().map(|(n, v)| (n.clone(), v.dims().to_vec())).collect();
+        assert_eq!(arch.tensor_shapes(), built);
+    }
+}
+
+#[test]
 fn forward_shapes() {
     for arch in
         [CnnConfig::default(), small_arch(), CnnConfig { n_mels: 30, n_frames: 11, ..CnnConfig::default() }]

@@ -197,6 +197,7 @@ fn predict_command_and_predictor_agree_with_training_and_handle_bad_input() {
     std::fs::create_dir_all(&bad).unwrap();
     std::fs::write(bad.join("text.wav"), "hello").unwrap();
     common::write_wav(&bad.join("silent.wav"), 16000, &vec![0.0; 16000]);
+    common::write_wav(&bad.join("long.wav"), 8000, &common::tone(8000, 600.0, 150.0));
     let good = data.join("recordings/3_ann_0.wav");
     let bytes = std::fs::read(&good).unwrap();
     std::fs::write(bad.join("truncated.wav"), &bytes[..bytes.len() / 2]).unwrap();
@@ -227,7 +228,7 @@ fn predict_command_and_predictor_agree_with_training_and_handle_bad_input() {
         run(&[m[0], m[1], "--json".as_ref(), good.as_os_str(), bad.as_os_str(), missing.as_os_str()]);
     assert_eq!(code, Some(1), "{stdout}{stderr}");
     let lines: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(lines.len(), 5);
+    assert_eq!(lines.len(), 6);
     assert_eq!(lines[0]["probabilities"].as_array().unwrap().len(), 10);
     let error_of = |name: &str| {
         lines.iter().find(|l| l["file"].as_str().unwrap().ends_with(name)).unwrap()["error"]
@@ -239,6 +240,7 @@ fn predict_command_and_predictor_agree_with_training_and_handle_bad_input() {
     assert!(error_of("silent.wav").contains("no speech"));
     assert!(error_of("truncated.wav").contains("truncated"));
     assert!(error_of("missing.wav").contains("cannot read"));
+    assert!(error_of("long.wav").contains("600.0 s long, over the 60 s limit"));
     assert!(!stderr.contains("panicked"));
 
     let empty = dir.path().join("empty");
