@@ -8,6 +8,7 @@
 //! | [`mel`]      | librosa's mel scale and Slaney-normalised mel filterbank              |
 //! | [`features`] | trim, normalize, fix_length, melspectrogram, power_to_db              |
 //! | [`dataset`]  | find recordings (AudioMNIST, Kaggle unzip, FSDD) and their metadata   |
+//! | [`download`] | fetch and safely unpack AudioMNIST (resumable, verified)            |
 //! | [`extract`]  | parallel feature extraction over a dataset, with progress             |
 //! | [`cache`]    | the safetensors feature file and the fingerprinted cache              |
 //! | [`model`]    | the seed's CNN (Candle), its initialisation and the model file        |
@@ -17,6 +18,7 @@
 //! | [`plots`]    | PNG figures (plotters)                                                |
 //! | [`predict`]  | inference from an exported model file (`Predictor`)                   |
 //! | [`workflow`] | the whole seed notebook as functions: features -> train -> artifacts  |
+//! | [`notebook`] | what the evcxr notebook shows: figures, players, confusion explorer   |
 //! | [`manifest`] | provenance for run_manifest.json                                      |
 //! | [`bench`]    | throughput measurement of the feature pipeline                        |
 
@@ -24,12 +26,16 @@ pub mod audio;
 pub mod bench;
 pub mod cache;
 pub mod dataset;
+#[cfg(feature = "download")]
+pub mod download;
 pub mod evaluate;
 pub mod extract;
 pub mod features;
 pub mod manifest;
 pub mod mel;
 pub mod model;
+#[cfg(feature = "notebook")]
+pub mod notebook;
 #[cfg(feature = "train")]
 pub mod plots;
 pub mod predict;

@@ -15,6 +15,7 @@ pub fn crate_versions() -> BTreeMap<String, String> {
         "realfft",
         "rustfft",
         "polars",
+        "plotly",
         "safetensors",
         "rand",
         "rayon",

@@ -15,7 +15,7 @@ use crate::extract::Progress;
 use crate::features::{FeatureConfig, FeatureExtractor};
 use crate::model::{describe_device, load_model, save_model, CnnConfig, ModelMeta};
 use crate::split::{make_split, Split, SplitSpec};
-use crate::train::{norm_stats, rows_for, tensors, train, EpochLog, TrainConfig};
+use crate::train::{norm_stats, rows_for, tensors, train, EpochLog, TrainConfig, Trained};
 
 /// Class names of the digit task.
 pub fn digit_names() -> Vec<String> {
@@ -73,58 +73,84 @@ pub struct RunReport {
     pub model_path: PathBuf,
 }
 
-/// Train on `opts.data` and write every artifact to `opts.out`.
-pub fn train_and_evaluate(
-    opts: &TrainOptions,
+/// The data of a run: recordings, their features, the speaker split and the training part's
+/// standardisation statistics (the seed's `mean`/`std`, taken from training files only).
+pub struct Prepared {
+    pub dataset: Dataset,
+    pub set: FeatureSet,
+    pub split: Split,
+    pub train_rows: Vec<usize>,
+    pub val_rows: Vec<usize>,
+    pub test_rows: Vec<usize>,
+    pub mean: f32,
+    pub std: f32,
+}
+
+impl Prepared {
+    /// Split `set` by speaker with `spec` and compute the normalisation statistics.
+    pub fn new(dataset: Dataset, set: FeatureSet, spec: &SplitSpec) -> Result<Self> {
+        let split = make_split(spec, &dataset.speaker_ids())?;
+        let (train_rows, val_rows, test_rows) =
+            (rows_for(&set, &split.train), rows_for(&set, &split.val), rows_for(&set, &split.test));
+        ensure!(
+            !train_rows.is_empty() && !val_rows.is_empty(),
+            "the split leaves no training or no validation recordings"
+        );
+        let (mean, std) = norm_stats(&set, &train_rows);
+        Ok(Self { dataset, set, split, train_rows, val_rows, test_rows, mean, std })
+    }
+
+    /// The seed CNN sized for these features.
+    pub fn architecture(&self) -> CnnConfig {
+        CnnConfig { n_mels: self.set.n_mels, n_frames: self.set.n_frames, ..CnnConfig::default() }
+    }
+
+    /// What the model file records besides the weights.
+    pub fn model_meta(&self, arch: &CnnConfig, metrics: serde_json::Value) -> ModelMeta {
+        ModelMeta {
+            architecture: arch.clone(),
+            features: self.set.config.clone(),
+            mean: self.mean,
+            std: self.std,
+            classes: digit_names(),
+            split: serde_json::to_value(&self.split).unwrap_or_default(),
+            metrics,
+        }
+    }
+}
+
+/// Train the network on `prep` and keep `out/training_log.csv` (rewritten every epoch) and
+/// `out/model.safetensors` (the best model so far, saved whenever validation accuracy
+/// improves), so an interrupted run keeps its history and its best weights.
+pub fn fit(
+    prep: &Prepared,
+    arch: &CnnConfig,
+    cfg: &TrainConfig,
+    out: &Path,
     device: &Device,
-    progress: Progress,
     on_epoch: &mut dyn FnMut(&EpochLog),
-) -> Result<RunReport> {
-    let (dataset, set, _) = load_features(&opts.data, &opts.cache_dir, &opts.features, progress)?;
-    let split = make_split(&opts.split, &dataset.speaker_ids())?;
-    let (train_rows, val_rows, test_rows) =
-        (rows_for(&set, &split.train), rows_for(&set, &split.val), rows_for(&set, &split.test));
-    ensure!(
-        !train_rows.is_empty() && !val_rows.is_empty(),
-        "the split leaves no training or no validation recordings"
-    );
-    std::fs::create_dir_all(&opts.out).with_context(|| format!("creating {}", opts.out.display()))?;
-    write_json(&opts.out.join("split.json"), &split)?;
-
-    // Standardise with the training split's statistics only.
-    let (mean, std) = norm_stats(&set, &train_rows);
-    let train_t = tensors(&set, &train_rows, mean, std, device)?;
-    let val_t = tensors(&set, &val_rows, mean, std, device)?;
-    let arch = CnnConfig { n_mels: set.n_mels, n_frames: set.n_frames, ..CnnConfig::default() };
-
-    // An interrupted run keeps its history (the log is rewritten every epoch) and its best
-    // model so far (saved whenever validation accuracy improves, then replaced at the end).
-    let model_path = opts.out.join("model.safetensors");
-    let meta = |metrics: serde_json::Value| ModelMeta {
-        architecture: arch.clone(),
-        features: set.config.clone(),
-        mean,
-        std,
-        classes: digit_names(),
-        split: serde_json::to_value(&split).unwrap_or_default(),
-        metrics,
-    };
+) -> Result<Trained> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    write_json(&out.join("split.json"), &prep.split)?;
+    let train_t = tensors(&prep.set, &prep.train_rows, prep.mean, prep.std, device)?;
+    let val_t = tensors(&prep.set, &prep.val_rows, prep.mean, prep.std, device)?;
+    let model_path = out.join("model.safetensors");
     let mut log_rows = Vec::new();
     let mut checkpoint_error = None;
     let trained = train(
-        &arch,
-        &opts.train,
+        arch,
+        cfg,
         (&train_t.0, &train_t.1),
         (&val_t.0, &val_t.1),
         device,
         &mut |row, best| {
             log_rows.push(row.clone());
-            if let Err(e) = write_training_log(&opts.out.join("training_log.csv"), &log_rows) {
+            if let Err(e) = write_training_log(&out.join("training_log.csv"), &log_rows) {
                 checkpoint_error.get_or_insert(e);
             }
             if let Some(varmap) = best {
                 let partial = serde_json::json!({"status": "training", "best_epoch": row.epoch, "val_accuracy": row.val_acc});
-                if let Err(e) = save_model(&model_path, varmap, &meta(partial)) {
+                if let Err(e) = save_model(&model_path, varmap, &prep.model_meta(arch, partial)) {
                     checkpoint_error.get_or_insert(e);
                 }
             }
@@ -134,14 +160,43 @@ pub fn train_and_evaluate(
     if let Some(e) = checkpoint_error {
         return Err(e.context("saving the training log or checkpoint"));
     }
-    write_training_log(&opts.out.join("training_log.csv"), &trained.log)?;
-    crate::plots::training_curves(&trained.log, &opts.out.join("training_metrics.png"))?;
+    write_training_log(&out.join("training_log.csv"), &trained.log)?;
+    crate::plots::training_curves(&trained.log, &out.join("training_metrics.png"))?;
+    Ok(trained)
+}
 
-    let evaluation = if test_rows.is_empty() {
-        Evaluation::new(&[], &[], 10)
-    } else {
-        evaluate_rows(&trained.model, &set, &dataset, &test_rows, mean, std, device, &opts.out, "test")?
-    };
+/// Train on `opts.data` and write every artifact to `opts.out`.
+pub fn train_and_evaluate(
+    opts: &TrainOptions,
+    device: &Device,
+    progress: Progress,
+    on_epoch: &mut dyn FnMut(&EpochLog),
+) -> Result<RunReport> {
+    let (dataset, set, _) = load_features(&opts.data, &opts.cache_dir, &opts.features, progress)?;
+    let prep = Prepared::new(dataset, set, &opts.split)?;
+    let arch = prep.architecture();
+    let trained = fit(&prep, &arch, &opts.train, &opts.out, device, on_epoch)?;
+    let tested = test(&trained.model, &prep, device, &opts.out)?;
+    let metrics = export(&prep, &arch, &trained, &tested.evaluation, opts, device)?;
+    Ok(RunReport {
+        metrics,
+        split: prep.split,
+        evaluation: tested.evaluation,
+        log: trained.log,
+        model_path: opts.out.join("model.safetensors"),
+    })
+}
+
+/// Write `metrics.json`, the final `model.safetensors` (weights + everything needed to use
+/// them) and `run_manifest.json` to `opts.out`.
+pub fn export(
+    prep: &Prepared,
+    arch: &CnnConfig,
+    trained: &Trained,
+    evaluation: &Evaluation,
+    opts: &TrainOptions,
+    device: &Device,
+) -> Result<Metrics> {
     let metrics = Metrics {
         test_accuracy: evaluation.accuracy,
         val_accuracy: trained.best_val_acc,
@@ -150,36 +205,75 @@ pub fn train_and_evaluate(
         train_seconds: trained.train_seconds,
         train_samples_per_second: trained.samples_seen as f64 / trained.train_seconds.max(1e-9),
         params: arch.param_count(),
-        train_files: train_rows.len(),
-        val_files: val_rows.len(),
-        test_files: test_rows.len(),
+        train_files: prep.train_rows.len(),
+        val_files: prep.val_rows.len(),
+        test_files: prep.test_rows.len(),
         device: describe_device(device),
     };
-    write_json(&opts.out.join("metrics.json"), &metrics)?;
-    save_model(&model_path, &trained.varmap, &meta(serde_json::to_value(&metrics)?))?;
+    let out = &opts.out;
+    write_json(&out.join("metrics.json"), &metrics)?;
+    save_model(
+        &out.join("model.safetensors"),
+        &trained.varmap,
+        &prep.model_meta(arch, serde_json::to_value(&metrics)?),
+    )?;
     write_json(
-        &opts.out.join("run_manifest.json"),
+        &out.join("run_manifest.json"),
         &serde_json::json!({
             "seed": opts.train.seed,
             "train": opts.train,
             "architecture": arch,
-            "features": set.config,
+            "features": prep.set.config,
             "split_spec": opts.split,
-            "split": split,
+            "split": prep.split,
             "data": opts.data.display().to_string(),
-            "data_fingerprint": set.fingerprint,
-            "files": set.len(),
-            "skipped": set.skipped.len(),
+            "data_fingerprint": prep.set.fingerprint,
+            "files": prep.set.len(),
+            "skipped": prep.set.skipped.len(),
             "crate_versions": crate::manifest::crate_versions(),
             "rustc": crate::manifest::rustc_version(),
             "git_commit": crate::manifest::git_commit(),
             "device": describe_device(device),
         }),
     )?;
-    Ok(RunReport { metrics, split, evaluation, log: trained.log, model_path })
+    Ok(metrics)
 }
 
-/// Predict `rows` and write the evaluation files (report, confusion matrix PNG, per-speaker CSV).
+/// The test speakers' outcome, file by file.
+pub struct Tested {
+    /// Rows of the feature set, in the order of the other fields.
+    pub rows: Vec<usize>,
+    pub truth: Vec<usize>,
+    pub predicted: Vec<usize>,
+    pub probabilities: Vec<Vec<f32>>,
+    pub evaluation: Evaluation,
+}
+
+impl Tested {
+    /// Confidence of each prediction (the probability of the predicted digit).
+    pub fn confidence(&self) -> Vec<f32> {
+        self.probabilities.iter().zip(&self.predicted).map(|(p, &d)| p[d]).collect()
+    }
+}
+
+/// Score `model` on the test speakers of `prep` and write the evaluation files to `out`.
+pub fn test(model: &crate::model::Cnn, prep: &Prepared, device: &Device, out: &Path) -> Result<Tested> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    if prep.test_rows.is_empty() {
+        let evaluation = Evaluation::new(&[], &[], 10);
+        return Ok(Tested {
+            rows: vec![],
+            truth: vec![],
+            predicted: vec![],
+            probabilities: vec![],
+            evaluation,
+        });
+    }
+    evaluate_rows(model, &prep.set, &prep.dataset, &prep.test_rows, prep.mean, prep.std, device, out, "test")
+}
+
+/// Predict `rows` and write the evaluation files (report, confusion matrix PNG, per-speaker
+/// CSV, per-file predictions).
 #[allow(clippy::too_many_arguments)]
 fn evaluate_rows(
     model: &crate::model::Cnn,
@@ -191,11 +285,11 @@ fn evaluate_rows(
     device: &Device,
     out: &Path,
     part: &str,
-) -> Result<Evaluation> {
+) -> Result<Tested> {
     let (x, _) = tensors(set, rows, mean, std, device)?;
-    let probs = predict_probabilities(model, &x, 256)?;
+    let probabilities = predict_probabilities(model, &x, 256)?;
     let truth: Vec<usize> = rows.iter().map(|&i| set.digits[i] as usize).collect();
-    let predicted: Vec<usize> = probs.iter().map(|p| argmax(p)).collect();
+    let predicted: Vec<usize> = probabilities.iter().map(|p| argmax(p)).collect();
     let evaluation = Evaluation::new(&truth, &predicted, 10);
     let names = digit_names();
     std::fs::write(out.join("classification_report.txt"), evaluation.report(&names))
@@ -205,16 +299,23 @@ fn evaluate_rows(
     let speakers: Vec<String> = rows.iter().map(|&i| set.speakers[i].clone()).collect();
     let mut df = per_speaker_frame(dataset, &per_speaker(&speakers, &truth, &predicted))?;
     write_csv(&mut df, &out.join("per_speaker_accuracy.csv"))?;
+    let tested = Tested { rows: rows.to_vec(), truth, predicted, probabilities, evaluation };
     // Per-file predictions, for error analysis.
     let mut pred = DataFrame::new_infer_height(vec![
         Column::new("file".into(), rows.iter().map(|&i| set.files[i].clone()).collect::<Vec<_>>()),
         Column::new("speaker".into(), speakers),
-        Column::new("digit".into(), truth.iter().map(|&d| d as i32).collect::<Vec<_>>()),
-        Column::new("predicted".into(), predicted.iter().map(|&d| d as i32).collect::<Vec<_>>()),
-        Column::new("confidence".into(), probs.iter().map(|p| p[argmax(p)]).collect::<Vec<f32>>()),
+        Column::new("digit".into(), tested.truth.iter().map(|&d| d as i32).collect::<Vec<_>>()),
+        Column::new("predicted".into(), tested.predicted.iter().map(|&d| d as i32).collect::<Vec<_>>()),
+        Column::new("confidence".into(), tested.confidence()),
     ])?;
     write_csv(&mut pred, &out.join("predictions.csv"))?;
-    Ok(evaluation)
+    Ok(tested)
+}
+
+/// The per-speaker accuracy table (with the speakers' metadata when the dataset has it).
+pub fn per_speaker_table(prep: &Prepared, tested: &Tested) -> Result<DataFrame> {
+    let speakers: Vec<String> = tested.rows.iter().map(|&i| prep.set.speakers[i].clone()).collect();
+    per_speaker_frame(&prep.dataset, &per_speaker(&speakers, &tested.truth, &tested.predicted))
 }
 
 fn per_speaker_frame(dataset: &Dataset, rows: &[(String, usize, usize)]) -> Result<DataFrame> {
@@ -264,7 +365,7 @@ pub fn evaluate_model(
     let rows = rows_for(&set, &split.test);
     ensure!(!rows.is_empty(), "no recordings of the test speakers {:?} in {}", split.test, data.display());
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let evaluation = evaluate_rows(
+    let tested = evaluate_rows(
         &loaded.model,
         &set,
         &dataset,
@@ -275,6 +376,7 @@ pub fn evaluate_model(
         out,
         "test",
     )?;
+    let evaluation = tested.evaluation;
     write_json(
         &out.join("metrics.json"),
         &serde_json::json!({"test_accuracy": evaluation.accuracy, "test_files": rows.len(), "model": model_path.display().to_string(), "split": split}),

@@ -50,22 +50,35 @@ enum Command {
     Train {
         #[command(flatten)]
         data: DataArgs,
-        /// Output folder for the model, logs, plots and reports.
-        #[arg(long, default_value = "out")]
-        out: PathBuf,
         #[command(flatten)]
-        split: SplitArgs,
-        /// Seed for initialisation, shuffling, dropout and the random split.
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
-        /// Maximum epochs (early stopping may end sooner).
-        #[arg(long, default_value_t = 30)]
-        epochs: usize,
-        /// Training recipe: `seed` = the Kaggle notebook's, faithfully ported.
-        #[arg(long, default_value = "seed")]
-        recipe: String,
-        #[arg(long, default_value_t = 64)]
-        batch_size: usize,
+        train: TrainArgs,
+    },
+    #[cfg(feature = "train")]
+    /// The whole job: download AudioMNIST into --data when it holds no dataset, then features
+    /// (cached), training, evaluation and export. Offline with any dataset already in --data.
+    Run {
+        /// Dataset folder; AudioMNIST is downloaded into it when it is empty or missing.
+        #[arg(long, env = "AUDIO_MNIST_DATA", default_value = "data")]
+        data: PathBuf,
+        /// Feature cache folder.
+        #[arg(long, env = "AUDIO_MNIST_CACHE", default_value = "cache")]
+        cache_dir: PathBuf,
+        /// Where to download AudioMNIST from (a zip of the dataset authors' repository).
+        #[arg(long, env = "AUDIO_MNIST_URL", default_value = support::download::AUDIOMNIST_URL)]
+        url: String,
+        #[command(flatten)]
+        train: TrainArgs,
+    },
+    #[cfg(feature = "train")]
+    /// Download AudioMNIST (no account needed) and unpack it to DEST/NN/*.wav + audioMNIST_meta.txt.
+    ///
+    /// Resumes an interrupted download, skips a completed one, refuses archive entries that
+    /// would land outside DEST, and reports how the result differs from 60 speakers x 500 files.
+    Download {
+        #[arg(long, default_value = "data")]
+        dest: PathBuf,
+        #[arg(long, env = "AUDIO_MNIST_URL", default_value = support::download::AUDIOMNIST_URL)]
+        url: String,
     },
     /// Predict the digit spoken in WAV files (folders are searched for *.wav).
     ///
@@ -165,20 +178,18 @@ fn run(cli: Cli) -> Result<()> {
         #[cfg(feature = "train")]
         Command::Features { data, out, cache_dir } => features(&data, &out, &cache_dir),
         #[cfg(feature = "train")]
-        Command::Train { data, out, split, seed, epochs, recipe, batch_size } => {
-            if recipe != "seed" {
-                anyhow::bail!("unknown recipe {recipe:?}; available: seed");
+        Command::Train { data, train } => train_command(&train.options(data.data, data.cache_dir)?),
+        #[cfg(feature = "train")]
+        Command::Run { data, cache_dir, url, train } => {
+            let opts = train.options(data.clone(), cache_dir)?;
+            if needs_download(&data)? {
+                println!("no dataset in {}: downloading AudioMNIST from {url}", data.display());
+                download_command(&data, &url)?;
             }
-            let opts = TrainOptions {
-                data: data.data,
-                out,
-                cache_dir: data.cache_dir,
-                split: split.spec(seed)?,
-                train: TrainConfig { seed, epochs, batch_size, recipe, ..TrainConfig::default() },
-                features: FeatureConfig::default(),
-            };
             train_command(&opts)
         }
+        #[cfg(feature = "train")]
+        Command::Download { dest, url } => download_command(&dest, &url),
         #[cfg(feature = "train")]
         Command::Evaluate { model, data, out, split, seed } => {
             let device = pick_device();

@@ -47,6 +47,104 @@ impl SplitArgs {
     }
 }
 
+/// The training flags `train` and `run` share.
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// Output folder for the model, logs, plots and reports.
+    #[arg(long, default_value = "out")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub split: SplitArgs,
+    /// Seed for initialisation, shuffling, dropout and the random split.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Maximum epochs (early stopping may end sooner).
+    #[arg(long, default_value_t = 30)]
+    pub epochs: usize,
+    /// Training recipe: `seed` = the Kaggle notebook's, faithfully ported.
+    #[arg(long, default_value = "seed")]
+    pub recipe: String,
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+}
+
+impl TrainArgs {
+    pub fn options(&self, data: PathBuf, cache_dir: PathBuf) -> Result<TrainOptions> {
+        anyhow::ensure!(self.recipe == "seed", "unknown recipe {:?}; available: seed", self.recipe);
+        Ok(TrainOptions {
+            data,
+            out: self.out.clone(),
+            cache_dir,
+            split: self.split.spec(self.seed)?,
+            train: TrainConfig {
+                seed: self.seed,
+                epochs: self.epochs,
+                batch_size: self.batch_size,
+                recipe: self.recipe.clone(),
+                ..TrainConfig::default()
+            },
+            features: FeatureConfig::default(),
+        })
+    }
+}
+
+/// Whether `run` must download before training: `data` is missing or empty, or holds an
+/// unfinished download. A folder with anything else in it is the user's: never written into.
+pub fn needs_download(data: &Path) -> Result<bool> {
+    if support::download::completed(data).is_some() {
+        return Ok(false);
+    }
+    if support::download::unfinished(data) || !data.exists() {
+        return Ok(true);
+    }
+    let empty =
+        std::fs::read_dir(data).with_context(|| format!("reading {}", data.display()))?.next().is_none();
+    if empty {
+        return Ok(true);
+    }
+    // Not ours and not empty: it must be a dataset (scan says why when it is not).
+    scan(data)?;
+    Ok(false)
+}
+
+/// `audio-mnist download`, with a byte progress bar.
+pub fn download_command(dest: &Path, url: &str) -> Result<()> {
+    use support::download::{download, Outcome};
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template(
+            "{spinner} download {bar:40} {bytes}/{total_bytes}  {bytes_per_sec}  eta {eta}",
+        )
+        .context("progress bar template")?,
+    );
+    let outcome = download(url, dest, &|done, total| {
+        if let Some(t) = total {
+            bar.set_length(t);
+        }
+        bar.set_position(done);
+    });
+    bar.finish_and_clear();
+    let report = match outcome? {
+        Outcome::AlreadyComplete(r) => {
+            println!("{} already holds a completed download; nothing fetched", dest.display());
+            r
+        }
+        Outcome::Downloaded(r) => {
+            println!("downloaded {} into {}", r.url, dest.display());
+            r
+        }
+    };
+    println!(
+        "{} speaker folders, {} recordings, metadata {}",
+        report.speaker_folders,
+        report.wavs,
+        if report.metadata { "present" } else { "missing" }
+    );
+    for d in &report.differences {
+        eprintln!("warning: {d}");
+    }
+    Ok(())
+}
+
 pub fn feature_bar() -> Result<ProgressBar> {
     Ok(ProgressBar::new(0).with_style(
         ProgressStyle::with_template("{spinner} features {bar:40} {pos}/{len} files  {per_sec}  eta {eta}")

@@ -1,0 +1,326 @@
+//! The notebook really runs in Jupyter: `notebooks/audio_mnist.ipynb` is executed headless
+//! with the evcxr kernel (`notebooks/execute.py`, nbclient) on 300 FSDD recordings, its outputs
+//! are checked, its HTML export is rendered in headless Chromium, and a missing or empty data
+//! folder must give one clear message.
+//!
+//! Needs evcxr_jupyter, Python's nbclient/nbconvert and Chromium. Under CI
+//! (`AUDIO_MNIST_REQUIRE_SHARED=1`, set by `.ci/run`) missing tools are installed
+//! (`cargo install --locked evcxr_jupyter`, `pip install`; Chromium comes from `.ci/run`);
+//! elsewhere the test is skipped with the reason unless `AUDIO_MNIST_NOTEBOOK=1`.
+//! The executed notebook, its HTML export and the screenshot are kept in `out/notebook-test/`
+//! for people to look at.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+fn found(program: &str, arg: &str) -> bool {
+    Command::new(program).arg(arg).output().is_ok_and(|o| o.status.success())
+}
+
+fn run(cmd: &mut Command) {
+    let status = cmd.status().unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
+    assert!(status.success(), "{cmd:?} failed: {status}");
+}
+
+/// evcxr_jupyter (kernel registered), nbclient + nbconvert, and a headless Chromium; installed
+/// when `install` and missing. `None` (with the reason printed) when something is missing.
+fn tools(install: bool) -> Option<PathBuf> {
+    let evcxr = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .map(|h| h.join("bin/evcxr_jupyter"))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("evcxr_jupyter"));
+    if !found(evcxr.to_str().unwrap_or("evcxr_jupyter"), "--help") {
+        if !install {
+            eprintln!("SKIPPED: evcxr_jupyter not installed (cargo install --locked evcxr_jupyter)");
+            return None;
+        }
+        eprintln!("installing evcxr_jupyter (cargo install --locked evcxr_jupyter; ~15 min on 2 cores)");
+        run(Command::new("cargo").args(["install", "--locked", "evcxr_jupyter"]));
+    }
+    let py_ok = || {
+        Command::new("python3")
+            .args(["-c", "import nbclient, nbconvert, nbformat, ipykernel"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !py_ok() {
+        if !install {
+            eprintln!("SKIPPED: python3 lacks nbclient/nbconvert (pip install nbclient nbconvert ipykernel)");
+            return None;
+        }
+        run(Command::new("python3").args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "nbclient>=0.10",
+            "nbconvert>=7",
+            "nbformat",
+            "ipykernel",
+        ]));
+    }
+    // Register the kernel (idempotent, cheap).
+    run(Command::new(&evcxr).arg("--install"));
+    let chromium =
+        ["chromium", "chromium-browser", "google-chrome"].into_iter().find(|c| found(c, "--version"));
+    match chromium {
+        Some(c) => Some(PathBuf::from(c)),
+        None => {
+            assert!(!install, "no headless Chromium (.ci/run installs Debian's `chromium`)");
+            eprintln!("SKIPPED: no chromium for the rendering check (apt-get install chromium)");
+            None
+        }
+    }
+}
+
+/// 300 FSDD recordings (6 speakers x 10 digits x 5 takes), linked into `dir`.
+fn small_fsdd(shared: &Path, dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    for speaker in ["george", "jackson", "lucas", "nicolas", "theo", "yweweler"] {
+        for digit in 0..10 {
+            for take in 0..5 {
+                let name = format!("{digit}_{speaker}_{take}.wav");
+                let from = shared.join("fsdd/recordings").join(&name);
+                assert!(from.exists(), "missing {}", from.display());
+                std::os::unix::fs::symlink(&from, dir.join(&name)).unwrap();
+            }
+        }
+    }
+}
+
+/// Execute the notebook (first `cells` code cells, or all) with `data` as its data folder.
+fn execute(data: &Path, work: &Path, cells: Option<usize>) -> (bool, serde_json::Value, String) {
+    let mut cmd = Command::new("python3");
+    cmd.arg(repo().join("notebooks/execute.py"))
+        .arg(repo().join("notebooks/audio_mnist.ipynb"))
+        .arg("--out")
+        .arg(work)
+        .env("AUDIO_MNIST_DATA", data)
+        .env("AUDIO_MNIST_OUT", work.join("out"))
+        .env("AUDIO_MNIST_CACHE", work.join("cache"))
+        .env("AUDIO_MNIST_EPOCHS", "3");
+    if let Some(n) = cells {
+        cmd.arg("--cells").arg(n.to_string());
+    }
+    let status = cmd.status().expect("running notebooks/execute.py");
+    let nb: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(work.join("audio_mnist.ipynb")).expect("executed notebook"),
+    )
+    .expect("notebook JSON");
+    let html = std::fs::read_to_string(work.join("audio_mnist.html")).expect("HTML export");
+    (status.success(), nb, html)
+}
+
+fn code_cells(nb: &serde_json::Value) -> Vec<&serde_json::Value> {
+    nb["cells"].as_array().unwrap().iter().filter(|c| c["cell_type"] == "code").collect()
+}
+
+fn source(cell: &serde_json::Value) -> String {
+    match &cell["source"] {
+        serde_json::Value::Array(a) => a.iter().filter_map(|s| s.as_str()).collect(),
+        s => s.as_str().unwrap_or_default().to_string(),
+    }
+}
+
+/// Everything a cell showed: streams, rich outputs and errors, as text.
+fn output_text(cell: &serde_json::Value) -> String {
+    let mut text = String::new();
+    for o in cell["outputs"].as_array().into_iter().flatten() {
+        for key in ["text", "evalue", "traceback"] {
+            match &o[key] {
+                serde_json::Value::Array(a) => {
+                    a.iter().filter_map(|s| s.as_str()).for_each(|s| text.push_str(s))
+                }
+                serde_json::Value::String(s) => text.push_str(s),
+                _ => {}
+            }
+        }
+        if let Some(data) = o["data"].as_object() {
+            for v in data.values() {
+                match v {
+                    serde_json::Value::Array(a) => {
+                        a.iter().filter_map(|s| s.as_str()).for_each(|s| text.push_str(s))
+                    }
+                    serde_json::Value::String(s) => text.push_str(s),
+                    _ => {}
+                }
+            }
+        }
+        text.push('\n');
+    }
+    text
+}
+
+fn cell_with<'a>(cells: &[&'a serde_json::Value], marker: &str) -> &'a serde_json::Value {
+    cells
+        .iter()
+        .find(|c| source(c).contains(marker))
+        .unwrap_or_else(|| panic!("no code cell contains {marker:?}"))
+}
+
+fn errored(cell: &serde_json::Value) -> bool {
+    cell["outputs"].as_array().into_iter().flatten().any(|o| o["output_type"] == "error")
+}
+
+#[test]
+fn notebook_runs_top_to_bottom_and_renders() {
+    let Some(shared) = common::shared_data() else { return };
+    let ci = std::env::var("AUDIO_MNIST_REQUIRE_SHARED").is_ok_and(|v| v == "1");
+    if !ci && std::env::var("AUDIO_MNIST_NOTEBOOK").is_err() {
+        eprintln!("SKIPPED: set AUDIO_MNIST_NOTEBOOK=1 to execute the notebook (CI does)");
+        return;
+    }
+    let Some(chromium) = tools(ci || std::env::var("AUDIO_MNIST_NOTEBOOK").is_ok_and(|v| v == "1")) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("fsdd");
+    small_fsdd(&shared, &data);
+    let kept = repo().join("out/notebook-test");
+    let _ = std::fs::remove_dir_all(&kept);
+    let work = kept.clone();
+
+    let (ok, nb, html) = execute(&data, &work, None);
+    let cells = code_cells(&nb);
+    for c in &cells {
+        assert!(!errored(c), "cell failed:\n{}\n--- output:\n{}", source(c), output_text(c));
+    }
+    assert!(ok, "notebook execution failed (see {})", work.display());
+    assert!(cells.iter().all(|c| c["execution_count"].is_number()), "a cell was not executed");
+
+    let setup = output_text(cell_with(&cells, "nb::setup()"));
+    assert!(setup.contains("candle") && setup.contains("device: cpu"), "setup printed: {setup}");
+    let eval = output_text(cell_with(&cells, "test(&trained.model"));
+    assert!(eval.contains("test accuracy:"), "evaluation cell printed: {eval}");
+    assert!(eval.contains("precision") && eval.contains("macro avg"), "no classification report: {eval}");
+    let training = output_text(cell_with(&cells, "fit(&prep"));
+    assert_eq!(training.matches("epoch ").count(), 3, "one line per epoch expected: {training}");
+    let explorer = cell_with(&cells, "explorer.show()");
+    let explorer_html = explorer["outputs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find_map(|o| {
+            o["data"]["text/html"].as_str().map(str::to_string).or_else(|| {
+                o["data"]["text/html"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|s| s.as_str()).collect::<String>())
+            })
+        })
+        .expect("the confusion-matrix cell shows HTML");
+    assert!(explorer_html.contains("Plotly.newPlot") && explorer_html.contains("plotly_click"));
+    assert!(explorer_html.contains("data:audio/wav;base64,"), "no audio player in the explorer");
+    let one_cell = output_text(cell_with(&cells, "explorer.cell("));
+    assert!(one_cell.contains("file(s)") && one_cell.contains("<table"), "explorer.cell showed: {one_cell}");
+    let predicted = output_text(cell_with(&cells, "Predictor::load"));
+    assert!(predicted.contains("-> digit "), "the predict cell printed: {predicted}");
+    // plotly.js travels with the first figure, so the export renders offline.
+    assert_eq!(html.matches("plotly.js v3").count(), 1, "plotly.js must be in the HTML export, once");
+    assert_eq!(html.matches("Plotly.newPlot(").count(), 5, "3 looks + curves + confusion matrix");
+    for f in [
+        "model.safetensors",
+        "training_metrics.png",
+        "confusion_matrix.png",
+        "training_log.csv",
+        "classification_report.txt",
+        "split.json",
+    ] {
+        let p = work.join("out").join(f);
+        assert!(p.metadata().is_ok_and(|m| m.len() > 0), "{} was not written", p.display());
+    }
+    // The stored notebook has no outputs (no multi-MB diffs in git).
+    let stored: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(repo().join("notebooks/audio_mnist.ipynb")).unwrap())
+            .unwrap();
+    assert!(code_cells(&stored).iter().all(|c| c["outputs"].as_array().is_some_and(|o| o.is_empty())));
+
+    // The export in a real browser: plotly draws an <svg class="main-svg"> per figure.
+    let page = work.join("audio_mnist.html");
+    let url = format!("file://{}", page.display());
+    let browser = |extra: &[&str]| {
+        let out = Command::new(&chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+                "--virtual-time-budget=30000",
+            ])
+            .args(extra)
+            .output()
+            .expect("running chromium");
+        assert!(out.status.success(), "chromium failed: {}", String::from_utf8_lossy(&out.stderr));
+        out.stdout
+    };
+    let dom = String::from_utf8_lossy(&browser(&["--dump-dom", &url])).to_string();
+    let drawn = dom.matches("class=\"main-svg\"").count();
+    assert!(drawn >= 5, "only {drawn} plotly figure layers were drawn in Chromium");
+    // Headless Chromium paints nothing when the page is scrolled (a URL #fragment or
+    // scrollIntoView give a white image), so a copy of the page hides the cells before the
+    // confusion-matrix section once everything has run, bringing it to the top.
+    let section = work.join("confusion_matrix_section.html");
+    let hide = r#"<script>window.addEventListener("load", function() {
+  var cells = Array.prototype.slice.call(document.querySelectorAll(".jp-Cell"));
+  var i = cells.findIndex(function(c) { return c.querySelector('[id="12.-Exploring-the-confusion-matrix"]'); });
+  cells.slice(0, Math.max(i, 0)).forEach(function(c) { c.style.display = "none"; });
+});</script></body>"#;
+    std::fs::write(&section, html.replacen("</body>", hide, 1)).unwrap();
+    let shot = work.join("confusion_matrix_section.png");
+    browser(&[
+        &format!("--screenshot={}", shot.display()),
+        "--window-size=1200,1400",
+        &format!("file://{}", section.display()),
+    ]);
+    // The heatmap and its colour bar are blue; a figure that failed to draw leaves white.
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&shot).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let channels = info.color_type.samples();
+    let blue = buf[..info.buffer_size()]
+        .chunks(channels)
+        .filter(|p| p[2] as i32 > p[0] as i32 + 40 && p[1] > p[0] && p[2] > 90)
+        .count();
+    assert!(blue > 5_000, "the confusion-matrix screenshot has only {blue} blue pixels: {}", shot.display());
+    eprintln!("notebook executed; export, screenshot in {}", work.display());
+}
+
+#[test]
+fn notebook_without_data_says_so_in_one_message() {
+    let Some(_) = common::shared_data() else { return };
+    let ci = std::env::var("AUDIO_MNIST_REQUIRE_SHARED").is_ok_and(|v| v == "1");
+    if !ci && std::env::var("AUDIO_MNIST_NOTEBOOK").is_err() {
+        eprintln!("SKIPPED: set AUDIO_MNIST_NOTEBOOK=1 to execute the notebook (CI does)");
+        return;
+    }
+    if tools(ci || std::env::var("AUDIO_MNIST_NOTEBOOK").is_ok_and(|v| v == "1")).is_none() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    std::fs::write(empty.join("notes.txt"), "not a recording").unwrap();
+    for (data, expect) in [(tmp.path().join("missing"), "does not exist"), (empty, "no recordings named")] {
+        let work = tmp.path().join(format!("run-{}", data.file_name().unwrap().to_string_lossy()));
+        // setup, configuration, metadata: the run must stop at the first failing one.
+        let (ok, nb, _) = execute(&data, &work, Some(3));
+        assert!(!ok, "the notebook ran without data at {}", data.display());
+        let cells = code_cells(&nb);
+        let failed: Vec<_> = cells.iter().filter(|c| errored(c)).collect();
+        assert_eq!(failed.len(), 1, "exactly one cell should fail");
+        let text = output_text(failed[0]);
+        assert!(text.contains(expect), "expected {expect:?} in: {text}");
+        for noise in ["panicked", "error[E", "RUST_BACKTRACE", "Stack backtrace"] {
+            assert!(!text.contains(noise), "{noise:?} in the message: {text}");
+        }
+        assert!(text.len() < 600, "the message is a wall of text ({} chars): {text}", text.len());
+    }
+}
