@@ -89,8 +89,34 @@ pub struct Config {
     pub seed: u64,
 }
 
+/// Stop "Run All" at a data problem with one clear message.
+///
+/// evcxr does not mark a cell whose `?` returned an error as failed (nor one that panicked):
+/// Jupyter would run the next cells, which then fail to compile for want of the variables this
+/// one did not define, burying the message under compiler errors. Ending the kernel's worker
+/// process is what evcxr reports as a failed cell; it restarts the worker (variables are lost,
+/// which a data problem needs anyway: the settings are read when the kernel starts).
+fn stop(error: Error) -> ! {
+    use std::io::Write;
+    eprintln!("{error}");
+    eprintln!("(stopped here; fix this, then restart the kernel and run the notebook again)");
+    let _ = std::io::stderr().flush();
+    let _ = std::io::stdout().flush();
+    std::process::exit(1)
+}
+
 impl Config {
+    /// The configuration from the environment; a missing data folder stops the run here
+    /// with a message saying how to get the data (see [`stop`]).
     pub fn from_env() -> Result<Self> {
+        match Self::read() {
+            Ok(cfg) => Ok(cfg),
+            Err(e) => stop(e),
+        }
+    }
+
+    /// As [`Config::from_env`], returning the error instead of stopping.
+    pub fn read() -> Result<Self> {
         let var = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_string());
         let number = |name: &str, default: &str| -> Result<u64> {
             let v = var(name, default);
@@ -142,9 +168,13 @@ pub fn setup() -> Device {
 // Data
 // ---------------------------------------------------------------------------------------
 
-/// Find the recordings under `cfg.data` and write `metadata.csv` to the cache folder.
+/// Find the recordings under `cfg.data` and write `metadata.csv` to the cache folder. A
+/// folder without recordings stops the run here with the reason (see [`stop`]).
 pub fn scan_data(cfg: &Config) -> Result<(Dataset, DataFrame)> {
-    let dataset = scan(&cfg.data)?;
+    let dataset = match scan(&cfg.data) {
+        Ok(d) => d,
+        Err(e) => stop(e.into()),
+    };
     let mut table = dataset.metadata_frame()?;
     write_csv(&mut table, &cfg.cache.join("metadata.csv"))?;
     println!(

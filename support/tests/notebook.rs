@@ -197,12 +197,13 @@ fn notebook_runs_top_to_bottom_and_renders() {
     assert!(cells.iter().all(|c| c["execution_count"].is_number()), "a cell was not executed");
 
     let setup = output_text(cell_with(&cells, "nb::setup()"));
-    assert!(setup.contains("candle") && setup.contains("device: cpu"), "setup printed: {setup}");
+    assert!(setup.contains("candle") && setup.contains("device: CPU"), "setup printed: {setup}");
     let eval = output_text(cell_with(&cells, "test(&trained.model"));
     assert!(eval.contains("test accuracy:"), "evaluation cell printed: {eval}");
     assert!(eval.contains("precision") && eval.contains("macro avg"), "no classification report: {eval}");
     let training = output_text(cell_with(&cells, "fit(&prep"));
-    assert_eq!(training.matches("epoch ").count(), 3, "one line per epoch expected: {training}");
+    let epoch_lines = training.lines().filter(|l| l.starts_with("epoch ")).count();
+    assert_eq!(epoch_lines, 3, "one line per epoch expected: {training}");
     let explorer = cell_with(&cells, "explorer.show()");
     let explorer_html = explorer["outputs"]
         .as_array()
@@ -224,7 +225,7 @@ fn notebook_runs_top_to_bottom_and_renders() {
     assert!(predicted.contains("-> digit "), "the predict cell printed: {predicted}");
     // plotly.js travels with the first figure, so the export renders offline.
     assert_eq!(html.matches("plotly.js v3").count(), 1, "plotly.js must be in the HTML export, once");
-    assert_eq!(html.matches("Plotly.newPlot(").count(), 5, "3 looks + curves + confusion matrix");
+    assert_eq!(html.matches("Plotly.newPlot(\"am-fig").count(), 5, "3 looks + curves + confusion matrix");
     for f in [
         "model.safetensors",
         "training_metrics.png",
@@ -321,6 +322,6 @@ fn notebook_without_data_says_so_in_one_message() {
         for noise in ["panicked", "error[E", "RUST_BACKTRACE", "Stack backtrace"] {
             assert!(!text.contains(noise), "{noise:?} in the message: {text}");
         }
-        assert!(text.len() < 600, "the message is a wall of text ({} chars): {text}", text.len());
+        assert!(text.len() < 800, "the message is a wall of text ({} chars): {text}", text.len());
     }
 }
