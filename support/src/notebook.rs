@@ -455,6 +455,7 @@ pub fn look(dataset: &Dataset, config: &FeatureConfig, n: usize) -> Result<Html>
                     r.digit,
                     r.speaker
                 )))
+                .show_legend(false)
                 .grid(LayoutGrid::new().rows(1).columns(2).pattern(GridPattern::Independent))
                 .x_axis(Axis::new().title(Title::with_text("time (s)")))
                 .y_axis(Axis::new().title(Title::with_text("amplitude")))
