@@ -3,10 +3,11 @@
 //! are checked, its HTML export is rendered in headless Chromium, and a missing or empty data
 //! folder must give one clear message.
 //!
-//! Needs evcxr_jupyter, Python's nbclient/nbconvert and Chromium. Under CI
-//! (`AUDIO_MNIST_REQUIRE_SHARED=1`, set by `.ci/run`) missing tools are installed
-//! (`cargo install --locked evcxr_jupyter`, `pip install`; Chromium comes from `.ci/run`);
-//! elsewhere the test is skipped with the reason unless `AUDIO_MNIST_NOTEBOOK=1`.
+//! Runs under CI (`AUDIO_MNIST_REQUIRE_SHARED=1`, set by `.ci/run`) or with
+//! `AUDIO_MNIST_NOTEBOOK=1`; elsewhere it is skipped with the reason (it takes minutes, and the
+//! first time evcxr_jupyter's install and the kernel's build of Candle take half an hour). It
+//! installs evcxr_jupyter (`cargo install --locked`) and nbclient/nbconvert (`pip`) when
+//! missing; Chromium is a system package (`.ci/run` installs it).
 //! The executed notebook, its HTML export and the screenshot are kept in `out/notebook-test/`
 //! for people to look at.
 
@@ -28,9 +29,9 @@ fn run(cmd: &mut Command) {
     assert!(status.success(), "{cmd:?} failed: {status}");
 }
 
-/// evcxr_jupyter (kernel registered), nbclient + nbconvert, and a headless Chromium; installed
-/// when `install` and missing. `None` (with the reason printed) when something is missing.
-fn tools(install: bool) -> Option<PathBuf> {
+/// evcxr_jupyter (kernel registered) and nbclient + nbconvert, installed when missing, and the
+/// path of a headless Chromium (a system package: `.ci/run` installs it).
+fn tools() -> PathBuf {
     let evcxr = std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
@@ -38,10 +39,6 @@ fn tools(install: bool) -> Option<PathBuf> {
         .filter(|p| p.exists())
         .unwrap_or_else(|| PathBuf::from("evcxr_jupyter"));
     if !found(evcxr.to_str().unwrap_or("evcxr_jupyter"), "--help") {
-        if !install {
-            eprintln!("SKIPPED: evcxr_jupyter not installed (cargo install --locked evcxr_jupyter)");
-            return None;
-        }
         eprintln!("installing evcxr_jupyter (cargo install --locked evcxr_jupyter; ~15 min on 2 cores)");
         run(Command::new("cargo").args(["install", "--locked", "evcxr_jupyter"]));
     }
@@ -52,10 +49,6 @@ fn tools(install: bool) -> Option<PathBuf> {
             .is_ok_and(|o| o.status.success())
     };
     if !py_ok() {
-        if !install {
-            eprintln!("SKIPPED: python3 lacks nbclient/nbconvert (pip install nbclient nbconvert ipykernel)");
-            return None;
-        }
         run(Command::new("python3").args([
             "-m",
             "pip",
@@ -71,14 +64,7 @@ fn tools(install: bool) -> Option<PathBuf> {
     run(Command::new(&evcxr).arg("--install"));
     let chromium =
         ["chromium", "chromium-browser", "google-chrome"].into_iter().find(|c| found(c, "--version"));
-    match chromium {
-        Some(c) => Some(PathBuf::from(c)),
-        None => {
-            assert!(!install, "no headless Chromium (.ci/run installs Debian's `chromium`)");
-            eprintln!("SKIPPED: no chromium for the rendering check (apt-get install chromium)");
-            None
-        }
-    }
+    PathBuf::from(chromium.expect("no headless Chromium (apt-get install chromium; .ci/run does)"))
 }
 
 /// 300 FSDD recordings (6 speakers x 10 digits x 5 takes), linked into `dir`.
@@ -170,17 +156,22 @@ fn errored(cell: &serde_json::Value) -> bool {
     cell["outputs"].as_array().into_iter().flatten().any(|o| o["output_type"] == "error")
 }
 
+/// Shared data and the tools, or `None` (reason printed): the notebook tests run under CI
+/// (`AUDIO_MNIST_REQUIRE_SHARED=1`, tools installed when missing) or with `AUDIO_MNIST_NOTEBOOK=1`.
+fn prerequisites() -> Option<(PathBuf, PathBuf)> {
+    let shared = common::shared_data()?;
+    let ci = std::env::var("AUDIO_MNIST_REQUIRE_SHARED").is_ok_and(|v| v == "1");
+    let asked = std::env::var("AUDIO_MNIST_NOTEBOOK").is_ok_and(|v| v == "1");
+    if !ci && !asked {
+        eprintln!("SKIPPED: set AUDIO_MNIST_NOTEBOOK=1 to execute the notebook (CI does)");
+        return None;
+    }
+    Some((shared, tools()))
+}
+
 #[test]
 fn notebook_runs_top_to_bottom_and_renders() {
-    let Some(shared) = common::shared_data() else { return };
-    let ci = std::env::var("AUDIO_MNIST_REQUIRE_SHARED").is_ok_and(|v| v == "1");
-    if !ci && std::env::var("AUDIO_MNIST_NOTEBOOK").is_err() {
-        eprintln!("SKIPPED: set AUDIO_MNIST_NOTEBOOK=1 to execute the notebook (CI does)");
-        return;
-    }
-    let Some(chromium) = tools(ci || std::env::var("AUDIO_MNIST_NOTEBOOK").is_ok_and(|v| v == "1")) else {
-        return;
-    };
+    let Some((shared, chromium)) = prerequisites() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("fsdd");
     small_fsdd(&shared, &data);
@@ -296,13 +287,7 @@ fn notebook_runs_top_to_bottom_and_renders() {
 
 #[test]
 fn notebook_without_data_says_so_in_one_message() {
-    let Some(_) = common::shared_data() else { return };
-    let ci = std::env::var("AUDIO_MNIST_REQUIRE_SHARED").is_ok_and(|v| v == "1");
-    if !ci && std::env::var("AUDIO_MNIST_NOTEBOOK").is_err() {
-        eprintln!("SKIPPED: set AUDIO_MNIST_NOTEBOOK=1 to execute the notebook (CI does)");
-        return;
-    }
-    if tools(ci || std::env::var("AUDIO_MNIST_NOTEBOOK").is_ok_and(|v| v == "1")).is_none() {
+    if prerequisites().is_none() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
