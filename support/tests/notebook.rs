@@ -40,7 +40,10 @@ fn tools() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("evcxr_jupyter"));
     if !found(evcxr.to_str().unwrap_or("evcxr_jupyter"), "--help") {
         eprintln!("installing evcxr_jupyter (cargo install --locked evcxr_jupyter; ~15 min on 2 cores)");
-        run(Command::new("cargo").args(["install", "--locked", "evcxr_jupyter"]));
+        // Its own build folder: `cargo test` may still hold the lock on CARGO_TARGET_DIR.
+        run(Command::new("cargo")
+            .args(["install", "--locked", "evcxr_jupyter"])
+            .env("CARGO_TARGET_DIR", std::env::temp_dir().join("audio-mnist-evcxr-install")));
     }
     let py_ok = || {
         Command::new("python3")
