@@ -32,13 +32,16 @@ fn run(cmd: &mut Command) {
 /// evcxr_jupyter (kernel registered) and nbclient + nbconvert, installed when missing, and the
 /// path of a headless Chromium (a system package: `.ci/run` installs it).
 fn tools() -> PathBuf {
-    let evcxr = std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
-        .map(|h| h.join("bin/evcxr_jupyter"))
-        .filter(|p| p.exists())
-        .unwrap_or_else(|| PathBuf::from("evcxr_jupyter"));
-    if !found(evcxr.to_str().unwrap_or("evcxr_jupyter"), "--help") {
+    // cargo's bin folder first: it need not be on PATH.
+    let evcxr = || {
+        std::env::var_os("CARGO_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+            .map(|h| h.join("bin/evcxr_jupyter"))
+            .filter(|p| p.exists())
+            .unwrap_or_else(|| PathBuf::from("evcxr_jupyter"))
+    };
+    if !found(&evcxr().to_string_lossy(), "--help") {
         eprintln!("installing evcxr_jupyter (cargo install --locked evcxr_jupyter; ~15 min on 2 cores)");
         // Its own build folder: `cargo test` may still hold the lock on CARGO_TARGET_DIR.
         run(Command::new("cargo")
@@ -64,7 +67,7 @@ fn tools() -> PathBuf {
         ]));
     }
     // Register the kernel (idempotent, cheap).
-    run(Command::new(&evcxr).arg("--install"));
+    run(Command::new(evcxr()).arg("--install"));
     let chromium =
         ["chromium", "chromium-browser", "google-chrome"].into_iter().find(|c| found(c, "--version"));
     PathBuf::from(chromium.expect("no headless Chromium (apt-get install chromium; .ci/run does)"))
