@@ -90,6 +90,13 @@ fn small_fsdd(shared: &Path, dir: &Path) {
 
 /// Execute the notebook (first `cells` code cells, or all) with `data` as its data folder.
 fn execute(data: &Path, work: &Path, cells: Option<usize>) -> (bool, serde_json::Value, String) {
+    // evcxr resolves the kernel's dependencies afresh; starting its build folder from our
+    // Cargo.lock gives it the versions the rest of the suite tested (cargo keeps what fits).
+    let build = repo().join("notebooks/evcxr-build");
+    if build.is_dir() && !build.join("Cargo.lock").exists() {
+        std::fs::copy(repo().join("Cargo.lock"), build.join("Cargo.lock"))
+            .expect("seeding evcxr's Cargo.lock");
+    }
     let mut cmd = Command::new("python3");
     cmd.arg(repo().join("notebooks/execute.py"))
         .arg(repo().join("notebooks/audio_mnist.ipynb"))
