@@ -117,7 +117,13 @@ fn fetch(url: &str, part: &Path, progress: Progress) -> Result<()> {
     if have > 0 {
         request = request.header("Range", format!("bytes={have}-"));
     }
-    let response = request.call().map_err(|e| anyhow!("downloading {url}: {e}"))?;
+    let response = request.call().map_err(|e| match e {
+        ureq::Error::StatusCode(code) => anyhow!("downloading {url}: the server answered HTTP {code}"),
+        e => anyhow!(
+            "downloading {url}: {e}. No network? Give --url another copy of the archive, or point \
+             --data at a dataset already on disk (FSDD or an unpacked AudioMNIST work offline)"
+        ),
+    })?;
     let resumed = response.status().as_u16() == 206;
     let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
     let length = header("content-length").and_then(|v| v.parse::<u64>().ok());

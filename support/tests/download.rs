@@ -242,7 +242,7 @@ fn unsafe_or_broken_archives_are_refused_and_write_nothing_outside() {
         ("absolute.zip", "outside the destination"),
         ("truncated.zip", "not a complete zip archive"),
         ("page.html", "not a complete zip archive"),
-        ("missing.zip", "404"),
+        ("missing.zip", "HTTP 404"),
     ] {
         let dest = tmp.path().join(name).join("data");
         let err =
