@@ -169,8 +169,8 @@ fn errored(cell: &serde_json::Value) -> bool {
     cell["outputs"].as_array().into_iter().flatten().any(|o| o["output_type"] == "error")
 }
 
-/// One kernel at a time: kernels share evcxr's build folder (`notebooks/evcxr.toml`), and two
-/// builds in it at once trip over each other's files.
+/// One test at a time: kernels share evcxr's build folder (`notebooks/evcxr.toml`), and two
+/// builds in it (or two `cargo install`s of evcxr_jupyter) at once trip over each other's files.
 static KERNEL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Shared data and the tools, or `None` (reason printed): the notebook tests run under CI
@@ -188,8 +188,8 @@ fn prerequisites() -> Option<(PathBuf, PathBuf)> {
 
 #[test]
 fn notebook_runs_top_to_bottom_and_renders() {
-    let Some((shared, chromium)) = prerequisites() else { return };
     let _kernel = KERNEL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some((shared, chromium)) = prerequisites() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("fsdd");
     small_fsdd(&shared, &data);
@@ -305,10 +305,10 @@ fn notebook_runs_top_to_bottom_and_renders() {
 
 #[test]
 fn notebook_without_data_says_so_in_one_message() {
+    let _kernel = KERNEL.lock().unwrap_or_else(|e| e.into_inner());
     if prerequisites().is_none() {
         return;
     }
-    let _kernel = KERNEL.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     let empty = tmp.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
