@@ -31,6 +31,7 @@ pub mod download;
 pub mod evaluate;
 pub mod extract;
 pub mod features;
+pub mod kernels;
 pub mod manifest;
 pub mod mel;
 pub mod model;

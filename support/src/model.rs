@@ -112,13 +112,25 @@ pub struct Cnn {
     fc1: Linear,
     fc2: Linear,
     config: CnnConfig,
+    kernels: Kernels,
 }
+
+/// Which implementation runs the layers on the CPU. Other devices always use Candle's ops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernels {
+    /// Our fused CPU kernels ([`crate::kernels`]): the default.
+    Fused,
+    /// Candle's own ops, layer by layer: the reference the kernels are tested against.
+    Candle,
+}
+
+const BN_EPS: f64 = 1e-5;
 
 impl Cnn {
     pub fn new(config: &CnnConfig, vb: VarBuilder) -> Result<Self> {
         config.validate()?;
         let conv = candle_nn::Conv2dConfig { padding: 1, ..Default::default() };
-        let bn = candle_nn::BatchNormConfig { eps: 1e-5, remove_mean: true, affine: true, momentum: 0.1 };
+        let bn = candle_nn::BatchNormConfig { eps: BN_EPS, remove_mean: true, affine: true, momentum: 0.1 };
         Ok(Self {
             conv1: candle_nn::conv2d(1, config.conv1_channels, 3, conv, vb.pp("conv1"))?,
             bn1: candle_nn::batch_norm(config.conv1_channels, bn, vb.pp("bn1"))?,
@@ -127,7 +139,14 @@ impl Cnn {
             fc1: candle_nn::linear(config.flat_dim(), config.hidden, vb.pp("fc1"))?,
             fc2: candle_nn::linear(config.hidden, config.classes, vb.pp("fc2"))?,
             config: config.clone(),
+            kernels: Kernels::Fused,
         })
+    }
+
+    /// The same network (sharing its weights) running on the given kernels.
+    pub fn with_kernels(mut self, kernels: Kernels) -> Self {
+        self.kernels = kernels;
+        self
     }
 
     pub fn config(&self) -> &CnnConfig {
@@ -138,24 +157,56 @@ impl Cnn {
     /// updates batch statistics), `None` in evaluation.
     pub fn forward_t(&self, x: &Tensor, dropout: Option<&mut StdRng>) -> Result<Tensor> {
         let train = dropout.is_some();
-        // [B, 1, M, T] -> [B, C1, M/2, T/2]
-        let x = self.bn1.forward_t(&self.conv1.forward(x)?, train)?.relu()?.max_pool2d(2)?;
-        // -> [B, C2, M/4, T/4]
-        let x = self.bn2.forward_t(&self.conv2.forward(&x)?, train)?.relu()?.max_pool2d(2)?;
-        // -> [B, C2*M/4*T/4] -> [B, hidden]
-        let x = self.fc1.forward(&x.flatten_from(1)?)?.relu()?;
+        let fused = self.kernels == Kernels::Fused && x.device().is_cpu() && x.dtype() == DType::F32;
+        let x = if fused {
+            use crate::kernels::{batch_norm_relu_max_pool2d, conv2d, conv_bn_relu_max_pool2d_eval};
+            let block = |x: &Tensor, conv: &Conv2d, bn: &BatchNorm| -> Result<Tensor> {
+                Ok(if train {
+                    let bias = conv.bias().ok_or_else(|| anyhow!("conv without bias"))?;
+                    batch_norm_relu_max_pool2d(&conv2d(x, conv.weight(), bias, 1)?, bn, BN_EPS)?
+                } else {
+                    conv_bn_relu_max_pool2d_eval(x, conv, bn, 1, BN_EPS)?
+                })
+            };
+            // [B, 1, M, T] -> [B, C1, M/2, T/2] -> [B, C2, M/4, T/4]
+            let x = block(&block(x, &self.conv1, &self.bn1)?, &self.conv2, &self.bn2)?;
+            // -> [B, C2*M/4*T/4] -> [B, hidden]
+            crate::kernels::linear(&x.flatten_from(1)?, &self.fc1)?.relu()?
+        } else {
+            // [B, 1, M, T] -> [B, C1, M/2, T/2]
+            let x = self.bn1.forward_t(&self.conv1.forward(x)?, train)?.relu()?;
+            let x = max_pool2x2(&x)?;
+            // -> [B, C2, M/4, T/4]
+            let x = self.bn2.forward_t(&self.conv2.forward(&x)?, train)?.relu()?;
+            let x = max_pool2x2(&x)?;
+            // -> [B, C2*M/4*T/4] -> [B, hidden]
+            self.fc1.forward(&x.flatten_from(1)?)?.relu()?
+        };
         let x = match dropout {
             Some(rng) => seeded_dropout(&x, self.config.dropout, rng)?,
             None => x,
         };
         // -> [B, classes]
-        Ok(self.fc2.forward(&x)?)
+        Ok(if fused { crate::kernels::linear(&x, &self.fc2)? } else { self.fc2.forward(&x)? })
     }
 
     /// Class probabilities `[B, classes]` in evaluation mode.
     pub fn probabilities(&self, x: &Tensor) -> Result<Tensor> {
         Ok(candle_nn::ops::softmax(&self.forward_t(x, None)?, D::Minus1)?)
     }
+}
+
+/// 2x2 max-pool (stride 2, odd edges dropped) from Candle ops whose gradient is right: Candle
+/// 0.11's `max_pool2d` backward multiplies the gradient by the share of window cells holding
+/// the maximum (1/4 for a unique maximum) instead of dividing by their count, which shrinks
+/// every gradient below a pool 4-fold (checked against finite differences in
+/// `tests/kernels.rs`). The maximum of the four strided sub-images has the right gradient.
+pub fn max_pool2x2(x: &Tensor) -> Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    let (ho, wo) = (h / 2, w / 2);
+    // [B, C, 2Ho, 2Wo] -> [B, C, Ho, 2, Wo, 2] -> max over both 2s -> [B, C, Ho, Wo]
+    let x = x.narrow(2, 0, 2 * ho)?.narrow(3, 0, 2 * wo)?.contiguous()?;
+    Ok(x.reshape((b, c, ho, 2, wo, 2))?.max(5)?.max(3)?)
 }
 
 /// Inverted dropout with a mask from our own seeded RNG: Candle's CPU random numbers cannot be
