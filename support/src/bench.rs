@@ -74,20 +74,27 @@ pub struct TrainBench {
     pub backward_ms: f64,
     pub optimizer_ms: f64,
     pub device: String,
+    pub kernels: String,
 }
 
 /// Time `steps` AdamW training steps and `steps` inference passes of the seed CNN on a
 /// `[batch, 1, 128, 32]` input, after warm-up steps.
-pub fn bench_train(batch: usize, steps: usize, device: &candle_core::Device) -> Result<TrainBench> {
+pub fn bench_train(
+    batch: usize,
+    steps: usize,
+    kernels: crate::model::Kernels,
+    device: &candle_core::Device,
+) -> Result<TrainBench> {
     use candle_core::{Tensor, D};
-    use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
+    use candle_nn::optim::ParamsAdamW;
     use rand::{Rng, SeedableRng};
 
     let arch = crate::model::CnnConfig::default();
     let (varmap, model) = crate::model::init_varmap(&arch, 0, device)?;
+    let model = model.with_kernels(kernels);
     let vars: Vec<candle_core::Var> =
         crate::model::parameters(&varmap)?.into_iter().map(|(_, v)| v).collect();
-    let mut opt = AdamW::new(vars, ParamsAdamW { lr: 1e-3, ..ParamsAdamW::default() })?;
+    let mut opt = crate::optim::AdamW::new(vars, ParamsAdamW { lr: 1e-3, ..ParamsAdamW::default() })?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
     let x: Vec<f32> = (0..batch * 128 * 32).map(|_| rng.random_range(-1.0f32..1.0)).collect();
     let x = Tensor::from_vec(x, (batch, 1, 128, 32), device)?;
@@ -103,10 +110,10 @@ pub fn bench_train(batch: usize, steps: usize, device: &candle_core::Device) -> 
         let loss = candle_nn::loss::cross_entropy(&model.forward_t(&x, Some(&mut dropout))?, &y)?;
         sync(&loss)?;
         let t1 = Instant::now();
-        let grads = loss.backward()?;
+        let mut grads = loss.backward()?;
         sync(&loss)?;
         let t2 = Instant::now();
-        opt.step(&grads)?;
+        opt.step(&mut grads, None)?;
         sync(&loss)?;
         let t3 = Instant::now();
         if step >= 2 {
@@ -133,5 +140,101 @@ pub fn bench_train(batch: usize, steps: usize, device: &candle_core::Device) -> 
         backward_ms: per(bwd),
         optimizer_ms: per(optim),
         device: crate::model::describe_device(device),
+        kernels: format!("{kernels:?}"),
     })
+}
+
+/// Milliseconds per call of one layer of the training step, forward and backward.
+#[derive(Clone, Debug, Serialize)]
+pub struct LayerTiming {
+    pub layer: String,
+    pub forward_ms: f64,
+    pub backward_ms: f64,
+}
+
+/// Time each layer of the seed CNN alone at the shapes of a `[batch, 1, 128, 32]` step, on the
+/// given kernels (Candle's ops are the "before": with Candle's own `max_pool2d`). Backward is
+/// the backward pass of `sum(out * r)` minus that of the same expression on a plain variable
+/// of the output's shape, so only the layer's own gradient is counted. Median of `steps`.
+pub fn profile_layers(batch: usize, steps: usize, kernels: crate::model::Kernels) -> Result<Vec<LayerTiming>> {
+    use crate::kernels as k;
+    use crate::model::{CnnConfig, Kernels};
+    use candle_core::{Device, Module, ModuleT, Tensor, Var};
+    use rand::{Rng, SeedableRng};
+
+    let dev = Device::Cpu;
+    let arch = CnnConfig::default();
+    let (varmap, _) = crate::model::init_varmap(&arch, 0, &dev)?;
+    let vb = candle_nn::VarBuilder::from_varmap(&varmap, candle_core::DType::F32, &dev);
+    let conv_cfg = candle_nn::Conv2dConfig { padding: 1, ..Default::default() };
+    let bn_cfg = candle_nn::BatchNormConfig { eps: 1e-5, remove_mean: true, affine: true, momentum: 0.1 };
+    let conv1 = candle_nn::conv2d(1, 32, 3, conv_cfg, vb.pp("conv1"))?;
+    let bn1 = candle_nn::batch_norm(32, bn_cfg, vb.pp("bn1"))?;
+    let conv2 = candle_nn::conv2d(32, 64, 3, conv_cfg, vb.pp("conv2"))?;
+    let bn2 = candle_nn::batch_norm(64, bn_cfg, vb.pp("bn2"))?;
+    let fc1 = candle_nn::linear(arch.flat_dim(), 256, vb.pp("fc1"))?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    let mut random = |dims: &[usize]| -> Result<Tensor> {
+        let v: Vec<f32> = (0..dims.iter().product()).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        Ok(Tensor::from_vec(v, dims, &dev)?)
+    };
+    let (m, t) = (arch.n_mels, arch.n_frames);
+    let data = random(&[batch, 1, m, t])?;
+    let a1 = Var::from_tensor(&random(&[batch, 32, m, t])?)?;
+    let p1 = Var::from_tensor(&random(&[batch, 32, m / 2, t / 2])?)?;
+    let a2 = Var::from_tensor(&random(&[batch, 64, m / 2, t / 2])?)?;
+    let f1 = Var::from_tensor(&random(&[batch, arch.flat_dim()])?)?;
+    let ours = kernels == Kernels::Fused;
+    type Layer<'a> = Box<dyn Fn() -> candle_core::Result<Tensor> + 'a>;
+    let layers: Vec<(&str, Layer)> = vec![
+        ("conv1 (1->32, 128x32)", Box::new(|| match ours {
+            true => k::conv2d(&data, conv1.weight(), conv1.bias().expect("bias"), 1),
+            false => conv1.forward(&data),
+        })),
+        ("bn1 + relu + max-pool", Box::new(|| match ours {
+            true => k::batch_norm_relu_max_pool2d(&a1, &bn1, 1e-5),
+            false => bn1.forward_t(&a1, true)?.relu()?.max_pool2d(2),
+        })),
+        ("conv2 (32->64, 64x16)", Box::new(|| match ours {
+            true => k::conv2d(&p1, conv2.weight(), conv2.bias().expect("bias"), 1),
+            false => conv2.forward(&p1),
+        })),
+        ("bn2 + relu + max-pool", Box::new(|| match ours {
+            true => k::batch_norm_relu_max_pool2d(&a2, &bn2, 1e-5),
+            false => bn2.forward_t(&a2, true)?.relu()?.max_pool2d(2),
+        })),
+        ("fc1 (16384->256)", Box::new(|| match ours {
+            true => k::linear(&f1, &fc1),
+            false => fc1.forward(&f1),
+        })),
+    ];
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let mut rows = Vec::new();
+    for (name, layer) in &layers {
+        let (mut fwd, mut bwd) = (Vec::new(), Vec::new());
+        for step in 0..steps + 1 {
+            let t0 = Instant::now();
+            let out = layer()?;
+            let t1 = Instant::now();
+            let probe = Tensor::ones(out.shape(), out.dtype(), &dev)?;
+            let loss = out.mul(&probe)?.sum_all()?;
+            let t2 = Instant::now();
+            loss.backward()?;
+            let t3 = Instant::now();
+            let plain = Var::from_tensor(&out.detach())?;
+            let base = plain.as_tensor().mul(&probe)?.sum_all()?;
+            let t4 = Instant::now();
+            base.backward()?;
+            let t5 = Instant::now();
+            if step > 0 {
+                fwd.push((t1 - t0).as_secs_f64() * 1e3);
+                bwd.push(((t3 - t2).as_secs_f64() - (t5 - t4).as_secs_f64()).max(0.0) * 1e3);
+            }
+        }
+        rows.push(LayerTiming { layer: name.to_string(), forward_ms: median(fwd), backward_ms: median(bwd) });
+    }
+    Ok(rows)
 }

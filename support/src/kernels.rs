@@ -309,20 +309,38 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: &Tensor, pad: usize) -> Result<Tensor> 
 }
 
 /// `out = max-pool 2x2 (ReLU(x * scale + shift))` for one channel plane `[h, w]`; odd last
-/// rows/columns are dropped, as PyTorch's `MaxPool2d(2)` does.
-fn affine_relu_pool_plane(x: &[f32], (h, w): (usize, usize), scale: f32, shift: f32, out: &mut [f32]) {
+/// rows/columns are dropped, as PyTorch's `MaxPool2d(2)` does. With `argmax`, also records for
+/// each window where its first maximum is (`DEAD` if it did not pass the ReLU).
+fn affine_relu_pool_plane(
+    x: &[f32],
+    (h, w): (usize, usize),
+    scale: f32,
+    shift: f32,
+    out: &mut [f32],
+    mut argmax: Option<&mut [u32]>,
+) {
     let (ho, wo) = (h / 2, w / 2);
     for i in 0..ho {
         let (r0, r1) = (&x[2 * i * w..][..w], &x[(2 * i + 1) * w..][..w]);
-        for (j, o) in out[i * wo..][..wo].iter_mut().enumerate() {
-            let m = (r0[2 * j] * scale + shift)
-                .max(r0[2 * j + 1] * scale + shift)
-                .max(r1[2 * j] * scale + shift)
-                .max(r1[2 * j + 1] * scale + shift);
-            *o = m.max(0.0);
+        for j in 0..wo {
+            let (a, b) = (2 * i * w + 2 * j, (2 * i + 1) * w + 2 * j);
+            let v = [r0[2 * j], r0[2 * j + 1], r1[2 * j], r1[2 * j + 1]].map(|x| x * scale + shift);
+            let (mut best, mut at) = (v[0], a);
+            for (q, pos) in [(1, a + 1), (2, b), (3, b + 1)] {
+                if v[q] > best {
+                    (best, at) = (v[q], pos);
+                }
+            }
+            out[i * wo + j] = best.max(0.0);
+            if let Some(arg) = argmax.as_deref_mut() {
+                arg[i * wo + j] = if best > 0.0 { at as u32 } else { DEAD };
+            }
         }
     }
 }
+
+/// A pooling window whose maximum did not pass the ReLU: no gradient.
+const DEAD: u32 = u32::MAX;
 
 /// Per-channel mean and biased variance of `x [B, C, H, W]` (f64 sums, fixed order).
 fn channel_stats(x: &[f32], (batch, c, hw): (usize, usize, usize)) -> (Vec<f64>, Vec<f64>) {
@@ -348,6 +366,9 @@ fn channel_stats(x: &[f32], (batch, c, hw): (usize, usize, usize)) -> (Vec<f64>,
 struct BnReluPool {
     mean: Vec<f32>,
     inv_std: Vec<f32>,
+    /// Per pooled output, the position of its window's maximum in the input plane (forward
+    /// finds it; backward routes the gradient there).
+    argmax: std::sync::Mutex<Vec<u32>>,
 }
 
 impl BnReluPool {
@@ -381,9 +402,15 @@ impl CustomOp3 for BnReluPool {
         let (scale, shift) = self.scale_shift(gamma, beta);
         let (ho, wo) = (h / 2, w / 2);
         let mut out = vec![0f32; batch * c * ho * wo];
-        out.par_chunks_mut((ho * wo).max(1)).zip(x.par_chunks((h * w).max(1))).enumerate().for_each(
-            |(p, (o, xp))| affine_relu_pool_plane(xp, (h, w), scale[p % c], shift[p % c], o),
-        );
+        let mut argmax = vec![DEAD; out.len()];
+        out.par_chunks_mut((ho * wo).max(1))
+            .zip(argmax.par_chunks_mut((ho * wo).max(1)))
+            .zip(x.par_chunks((h * w).max(1)))
+            .enumerate()
+            .for_each(|(p, ((o, arg), xp))| {
+                affine_relu_pool_plane(xp, (h, w), scale[p % c], shift[p % c], o, Some(arg))
+            });
+        *self.argmax.lock().map_err(|_| candle_core::Error::Msg("argmax lock poisoned".into()))? = argmax;
         Ok((CpuStorage::F32(out), Shape::from((batch, c, ho, wo))))
     }
 
@@ -391,7 +418,7 @@ impl CustomOp3 for BnReluPool {
         &self,
         x: &Tensor,
         gamma: &Tensor,
-        beta: &Tensor,
+        _beta: &Tensor,
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
@@ -399,39 +426,26 @@ impl CustomOp3 for BnReluPool {
         let (ho, wo) = (h / 2, w / 2);
         let n = (batch * h * w) as f64;
         let gamma = gamma.to_vec1::<f32>()?;
-        let (scale, shift) = self.scale_shift(&gamma, &beta.to_vec1::<f32>()?);
+        let argmax = self.argmax.lock().map_err(|_| candle_core::Error::Msg("argmax lock poisoned".into()))?;
+        if argmax.len() != batch * c * ho * wo {
+            bail!("batch-norm backward without its forward")
+        }
         with_values(x, "batch-norm input", |xv| {
             with_values(grad, "pool gradient", |gv| {
-                // Pass 1: route each pooled gradient to its window's first maximum if that passed
-                // the ReLU (dy, kept in dx); per plane, Σdy and Σdy·x̂.
-                let mut dx = vec![0f32; x.elem_count()];
-                let sums: Vec<(f64, f64)> = dx
-                    .par_chunks_mut((h * w).max(1))
-                    .zip(xv.par_chunks((h * w).max(1)))
-                    .zip(gv.par_chunks((ho * wo).max(1)))
-                    .enumerate()
-                    .map(|(p, ((dxp, xp), gp))| {
-                        let ch = p % c;
-                        let (s, t, m, is) = (scale[ch], shift[ch], self.mean[ch], self.inv_std[ch]);
+                let planes = || {
+                    xv.par_chunks((h * w).max(1))
+                        .zip(gv.par_chunks((ho * wo).max(1)))
+                        .zip(argmax.par_chunks((ho * wo).max(1)))
+                        .enumerate()
+                };
+                // Pass 1: dy is each pooled gradient at its window's maximum; per plane Σdy, Σdy·x̂.
+                let sums: Vec<(f64, f64)> = planes()
+                    .map(|(p, ((xp, gp), ap))| {
+                        let (m, is) = (self.mean[p % c], self.inv_std[p % c]);
                         let (mut sdy, mut sdyx) = (0f64, 0f64);
-                        for i in 0..ho {
-                            for j in 0..wo {
-                                let (a, b) = (2 * i * w + 2 * j, (2 * i + 1) * w + 2 * j);
-                                let mut best = a;
-                                let mut best_v = xp[a] * s + t;
-                                for q in [a + 1, b, b + 1] {
-                                    let v = xp[q] * s + t;
-                                    if v > best_v {
-                                        (best, best_v) = (q, v);
-                                    }
-                                }
-                                if best_v > 0.0 {
-                                    let gval = gp[i * wo + j];
-                                    dxp[best] = gval;
-                                    sdy += gval as f64;
-                                    sdyx += gval as f64 * ((xp[best] - m) * is) as f64;
-                                }
-                            }
+                        for (&g, &at) in gp.iter().zip(ap).filter(|(_, &at)| at != DEAD) {
+                            sdy += g as f64;
+                            sdyx += g as f64 * ((xp[at as usize] - m) * is) as f64;
                         }
                         (sdy, sdyx)
                     })
@@ -441,18 +455,22 @@ impl CustomOp3 for BnReluPool {
                     dbeta[p % c] += a;
                     dgamma[p % c] += b;
                 }
-                // Pass 2: dx = γ/σ · (dy − Σdy/N − x̂ · Σdy·x̂/N).
-                dx.par_chunks_mut((h * w).max(1)).zip(xv.par_chunks((h * w).max(1))).enumerate().for_each(
-                    |(p, (dxp, xp))| {
-                        let ch = p % c;
-                        let (m, is) = (self.mean[ch], self.inv_std[ch]);
-                        let k = gamma[ch] * is;
-                        let (mb, mg) = ((dbeta[ch] / n) as f32, (dgamma[ch] / n) as f32);
-                        for (d, &v) in dxp.iter_mut().zip(xp) {
-                            *d = k * (*d - mb - (v - m) * is * mg);
-                        }
-                    },
-                );
+                // Pass 2: dx = γ/σ · (dy − Σdy/N − x̂ · Σdy·x̂/N): an affine map of x everywhere,
+                // plus γ/σ · dy at the maxima.
+                let mut dx = vec![0f32; x.elem_count()];
+                dx.par_chunks_mut((h * w).max(1)).zip(planes()).for_each(|(dxp, (p, ((xp, gp), ap)))| {
+                    let ch = p % c;
+                    let (m, is) = (self.mean[ch], self.inv_std[ch]);
+                    let k = gamma[ch] * is;
+                    let (mb, mg) = ((dbeta[ch] / n) as f32, (dgamma[ch] / n) as f32);
+                    let (slope, offset) = (-k * is * mg, k * (m * is * mg - mb));
+                    for (o, &v) in dxp.iter_mut().zip(xp) {
+                        *o = v * slope + offset;
+                    }
+                    for (&g, &at) in gp.iter().zip(ap).filter(|(_, &at)| at != DEAD) {
+                        dxp[at as usize] += k * g;
+                    }
+                });
                 let to32 = |v: Vec<f64>| v.into_iter().map(|a| a as f32).collect::<Vec<f32>>();
                 Ok((Some(tensor(dx, x.dims())?), Some(tensor(to32(dgamma), &[c])?), Some(tensor(to32(dbeta), &[c])?)))
             })
@@ -480,6 +498,7 @@ pub fn batch_norm_relu_max_pool2d(x: &Tensor, bn: &candle_nn::BatchNorm, eps: f6
     let op = BnReluPool {
         mean: mean.iter().map(|&v| v as f32).collect(),
         inv_std: var.iter().map(|&v| (1.0 / (v + eps).sqrt()) as f32).collect(),
+        argmax: Default::default(),
     };
     x.apply_op3_arc(gamma, beta, std::sync::Arc::new(Box::new(op)))
 }
@@ -516,7 +535,7 @@ impl CustomOp3 for ConvBnReluPoolEval {
             |(cols, conv), (o, xb)| {
                 conv_sample(&g, xb, w, b, cols, conv);
                 for (ch, (op, cp)) in o.chunks_exact_mut(pooled.max(1)).zip(conv.chunks_exact(ho * wo)).enumerate() {
-                    affine_relu_pool_plane(cp, (ho, wo), self.scale[ch], self.shift[ch], op);
+                    affine_relu_pool_plane(cp, (ho, wo), self.scale[ch], self.shift[ch], op, None);
                 }
             },
         );

@@ -34,6 +34,7 @@ pub mod features;
 pub mod kernels;
 pub mod manifest;
 pub mod mel;
+pub mod optim;
 pub mod model;
 #[cfg(feature = "notebook")]
 pub mod notebook;
@@ -70,5 +71,8 @@ pub fn tune_allocator() {
             libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
         }
         libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+        // The capped threshold still maps the largest activations (conv1's output at batch 64
+        // is 32 MiB plus a header): serve everything from the heap, which is kept.
+        libc::mallopt(libc::M_MMAP_MAX, 0);
     }
 }

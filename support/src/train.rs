@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{anyhow, ensure, Result};
 use candle_core::{DType, Device, Tensor, D};
 use candle_datasets::Batcher;
-use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
+use candle_nn::optim::ParamsAdamW;
 use candle_nn::VarMap;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -148,31 +148,6 @@ fn restore(varmap: &VarMap, saved: &HashMap<String, Tensor>) -> Result<()> {
     Ok(())
 }
 
-/// Scale the gradients so that their global L2 norm is at most `max_norm` (PyTorch's
-/// `clip_grad_norm_`); returns the norm before clipping.
-fn clip_gradients(
-    grads: &mut candle_core::backprop::GradStore,
-    vars: &[candle_core::Var],
-    max_norm: f64,
-) -> Result<f64> {
-    let mut total = 0f64;
-    for v in vars {
-        if let Some(g) = grads.get(v) {
-            total += g.sqr()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        }
-    }
-    let norm = total.sqrt();
-    let coef = max_norm / (norm + 1e-6);
-    if coef < 1.0 {
-        for v in vars {
-            if let Some(g) = grads.remove(v) {
-                grads.insert(v, (g * coef)?);
-            }
-        }
-    }
-    Ok(norm)
-}
-
 /// Train a fresh network on `(x_train, y_train)`, choosing epochs by validation accuracy.
 /// `on_epoch` is called after every epoch (for live progress lines) with the epoch's row and,
 /// when the epoch is the best so far, the variables, which then hold the best weights (so a
@@ -191,7 +166,7 @@ pub fn train(
     let (varmap, model) = init_varmap(arch, cfg.seed, device)?;
     let named = parameters(&varmap)?;
     let vars: Vec<candle_core::Var> = named.iter().map(|(_, v)| v.clone()).collect();
-    let mut opt = AdamW::new(
+    let mut opt = crate::optim::AdamW::new(
         vars.clone(),
         ParamsAdamW { lr: cfg.lr, weight_decay: cfg.weight_decay, ..ParamsAdamW::default() },
     )?;
@@ -215,8 +190,7 @@ pub fn train(
             let logits = model.forward_t(&xb, Some(&mut dropout_rng))?;
             let loss = candle_nn::loss::cross_entropy(&logits, &yb)?;
             let mut grads = loss.backward()?;
-            clip_gradients(&mut grads, &vars, cfg.clip_norm)?;
-            opt.step(&grads)?;
+            opt.step(&mut grads, Some(cfg.clip_norm))?;
             loss_sum += loss.to_scalar::<f32>()? as f64 * len as f64;
             correct +=
                 logits.argmax(D::Minus1)?.eq(&yb)?.to_dtype(DType::U32)?.sum_all()?.to_scalar::<u32>()?

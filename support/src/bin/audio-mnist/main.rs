@@ -119,6 +119,12 @@ enum Command {
         /// Timed training steps (and inference passes).
         #[arg(long, default_value_t = 10)]
         steps: usize,
+        /// CPU implementation: our fused kernels, or Candle's own ops (the "before").
+        #[arg(long, value_enum, default_value_t = KernelChoice::Fused)]
+        kernels: KernelChoice,
+        /// Instead: time each layer's forward and backward alone (one JSON line).
+        #[arg(long)]
+        layers: bool,
     },
     #[cfg(feature = "train")]
     /// List the recordings and their metadata (writes metadata.csv).
@@ -143,6 +149,21 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         repeat: usize,
     },
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum KernelChoice {
+    Fused,
+    Candle,
+}
+
+impl From<KernelChoice> for support::model::Kernels {
+    fn from(k: KernelChoice) -> Self {
+        match k {
+            KernelChoice::Fused => Self::Fused,
+            KernelChoice::Candle => Self::Candle,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -204,9 +225,15 @@ fn run(cli: Cli) -> Result<()> {
             println!("test accuracy {:.2}%; files written to {}", 100.0 * e.accuracy, out.display());
             Ok(())
         }
-        Command::BenchTrain { batch, steps, .. } => {
-            let r = support::bench::bench_train(batch, steps, &pick_device())?;
-            println!("{}", serde_json::to_string(&r)?);
+        Command::BenchTrain { batch, steps, kernels, layers, .. } => {
+            let kernels = kernels.into();
+            if layers {
+                let rows = support::bench::profile_layers(batch, steps, kernels)?;
+                println!("{}", serde_json::json!({"batch": batch, "kernels": format!("{kernels:?}"), "layers": rows}));
+            } else {
+                let r = support::bench::bench_train(batch, steps, kernels, &pick_device())?;
+                println!("{}", serde_json::to_string(&r)?);
+            }
             Ok(())
         }
         Command::Predict { .. } => unreachable!("handled in main"),
