@@ -156,7 +156,11 @@ pub struct LayerTiming {
 /// given kernels (Candle's ops are the "before": with Candle's own `max_pool2d`). Backward is
 /// the backward pass of `sum(out * r)` minus that of the same expression on a plain variable
 /// of the output's shape, so only the layer's own gradient is counted. Median of `steps`.
-pub fn profile_layers(batch: usize, steps: usize, kernels: crate::model::Kernels) -> Result<Vec<LayerTiming>> {
+pub fn profile_layers(
+    batch: usize,
+    steps: usize,
+    kernels: crate::model::Kernels,
+) -> Result<Vec<LayerTiming>> {
     use crate::kernels as k;
     use crate::model::{CnnConfig, Kernels};
     use candle_core::{Device, Module, ModuleT, Tensor, Var};
@@ -187,26 +191,41 @@ pub fn profile_layers(batch: usize, steps: usize, kernels: crate::model::Kernels
     let ours = kernels == Kernels::Fused;
     type Layer<'a> = Box<dyn Fn() -> candle_core::Result<Tensor> + 'a>;
     let layers: Vec<(&str, Layer)> = vec![
-        ("conv1 (1->32, 128x32)", Box::new(|| match ours {
-            true => k::conv2d(&data, conv1.weight(), conv1.bias().expect("bias"), 1),
-            false => conv1.forward(&data),
-        })),
-        ("bn1 + relu + max-pool", Box::new(|| match ours {
-            true => k::batch_norm_relu_max_pool2d(&a1, &bn1, 1e-5),
-            false => bn1.forward_t(&a1, true)?.relu()?.max_pool2d(2),
-        })),
-        ("conv2 (32->64, 64x16)", Box::new(|| match ours {
-            true => k::conv2d(&p1, conv2.weight(), conv2.bias().expect("bias"), 1),
-            false => conv2.forward(&p1),
-        })),
-        ("bn2 + relu + max-pool", Box::new(|| match ours {
-            true => k::batch_norm_relu_max_pool2d(&a2, &bn2, 1e-5),
-            false => bn2.forward_t(&a2, true)?.relu()?.max_pool2d(2),
-        })),
-        ("fc1 (16384->256)", Box::new(|| match ours {
-            true => k::linear(&f1, &fc1),
-            false => fc1.forward(&f1),
-        })),
+        (
+            "conv1 (1->32, 128x32)",
+            Box::new(|| match ours {
+                true => k::conv2d(&data, conv1.weight(), conv1.bias().expect("bias"), 1),
+                false => conv1.forward(&data),
+            }),
+        ),
+        (
+            "bn1 + relu + max-pool",
+            Box::new(|| match ours {
+                true => k::batch_norm_relu_max_pool2d(&a1, &bn1, 1e-5),
+                false => bn1.forward_t(&a1, true)?.relu()?.max_pool2d(2),
+            }),
+        ),
+        (
+            "conv2 (32->64, 64x16)",
+            Box::new(|| match ours {
+                true => k::conv2d(&p1, conv2.weight(), conv2.bias().expect("bias"), 1),
+                false => conv2.forward(&p1),
+            }),
+        ),
+        (
+            "bn2 + relu + max-pool",
+            Box::new(|| match ours {
+                true => k::batch_norm_relu_max_pool2d(&a2, &bn2, 1e-5),
+                false => bn2.forward_t(&a2, true)?.relu()?.max_pool2d(2),
+            }),
+        ),
+        (
+            "fc1 (16384->256)",
+            Box::new(|| match ours {
+                true => k::linear(&f1, &fc1),
+                false => fc1.forward(&f1),
+            }),
+        ),
     ];
     let median = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);

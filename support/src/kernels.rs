@@ -231,12 +231,12 @@ impl CustomOp3 for Conv2d {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let g = ConvGeometry::new(l1, l2, l3, self.pad)?;
-        let (x, w, b) = (cpu_slice(s1, l1, "conv2d input")?, cpu_slice(s2, l2, "weight")?, cpu_slice(s3, l3, "bias")?);
+        let (x, w, b) =
+            (cpu_slice(s1, l1, "conv2d input")?, cpu_slice(s2, l2, "weight")?, cpu_slice(s3, l3, "bias")?);
         let mut out = vec![0f32; g.batch * g.out_len()];
-        out.par_chunks_mut(g.out_len().max(1)).zip(x.par_chunks(g.in_len().max(1))).for_each_init(
-            || vec![0f32; g.cols_len()],
-            |cols, (o, xb)| conv_sample(&g, xb, w, b, cols, o),
-        );
+        out.par_chunks_mut(g.out_len().max(1))
+            .zip(x.par_chunks(g.in_len().max(1)))
+            .for_each_init(|| vec![0f32; g.cols_len()], |cols, (o, xb)| conv_sample(&g, xb, w, b, cols, o));
         Ok((CpuStorage::F32(out), Shape::from((g.batch, g.c_out, g.ho(), g.wo()))))
     }
 
@@ -257,11 +257,8 @@ impl CustomOp3 for Conv2d {
                 with_values(grad, "conv2d gradient", |gv| {
                     let mut dx = if need_dx { vec![0f32; g.batch * g.in_len()] } else { Vec::new() };
                     let group_in = GROUP * g.in_len();
-                    let mut dx_groups: Vec<&mut [f32]> = if need_dx {
-                        dx.chunks_mut(group_in.max(1)).collect()
-                    } else {
-                        Vec::new()
-                    };
+                    let mut dx_groups: Vec<&mut [f32]> =
+                        if need_dx { dx.chunks_mut(group_in.max(1)).collect() } else { Vec::new() };
                     let groups = g.batch.div_ceil(GROUP);
                     dx_groups.resize_with(groups, || &mut []);
                     let partials: Vec<(Vec<f32>, Vec<f32>)> = dx_groups
@@ -426,7 +423,8 @@ impl CustomOp3 for BnReluPool {
         let (ho, wo) = (h / 2, w / 2);
         let n = (batch * h * w) as f64;
         let gamma = gamma.to_vec1::<f32>()?;
-        let argmax = self.argmax.lock().map_err(|_| candle_core::Error::Msg("argmax lock poisoned".into()))?;
+        let argmax =
+            self.argmax.lock().map_err(|_| candle_core::Error::Msg("argmax lock poisoned".into()))?;
         if argmax.len() != batch * c * ho * wo {
             bail!("batch-norm backward without its forward")
         }
@@ -472,7 +470,11 @@ impl CustomOp3 for BnReluPool {
                     }
                 });
                 let to32 = |v: Vec<f64>| v.into_iter().map(|a| a as f32).collect::<Vec<f32>>();
-                Ok((Some(tensor(dx, x.dims())?), Some(tensor(to32(dgamma), &[c])?), Some(tensor(to32(dbeta), &[c])?)))
+                Ok((
+                    Some(tensor(dx, x.dims())?),
+                    Some(tensor(to32(dgamma), &[c])?),
+                    Some(tensor(to32(dbeta), &[c])?),
+                ))
             })
         })
     }
@@ -526,7 +528,8 @@ impl CustomOp3 for ConvBnReluPoolEval {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let g = ConvGeometry::new(l1, l2, l3, self.pad)?;
-        let (x, w, b) = (cpu_slice(s1, l1, "conv2d input")?, cpu_slice(s2, l2, "weight")?, cpu_slice(s3, l3, "bias")?);
+        let (x, w, b) =
+            (cpu_slice(s1, l1, "conv2d input")?, cpu_slice(s2, l2, "weight")?, cpu_slice(s3, l3, "bias")?);
         let (ho, wo) = (g.ho(), g.wo());
         let pooled = (ho / 2) * (wo / 2);
         let mut out = vec![0f32; g.batch * g.c_out * pooled];
@@ -534,7 +537,9 @@ impl CustomOp3 for ConvBnReluPoolEval {
             || (vec![0f32; g.cols_len()], vec![0f32; g.out_len()]),
             |(cols, conv), (o, xb)| {
                 conv_sample(&g, xb, w, b, cols, conv);
-                for (ch, (op, cp)) in o.chunks_exact_mut(pooled.max(1)).zip(conv.chunks_exact(ho * wo)).enumerate() {
+                for (ch, (op, cp)) in
+                    o.chunks_exact_mut(pooled.max(1)).zip(conv.chunks_exact(ho * wo)).enumerate()
+                {
                     affine_relu_pool_plane(cp, (ho, wo), self.scale[ch], self.shift[ch], op, None);
                 }
             },
@@ -555,7 +560,8 @@ pub fn conv_bn_relu_max_pool2d_eval(
     let Some((gamma, beta)) = bn.weight_and_bias() else { bail!("batch-norm without weight and bias") };
     let (gamma, beta) = (gamma.to_vec1::<f32>()?, beta.to_vec1::<f32>()?);
     let (mean, var) = (bn.running_mean().to_vec1::<f32>()?, bn.running_var().to_vec1::<f32>()?);
-    let scale: Vec<f32> = gamma.iter().zip(&var).map(|(g, v)| (*g as f64 / (*v as f64 + eps).sqrt()) as f32).collect();
+    let scale: Vec<f32> =
+        gamma.iter().zip(&var).map(|(g, v)| (*g as f64 / (*v as f64 + eps).sqrt()) as f32).collect();
     let shift = beta.iter().zip(&mean).zip(&scale).map(|((b, m), s)| b - m * s).collect();
     let op = ConvBnReluPoolEval { pad, scale, shift };
     x.contiguous()?.apply_op3_arc(conv.weight(), bias, std::sync::Arc::new(Box::new(op)))
@@ -582,7 +588,8 @@ impl CustomOp3 for Linear {
         if w_in != d_in || l3.shape().dims1()? != d_out {
             bail!("linear: input {:?}, weight {:?}, bias {:?} disagree", l1.shape(), l2.shape(), l3.shape())
         }
-        let (x, w, b) = (cpu_slice(s1, l1, "linear input")?, cpu_slice(s2, l2, "weight")?, cpu_slice(s3, l3, "bias")?);
+        let (x, w, b) =
+            (cpu_slice(s1, l1, "linear input")?, cpu_slice(s2, l2, "weight")?, cpu_slice(s3, l3, "bias")?);
         let mut out = vec![0f32; batch * d_out];
         for row in out.chunks_exact_mut(d_out.max(1)) {
             row.copy_from_slice(b);
@@ -607,7 +614,15 @@ impl CustomOp3 for Linear {
                 with_values(grad, "linear gradient", |gv| {
                     let dx = if x.track_op() {
                         let mut dx = vec![0f32; batch * d_in];
-                        gemm((batch, d_in, d_out), &mut dx, d_in, false, (gv, d_out, 1), (wv, d_in, 1), threads);
+                        gemm(
+                            (batch, d_in, d_out),
+                            &mut dx,
+                            d_in,
+                            false,
+                            (gv, d_out, 1),
+                            (wv, d_in, 1),
+                            threads,
+                        );
                         Some(tensor(dx, x.dims())?)
                     } else {
                         None

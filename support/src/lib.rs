@@ -34,10 +34,10 @@ pub mod features;
 pub mod kernels;
 pub mod manifest;
 pub mod mel;
-pub mod optim;
 pub mod model;
 #[cfg(feature = "notebook")]
 pub mod notebook;
+pub mod optim;
 #[cfg(feature = "train")]
 pub mod plots;
 pub mod predict;

@@ -89,7 +89,9 @@ impl AdamW {
                     if let Some(g) = grads.get(v) {
                         let g = g.contiguous()?;
                         let (s, l) = g.storage_and_layout();
-                        let candle_core::Storage::Cpu(s) = &*s else { return Err(anyhow!("gradient not on the CPU")) };
+                        let candle_core::Storage::Cpu(s) = &*s else {
+                            return Err(anyhow!("gradient not on the CPU"));
+                        };
                         let parts: Vec<f64> = f32s(s, l)?
                             .par_chunks(CHUNK)
                             .map(|c| c.iter().map(|&x| x as f64 * x as f64).sum::<f64>())
@@ -148,7 +150,13 @@ impl InplaceOp2 for Update<'_> {
         "audio-mnist-adamw"
     }
 
-    fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<()> {
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<()> {
         let g = f32s(s2, l2)?;
         let (CpuStorage::F32(theta), Some((a, b))) = (s1, l1.contiguous_offsets()) else {
             candle_core::bail!("AdamW: parameters must be contiguous f32")
@@ -158,8 +166,12 @@ impl InplaceOp2 for Update<'_> {
         if theta.len() != g.len() || m.len() != g.len() {
             candle_core::bail!("AdamW: gradient of {} values for {} parameters", g.len(), theta.len())
         }
-        theta.par_chunks_mut(CHUNK).zip(m.par_chunks_mut(CHUNK)).zip(v.par_chunks_mut(CHUNK)).zip(g.par_chunks(CHUNK)).for_each(
-            |(((t, m), v), g)| {
+        theta
+            .par_chunks_mut(CHUNK)
+            .zip(m.par_chunks_mut(CHUNK))
+            .zip(v.par_chunks_mut(CHUNK))
+            .zip(g.par_chunks(CHUNK))
+            .for_each(|(((t, m), v), g)| {
                 for i in 0..t.len() {
                     let g = g[i] * self.coef;
                     m[i] = m[i] * self.beta1 + g * (1.0 - self.beta1);
@@ -167,8 +179,7 @@ impl InplaceOp2 for Update<'_> {
                     let step = (m[i] * self.scale_m) / ((v[i] * self.scale_v).sqrt() + self.eps);
                     t[i] = t[i] * self.decay - step * self.lr;
                 }
-            },
-        );
+            });
         Ok(())
     }
 }

@@ -52,8 +52,11 @@ fn conv2d_matches_candle_forward_and_backward() {
         let wt = Var::from_tensor(&random(&mut rng, &[co, ci, kh, kw])).unwrap();
         let bias = Var::from_tensor(&random(&mut rng, &[co])).unwrap();
         let ours = kernels::conv2d(&x, &wt, &bias, pad).unwrap();
-        let reference =
-            x.conv2d(&wt, pad, 1, 1, 1).unwrap().broadcast_add(&bias.reshape((1, co, 1, 1)).unwrap()).unwrap();
+        let reference = x
+            .conv2d(&wt, pad, 1, 1, 1)
+            .unwrap()
+            .broadcast_add(&bias.reshape((1, co, 1, 1)).unwrap())
+            .unwrap();
         let case = format!("{b}x{ci}x{h}x{w} * {co}x{kh}x{kw} pad {pad}");
         assert_close(&format!("conv2d {case}"), &ours, &reference);
         let probe = random(&mut rng, reference.dims());
@@ -81,9 +84,12 @@ fn conv2d_skips_the_gradient_of_data_inputs() {
 fn batch_norm(c: usize, rng: &mut StdRng) -> (VarMap, candle_nn::BatchNorm) {
     let varmap = VarMap::new();
     let cfg = candle_nn::BatchNormConfig { eps: 1e-5, remove_mean: true, affine: true, momentum: 0.1 };
-    let bn = candle_nn::batch_norm(c, cfg, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
+    let bn =
+        candle_nn::batch_norm(c, cfg, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
     // Non-trivial affine parameters (negative scales too) and running statistics.
-    for (name, lo, hi) in [("weight", -1.5, 1.5), ("bias", -0.5, 0.5), ("running_mean", -0.3, 0.3), ("running_var", 0.5, 2.0)] {
+    for (name, lo, hi) in
+        [("weight", -1.5, 1.5), ("bias", -0.5, 0.5), ("running_mean", -0.3, 0.3), ("running_var", 0.5, 2.0)]
+    {
         let v: Vec<f32> = (0..c).map(|_| rng.random_range(lo..hi)).collect();
         varmap.data().lock().unwrap()[name].set(&Tensor::new(v, &Device::Cpu).unwrap()).unwrap();
     }
@@ -131,7 +137,8 @@ fn fused_inference_block_matches_candle() {
         let conv = candle_nn::conv2d(ci, co, 3, conv_cfg, vb).unwrap();
         let x = random(&mut rng, &[b, ci, h, w]);
         let ours = kernels::conv_bn_relu_max_pool2d_eval(&x, &conv, &bn, 1, 1e-5).unwrap();
-        let reference = bn.forward_t(&conv.forward(&x).unwrap(), false).unwrap().relu().unwrap().max_pool2d(2).unwrap();
+        let reference =
+            bn.forward_t(&conv.forward(&x).unwrap(), false).unwrap().relu().unwrap().max_pool2d(2).unwrap();
         assert_close(&format!("conv-bn-relu-pool eval {b}x{ci}x{h}x{w}"), &ours, &reference);
     }
 }
@@ -173,7 +180,8 @@ fn batch_norm_relu_pool_gradient_matches_finite_differences() {
     let x = Var::from_vec(values.clone(), (b, c, h, w), &Device::Cpu).unwrap();
     let grad = grads_of(&kernels::batch_norm_relu_max_pool2d(&x, &bn, 1e-5).unwrap(), &probe, &[&x]);
     let grad: Vec<f32> = grad[0].flatten_all().unwrap().to_vec1().unwrap();
-    let candle_pool = grads_of(&bn.forward_t(&x, true).unwrap().relu().unwrap().max_pool2d(2).unwrap(), &probe, &[&x]);
+    let candle_pool =
+        grads_of(&bn.forward_t(&x, true).unwrap().relu().unwrap().max_pool2d(2).unwrap(), &probe, &[&x]);
     let candle_pool: Vec<f32> = candle_pool[0].flatten_all().unwrap().to_vec1().unwrap();
     let eps = 1e-3f32;
     let (mut worst, mut candle_worst) = (0f64, 0f64);
@@ -192,7 +200,14 @@ fn batch_norm_relu_pool_gradient_matches_finite_differences() {
 /// The whole network: same weights, same dropout masks, our kernels vs Candle's ops.
 #[test]
 fn network_matches_candle_ops_in_training_and_inference() {
-    let arch = CnnConfig { n_mels: 20, n_frames: 14, conv1_channels: 4, conv2_channels: 6, hidden: 16, ..CnnConfig::default() };
+    let arch = CnnConfig {
+        n_mels: 20,
+        n_frames: 14,
+        conv1_channels: 4,
+        conv2_channels: 6,
+        hidden: 16,
+        ..CnnConfig::default()
+    };
     let x = random(&mut StdRng::seed_from_u64(6), &[3, 1, 20, 14]);
     let y = Tensor::new(&[1u32, 7, 3], &Device::Cpu).unwrap();
     let mut results = Vec::new();
@@ -203,7 +218,8 @@ fn network_matches_candle_ops_in_training_and_inference() {
         let loss = candle_nn::loss::cross_entropy(&logits, &y).unwrap();
         let grads = loss.backward().unwrap();
         let named = parameters(&varmap).unwrap();
-        let g: Vec<(String, Tensor)> = named.iter().map(|(n, v)| (n.clone(), grads.get(v).unwrap().clone())).collect();
+        let g: Vec<(String, Tensor)> =
+            named.iter().map(|(n, v)| (n.clone(), grads.get(v).unwrap().clone())).collect();
         let eval = model.forward_t(&x, None).unwrap(); // after the running statistics moved
         results.push((logits, g, eval));
     }
@@ -224,7 +240,14 @@ fn kernels_do_not_depend_on_the_thread_count() {
         pool.install(|| {
             let mut rng = StdRng::seed_from_u64(7);
             let x = random(&mut rng, &[9, 1, 16, 12]);
-            let arch = CnnConfig { n_mels: 16, n_frames: 12, conv1_channels: 8, conv2_channels: 16, hidden: 32, ..CnnConfig::default() };
+            let arch = CnnConfig {
+                n_mels: 16,
+                n_frames: 12,
+                conv1_channels: 8,
+                conv2_channels: 16,
+                hidden: 32,
+                ..CnnConfig::default()
+            };
             let (varmap, model) = init_varmap(&arch, 3, &Device::Cpu).unwrap();
             let logits = model.forward_t(&x, Some(&mut StdRng::seed_from_u64(1))).unwrap();
             let grads = logits.sqr().unwrap().sum_all().unwrap().backward().unwrap();

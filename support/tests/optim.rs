@@ -28,15 +28,27 @@ fn fused_adamw_matches_candle_with_and_without_clipping() {
             // d/dp Σ p·r = r: the gradients are the probes.
             let probes: Vec<Tensor> = init.iter().map(|t| random(&mut rng, t.elem_count(), 0.2)).collect();
             let loss = |vars: &[Var]| {
-                let terms: Vec<Tensor> =
-                    vars.iter().zip(&probes).map(|(v, r)| v.as_tensor().mul(r).unwrap().sum_all().unwrap()).collect();
+                let terms: Vec<Tensor> = vars
+                    .iter()
+                    .zip(&probes)
+                    .map(|(v, r)| v.as_tensor().mul(r).unwrap().sum_all().unwrap())
+                    .collect();
                 Tensor::stack(&terms, 0).unwrap().sum_all().unwrap()
             };
             let mut grads = loss(&ours).backward().unwrap();
             let norm = opt.step(&mut grads, clip).unwrap();
             let expected_norm: f64 = probes
                 .iter()
-                .map(|r| r.sqr().unwrap().sum_all().unwrap().to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap())
+                .map(|r| {
+                    r.sqr()
+                        .unwrap()
+                        .sum_all()
+                        .unwrap()
+                        .to_dtype(DType::F64)
+                        .unwrap()
+                        .to_scalar::<f64>()
+                        .unwrap()
+                })
                 .sum::<f64>()
                 .sqrt();
             assert!((norm - expected_norm).abs() < 1e-4 * expected_norm, "norm {norm} vs {expected_norm}");
@@ -50,12 +62,26 @@ fn fused_adamw_matches_candle_with_and_without_clipping() {
             }
             reference.step(&their_grads).unwrap();
             for (i, (o, t)) in ours.iter().zip(&theirs).enumerate() {
-                let d = (o.as_tensor() - t.as_tensor()).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                let d = (o.as_tensor() - t.as_tensor())
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
                 assert!(d < 1e-6, "clip {clip:?}, step {step}, parameter {i}: differs by {d}");
             }
         }
         // The parameters moved: the comparison above is not between two untouched copies.
-        let moved = (ours[0].as_tensor() - &init[0]).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let moved = (ours[0].as_tensor() - &init[0])
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!(moved > 1e-3, "parameters did not move ({moved})");
     }
 }

@@ -229,7 +229,10 @@ fn run(cli: Cli) -> Result<()> {
             let kernels = kernels.into();
             if layers {
                 let rows = support::bench::profile_layers(batch, steps, kernels)?;
-                println!("{}", serde_json::json!({"batch": batch, "kernels": format!("{kernels:?}"), "layers": rows}));
+                println!(
+                    "{}",
+                    serde_json::json!({"batch": batch, "kernels": format!("{kernels:?}"), "layers": rows})
+                );
             } else {
                 let r = support::bench::bench_train(batch, steps, kernels, &pick_device())?;
                 println!("{}", serde_json::to_string(&r)?);
