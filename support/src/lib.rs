@@ -23,6 +23,8 @@
 //! | [`bench`]    | throughput measurement of the feature pipeline                        |
 
 pub mod audio;
+#[cfg(feature = "train")]
+pub mod augment;
 pub mod bench;
 pub mod cache;
 pub mod dataset;

@@ -31,6 +31,20 @@ pub struct CnnConfig {
     pub hidden: usize,
     pub dropout: f32,
     pub classes: usize,
+    /// How the last feature maps reach the classifier (absent in older model files: flatten).
+    #[serde(default)]
+    pub head: Head,
+}
+
+/// The classifier's input: the seed flattens the `[C2, M/4, T/4]` maps (a 16,384-wide layer
+/// that knows where in the image each pattern was); `avgpool` averages each channel over
+/// time and frequency first (64 values), which cannot memorise positions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Head {
+    #[default]
+    Flatten,
+    AvgPool,
 }
 
 impl Default for CnnConfig {
@@ -43,6 +57,7 @@ impl Default for CnnConfig {
             hidden: 256,
             dropout: 0.3,
             classes: 10,
+            head: Head::Flatten,
         }
     }
 }
@@ -50,7 +65,10 @@ impl Default for CnnConfig {
 impl CnnConfig {
     /// Input size of the first linear layer: two 2x2 pools (floor, as PyTorch's MaxPool2d).
     pub fn flat_dim(&self) -> usize {
-        self.conv2_channels * (self.n_mels / 2 / 2) * (self.n_frames / 2 / 2)
+        match self.head {
+            Head::Flatten => self.conv2_channels * (self.n_mels / 2 / 2) * (self.n_frames / 2 / 2),
+            Head::AvgPool => self.conv2_channels,
+        }
     }
 
     /// Trainable parameters (BatchNorm running statistics are buffers, not parameters).
@@ -170,8 +188,8 @@ impl Cnn {
             };
             // [B, 1, M, T] -> [B, C1, M/2, T/2] -> [B, C2, M/4, T/4]
             let x = block(&block(x, &self.conv1, &self.bn1)?, &self.conv2, &self.bn2)?;
-            // -> [B, C2*M/4*T/4] -> [B, hidden]
-            crate::kernels::linear(&x.flatten_from(1)?, &self.fc1)?.relu()?
+            // -> [B, C2*M/4*T/4] (or [B, C2]) -> [B, hidden]
+            crate::kernels::linear(&self.head(&x)?, &self.fc1)?.relu()?
         } else {
             // [B, 1, M, T] -> [B, C1, M/2, T/2]
             let x = self.bn1.forward_t(&self.conv1.forward(x)?, train)?.relu()?;
@@ -179,8 +197,8 @@ impl Cnn {
             // -> [B, C2, M/4, T/4]
             let x = self.bn2.forward_t(&self.conv2.forward(&x)?, train)?.relu()?;
             let x = max_pool2x2(&x)?;
-            // -> [B, C2*M/4*T/4] -> [B, hidden]
-            self.fc1.forward(&x.flatten_from(1)?)?.relu()?
+            // -> [B, C2*M/4*T/4] (or [B, C2]) -> [B, hidden]
+            self.fc1.forward(&self.head(&x)?)?.relu()?
         };
         let x = match dropout {
             Some(rng) => seeded_dropout(&x, self.config.dropout, rng)?,
@@ -188,6 +206,14 @@ impl Cnn {
         };
         // -> [B, classes]
         Ok(if fused { crate::kernels::linear(&x, &self.fc2)? } else { self.fc2.forward(&x)? })
+    }
+
+    /// `[B, C2, M/4, T/4]` -> the classifier's input.
+    fn head(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(match self.config.head {
+            Head::Flatten => x.flatten_from(1)?,
+            Head::AvgPool => x.flatten_from(2)?.mean(2)?,
+        })
     }
 
     /// Class probabilities `[B, classes]` in evaluation mode.

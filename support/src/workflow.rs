@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{ensure, Context, Result};
-use candle_core::Device;
+use candle_core::{Device, Tensor};
 use polars::prelude::*;
 use serde::Serialize;
 
@@ -100,9 +100,19 @@ impl Prepared {
         Ok(Self { dataset, set, split, train_rows, val_rows, test_rows, mean, std })
     }
 
+    /// The feature extractor these features came from.
+    pub fn fx(&self) -> Result<crate::features::FeatureExtractor> {
+        crate::features::FeatureExtractor::new(self.set.config.clone()).map_err(anyhow::Error::msg)
+    }
+
     /// The seed CNN sized for these features.
     pub fn architecture(&self) -> CnnConfig {
         CnnConfig { n_mels: self.set.n_mels, n_frames: self.set.n_frames, ..CnnConfig::default() }
+    }
+
+    /// The network a recipe trains on these features.
+    pub fn architecture_for(&self, cfg: &TrainConfig) -> CnnConfig {
+        CnnConfig { head: cfg.head, ..self.architecture() }
     }
 
     /// What the model file records besides the weights.
@@ -135,6 +145,22 @@ pub fn fit(
     let train_t = tensors(&prep.set, &prep.train_rows, prep.mean, prep.std, device)?;
     let val_t = tensors(&prep.set, &prep.val_rows, prep.mean, prep.std, device)?;
     let model_path = out.join("model.safetensors");
+    // Augmentation works on the clean training clips, re-featurised every epoch.
+    let fx = prep.fx()?;
+    let clips = if cfg.augment.is_off() {
+        Vec::new()
+    } else {
+        let files: Vec<&str> = prep.train_rows.iter().map(|&i| prep.set.files[i].as_str()).collect();
+        crate::augment::load_clips(&fx, &prep.dataset.root, &files)?
+    };
+    let (n, m, t) = (prep.train_rows.len(), prep.set.n_mels, prep.set.n_frames);
+    let augmented = |epoch: usize| -> Result<Tensor> {
+        let x =
+            crate::augment::epoch_features(&fx, &clips, &cfg.augment, cfg.seed, epoch, (prep.mean, prep.std));
+        Ok(Tensor::from_vec(x, (n, 1, m, t), device)?)
+    };
+    let augmented: Option<&dyn Fn(usize) -> Result<Tensor>> =
+        if cfg.augment.is_off() { None } else { Some(&augmented) };
     let mut log_rows = Vec::new();
     let mut checkpoint_error = None;
     let trained = train(
@@ -143,6 +169,7 @@ pub fn fit(
         (&train_t.0, &train_t.1),
         (&val_t.0, &val_t.1),
         device,
+        augmented,
         &mut |row, best| {
             log_rows.push(row.clone());
             if let Err(e) = write_training_log(&out.join("training_log.csv"), &log_rows) {
@@ -174,7 +201,7 @@ pub fn train_and_evaluate(
 ) -> Result<RunReport> {
     let (dataset, set, _) = load_features(&opts.data, &opts.cache_dir, &opts.features, progress)?;
     let prep = Prepared::new(dataset, set, &opts.split)?;
-    let arch = prep.architecture();
+    let arch = prep.architecture_for(&opts.train);
     let trained = fit(&prep, &arch, &opts.train, &opts.out, device, on_epoch)?;
     let tested = test(&trained.model, &prep, device, &opts.out)?;
     let metrics = export(&prep, &arch, &trained, &tested.evaluation, opts, device)?;
@@ -402,4 +429,123 @@ fn write_training_log(path: &Path, log: &[EpochLog]) -> Result<()> {
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(value)?;
     std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))
+}
+
+/// One fold of [`crossval`].
+#[derive(Clone, Debug, Serialize)]
+pub struct FoldResult {
+    /// The held-out speaker (comma-separated speakers for the paper's folds).
+    pub test_speaker: String,
+    /// The speaker(s) early stopping watched, taken from the training speakers.
+    pub val_speaker: String,
+    pub test_accuracy: f64,
+    pub val_accuracy: f64,
+    pub best_epoch: usize,
+    pub epochs: usize,
+    pub seconds: f64,
+}
+
+/// `crossval.json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct CrossVal {
+    pub scheme: String,
+    pub recipe: TrainConfig,
+    pub folds: Vec<FoldResult>,
+    /// Mean and (population) standard deviation of the folds' test accuracies.
+    pub mean: f64,
+    pub std: f64,
+    /// Summed over the folds: every recording tested exactly once (LOSO).
+    pub confusion: Vec<Vec<usize>>,
+    pub seconds: f64,
+}
+
+/// The folds of a scheme: `loso` (each speaker tested once; the next speaker in sorted order
+/// validates; all others train) or `paper` (the five official AudioMNIST folds).
+pub fn crossval_folds(scheme: &str, speakers: &[String]) -> Result<Vec<SplitSpec>> {
+    match scheme {
+        "loso" => {
+            ensure!(
+                speakers.len() >= 3,
+                "leave-one-speaker-out needs at least 3 speakers, found {}",
+                speakers.len()
+            );
+            let n = speakers.len();
+            Ok((0..n)
+                .map(|i| SplitSpec::Explicit {
+                    test: vec![speakers[i].clone()],
+                    val: vec![speakers[(i + 1) % n].clone()],
+                })
+                .collect())
+        }
+        "paper" => Ok((0..5).map(SplitSpec::Paper).collect()),
+        other => anyhow::bail!("unknown scheme {other:?}; expected loso or paper"),
+    }
+}
+
+/// Cross-validate `cfg` on `data`: train and test every fold (artifacts in `out/fold-K`), then
+/// write `out/crossval.json` (rewritten after every fold) and `out/confusion_matrix.png`.
+#[allow(clippy::too_many_arguments)]
+pub fn crossval(
+    data: &Path,
+    cache_dir: &Path,
+    scheme: &str,
+    cfg: &TrainConfig,
+    out: &Path,
+    device: &Device,
+    progress: Progress,
+    on_fold: &mut dyn FnMut(usize, usize, &SplitSpec),
+    on_epoch: &mut dyn FnMut(&EpochLog),
+) -> Result<CrossVal> {
+    let start = std::time::Instant::now();
+    let (mut dataset, mut set, _) = load_features(data, cache_dir, &FeatureConfig::default(), progress)?;
+    let folds = crossval_folds(scheme, &dataset.speaker_ids())?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut result = CrossVal {
+        scheme: scheme.to_string(),
+        recipe: cfg.clone(),
+        folds: Vec::new(),
+        mean: f64::NAN,
+        std: f64::NAN,
+        confusion: vec![vec![0; 10]; 10],
+        seconds: 0.0,
+    };
+    for (k, spec) in folds.iter().enumerate() {
+        on_fold(k, folds.len(), spec);
+        let t0 = std::time::Instant::now();
+        let prep = Prepared::new(dataset, set, spec)?;
+        let fold_out = out.join(format!("fold-{k}"));
+        let arch = prep.architecture_for(cfg);
+        let trained = fit(&prep, &arch, cfg, &fold_out, device, on_epoch)?;
+        let tested = test(&trained.model, &prep, device, &fold_out)?;
+        for (row, counts) in result.confusion.iter_mut().zip(&tested.evaluation.confusion) {
+            row.iter_mut().zip(counts).for_each(|(a, b)| *a += b);
+        }
+        result.folds.push(FoldResult {
+            test_speaker: prep.split.test.join(","),
+            val_speaker: prep.split.val.join(","),
+            test_accuracy: tested.evaluation.accuracy,
+            val_accuracy: trained.best_val_acc,
+            best_epoch: trained.best_epoch,
+            epochs: trained.log.len(),
+            seconds: t0.elapsed().as_secs_f64(),
+        });
+        let acc: Vec<f64> = result.folds.iter().map(|f| f.test_accuracy).collect();
+        result.mean = acc.iter().sum::<f64>() / acc.len() as f64;
+        result.std = (acc.iter().map(|a| (a - result.mean).powi(2)).sum::<f64>() / acc.len() as f64).sqrt();
+        result.seconds = start.elapsed().as_secs_f64();
+        write_json(&out.join("crossval.json"), &result)?;
+        (dataset, set) = (prep.dataset, prep.set);
+    }
+    let title = format!(
+        "{scheme} cross-validation, {} folds: mean test accuracy {:.1}%",
+        result.folds.len(),
+        100.0 * result.mean
+    );
+    crate::plots::confusion_matrix(
+        &result.confusion,
+        &digit_names(),
+        &title,
+        &out.join("confusion_matrix.png"),
+    )?;
+    Ok(result)
 }

@@ -47,7 +47,9 @@ fn parameter_count_matches_pytorch() {
 
 #[test]
 fn computed_tensor_shapes_match_the_built_network() {
-    for arch in [CnnConfig::default(), small_arch()] {
+    let avg = CnnConfig { head: support::model::Head::AvgPool, ..CnnConfig::default() };
+    assert_eq!(avg.param_count(), 4_216_138 - (16_384 - 64) * 256);
+    for arch in [CnnConfig::default(), small_arch(), avg] {
         let (varmap, _) = init_varmap(&arch, 1, &Device::Cpu).unwrap();
         let built: std::collections::HashMap<String, Vec<usize>> =
             varmap.data().lock().unwrap().iter().map(|(n, v)| (n.clone(), v.dims().to_vec())).collect();
@@ -99,7 +101,8 @@ fn training_lowers_the_loss_and_learns_the_toy_task() {
     let (xv, yv) = toy_data(32, &arch, 2);
     let (_, fresh) = init_varmap(&arch, 9, &Device::Cpu).unwrap();
     let (loss0, _) = evaluate_loss(&fresh, &xv, &yv, 64).unwrap();
-    let trained = train(&arch, &quick_cfg(9), (&x, &y), (&xv, &yv), &Device::Cpu, &mut |_, _| {}).unwrap();
+    let trained =
+        train(&arch, &quick_cfg(9), (&x, &y), (&xv, &yv), &Device::Cpu, None, &mut |_, _| {}).unwrap();
     let first = &trained.log[0];
     let last = trained.log.last().unwrap();
     assert!(last.train_loss < first.train_loss, "{:?}", trained.log);
@@ -114,8 +117,9 @@ fn same_seed_gives_bit_identical_weights_and_logs() {
     let arch = small_arch();
     let (x, y) = toy_data(48, &arch, 1);
     let (xv, yv) = toy_data(16, &arch, 2);
-    let run =
-        |seed| train(&arch, &quick_cfg(seed), (&x, &y), (&xv, &yv), &Device::Cpu, &mut |_, _| {}).unwrap();
+    let run = |seed| {
+        train(&arch, &quick_cfg(seed), (&x, &y), (&xv, &yv), &Device::Cpu, None, &mut |_, _| {}).unwrap()
+    };
     let (a, b, c) = (run(4), run(4), run(5));
     let weights = |t: &support::train::Trained| {
         let data = t.varmap.data().lock().unwrap();
@@ -175,6 +179,7 @@ fn model_file_round_trips() {
         (&x, &y),
         (&x, &y),
         &Device::Cpu,
+        None,
         &mut |_, _| {},
     )
     .unwrap();

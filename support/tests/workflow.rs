@@ -253,3 +253,61 @@ fn predict_command_and_predictor_agree_with_training_and_handle_bad_input() {
     assert_eq!(code, Some(2));
     assert!(stderr.contains("not a safetensors file") && stderr.contains("text.wav"), "{stderr}");
 }
+
+#[test]
+fn crossval_leaves_each_speaker_out_once_and_writes_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    make_dataset(&dir.path().join("data"));
+    let out = dir.path().join("cv");
+    let run = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_audio-mnist"))
+            .arg("crossval")
+            .arg("--data")
+            .arg(dir.path().join("data"))
+            .arg("--cache-dir")
+            .arg(dir.path().join("cache"))
+            .arg("--out")
+            .arg(&out)
+            .args(["--epochs", "1", "--batch-size", "16"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    // `best` (augmentation on) so the on-the-fly path runs end to end.
+    let o = run(&["--scheme", "loso", "--recipe", "best"]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout.contains("augmentation: speed, gain, shift, noise"), "{stdout}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("crossval.json")).unwrap()).unwrap();
+    let folds = json["folds"].as_array().unwrap();
+    let mut tested: Vec<&str> = folds.iter().map(|f| f["test_speaker"].as_str().unwrap()).collect();
+    tested.sort();
+    assert_eq!(tested, ["ann", "bob", "cat"]);
+    let mut accs = Vec::new();
+    for f in folds {
+        let (test, val) = (f["test_speaker"].as_str().unwrap(), f["val_speaker"].as_str().unwrap());
+        assert!(val != test && ["ann", "bob", "cat"].contains(&val), "fold {f}");
+        let acc = f["test_accuracy"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&acc));
+        accs.push(acc);
+    }
+    let mean = accs.iter().sum::<f64>() / 3.0;
+    let std = (accs.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / 3.0).sqrt();
+    assert!((json["mean"].as_f64().unwrap() - mean).abs() < 1e-12);
+    assert!((json["std"].as_f64().unwrap() - std).abs() < 1e-12);
+    // Every recording tested exactly once over the folds: 3 speakers x 10 digits x 4 takes.
+    let confusion: usize = json["confusion"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.as_array().unwrap())
+        .map(|v| v.as_u64().unwrap() as usize)
+        .sum();
+    assert_eq!(confusion, 120);
+    assert!(std::fs::metadata(out.join("confusion_matrix.png")).unwrap().len() > 1000);
+    assert!(out.join("fold-0/model.safetensors").exists());
+    let o = run(&["--scheme", "kfold"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("expected loso or paper"));
+}

@@ -54,6 +54,21 @@ enum Command {
         train: TrainArgs,
     },
     #[cfg(feature = "train")]
+    /// Cross-validate a recipe: leave-one-speaker-out (`loso`) or the five official AudioMNIST
+    /// folds (`paper`); writes OUT/crossval.json and a combined confusion matrix.
+    Crossval {
+        #[command(flatten)]
+        data: DataArgs,
+        /// `loso` (every speaker tested once; the next speaker validates) or `paper`.
+        #[arg(long, default_value = "loso")]
+        scheme: String,
+        /// Output folder (crossval.json, confusion_matrix.png, fold-K/).
+        #[arg(long, default_value = "crossval")]
+        out: PathBuf,
+        #[command(flatten)]
+        recipe: RecipeArgs,
+    },
+    #[cfg(feature = "train")]
     /// The whole job: download AudioMNIST into --data when it holds no dataset, then features
     /// (cached), training, evaluation and export. Offline with any dataset already in --data.
     Run {
@@ -198,6 +213,8 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         #[cfg(feature = "train")]
         Command::Features { data, out, cache_dir } => features(&data, &out, &cache_dir),
+        #[cfg(feature = "train")]
+        Command::Crossval { data, scheme, out, recipe } => crossval_command(&data, &scheme, &recipe, &out),
         #[cfg(feature = "train")]
         Command::Train { data, train } => train_command(&train.options(data.data, data.cache_dir)?),
         #[cfg(feature = "train")]

@@ -1,0 +1,55 @@
+//! Augmentation: reproducible, each step does something, and "nothing on" is the clean pipeline.
+
+mod common;
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use support::augment::{augment_one, epoch_features, load_clips, AugmentConfig, STEPS};
+use support::{FeatureConfig, FeatureExtractor};
+
+fn fsdd_files() -> Option<(std::path::PathBuf, Vec<String>)> {
+    let root = common::shared_data()?.join("fsdd/recordings");
+    let files = ["0_george_0.wav", "3_jackson_7.wav", "7_theo_3.wav", "9_lucas_12.wav"];
+    Some((root, files.iter().map(|f| f.to_string()).collect()))
+}
+
+#[test]
+fn no_augmentation_reproduces_the_clean_features() {
+    let Some((root, files)) = fsdd_files() else { return };
+    let fx = FeatureExtractor::new(FeatureConfig::default()).unwrap();
+    let names: Vec<&str> = files.iter().map(String::as_str).collect();
+    let clips = load_clips(&fx, &root, &names).unwrap();
+    for (clip, f) in clips.iter().zip(&files) {
+        let clean = fx.extract_file(&root.join(f)).unwrap();
+        let (mean, std) = (-40.0, 20.0);
+        let ours =
+            augment_one(&fx, clip, &AugmentConfig::default(), &mut StdRng::seed_from_u64(0), (mean, std));
+        let worst = clean.iter().zip(&ours).map(|(c, o)| ((c - mean) / std - o).abs()).fold(0f32, f32::max);
+        assert!(worst < 1e-5, "{f}: differs from the clean features by {worst}");
+    }
+}
+
+#[test]
+fn every_step_changes_the_features_and_is_reproducible() {
+    let Some((root, files)) = fsdd_files() else { return };
+    let fx = FeatureExtractor::new(FeatureConfig::default()).unwrap();
+    let names: Vec<&str> = files.iter().map(String::as_str).collect();
+    let clips = load_clips(&fx, &root, &names).unwrap();
+    let norm = (-40.0, 20.0);
+    let clean = epoch_features(&fx, &clips, &AugmentConfig::default(), 1, 1, norm);
+    let all = AugmentConfig::all();
+    for step in STEPS {
+        let cfg = all.only(step).unwrap();
+        assert_eq!(cfg.names(), vec![step]);
+        // Gain alone is invisible (peak normalisation + ref=max); with noise it is not.
+        let cfg = if step == "gain" { AugmentConfig { noise_p: 1.0, ..cfg } } else { cfg };
+        let a = epoch_features(&fx, &clips, &cfg, 1, 1, norm);
+        assert_eq!(a, epoch_features(&fx, &clips, &cfg, 1, 1, norm), "{step}: same seed, same epoch");
+        assert_ne!(a, clean, "{step} changed nothing");
+        assert_ne!(a, epoch_features(&fx, &clips, &cfg, 1, 2, norm), "{step}: epochs differ");
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        assert_eq!(a, pool.install(|| epoch_features(&fx, &clips, &cfg, 1, 1, norm)), "{step}: thread count");
+    }
+    assert!(AugmentConfig::all().only("volume").is_err());
+    assert!(AugmentConfig::all().only("none").unwrap().is_off());
+}
