@@ -34,6 +34,15 @@ pub struct CnnConfig {
     /// How the last feature maps reach the classifier (absent in older model files: flatten).
     #[serde(default)]
     pub head: Head,
+    /// A third conv block (3x3 conv, BatchNorm, ReLU, 2x2 max-pool) with this many channels;
+    /// 0 (the seed's, and older model files') for none.
+    #[serde(default)]
+    pub conv3_channels: usize,
+    /// Normalise each input inside the network (absent in older model files: off): subtract
+    /// every mel band's mean over time, then divide by the utterance's RMS. Removes a speaker's
+    /// or channel's spectral tilt and level; inference applies it too, being part of the model.
+    #[serde(default)]
+    pub cmvn: bool,
 }
 
 /// The classifier's input: the seed flattens the `[C2, M/4, T/4]` maps (a 16,384-wide layer
@@ -58,16 +67,20 @@ impl Default for CnnConfig {
             dropout: 0.3,
             classes: 10,
             head: Head::Flatten,
+            conv3_channels: 0,
+            cmvn: false,
         }
     }
 }
 
 impl CnnConfig {
-    /// Input size of the first linear layer: two 2x2 pools (floor, as PyTorch's MaxPool2d).
+    /// Input size of the first linear layer: a 2x2 pool per block (floor, as PyTorch's MaxPool2d).
     pub fn flat_dim(&self) -> usize {
+        let (c, pools) =
+            if self.conv3_channels > 0 { (self.conv3_channels, 3) } else { (self.conv2_channels, 2) };
         match self.head {
-            Head::Flatten => self.conv2_channels * (self.n_mels / 2 / 2) * (self.n_frames / 2 / 2),
-            Head::AvgPool => self.conv2_channels,
+            Head::Flatten => c * (self.n_mels >> pools) * (self.n_frames >> pools),
+            Head::AvgPool => c,
         }
     }
 
@@ -78,6 +91,7 @@ impl CnnConfig {
             + 2 * c1
             + (c2 * c1 * 9 + c2)
             + 2 * c2
+            + if self.conv3_channels > 0 { self.conv3_channels * (c2 * 9 + 3) } else { 0 }
             + (self.flat_dim() * self.hidden + self.hidden)
             + (self.hidden * self.classes + self.classes)
     }
@@ -91,7 +105,14 @@ impl CnnConfig {
         m.insert("conv1.bias".to_string(), vec![c1]);
         m.insert("conv2.weight".to_string(), vec![c2, c1, 3, 3]);
         m.insert("conv2.bias".to_string(), vec![c2]);
-        for (bn, c) in [("bn1", c1), ("bn2", c2)] {
+        let c3 = self.conv3_channels;
+        let mut bns = vec![("bn1", c1), ("bn2", c2)];
+        if c3 > 0 {
+            m.insert("conv3.weight".to_string(), vec![c3, c2, 3, 3]);
+            m.insert("conv3.bias".to_string(), vec![c3]);
+            bns.push(("bn3", c3));
+        }
+        for (bn, c) in bns {
             for t in ["weight", "bias", "running_mean", "running_var"] {
                 m.insert(format!("{bn}.{t}"), vec![c]);
             }
@@ -103,12 +124,21 @@ impl CnnConfig {
         m
     }
 
+    fn min_side(&self) -> usize {
+        if self.conv3_channels > 0 {
+            8
+        } else {
+            4
+        }
+    }
+
     fn validate(&self) -> Result<()> {
         ensure!(
-            self.n_mels >= 4 && self.n_frames >= 4,
-            "input {}x{} is smaller than 4x4",
+            self.n_mels >= self.min_side() && self.n_frames >= self.min_side(),
+            "input {}x{} is smaller than {m}x{m}",
             self.n_mels,
-            self.n_frames
+            self.n_frames,
+            m = self.min_side()
         );
         ensure!((0.0..1.0).contains(&self.dropout), "dropout {} is outside [0, 1)", self.dropout);
         ensure!(
@@ -127,6 +157,7 @@ pub struct Cnn {
     bn1: BatchNorm,
     conv2: Conv2d,
     bn2: BatchNorm,
+    block3: Option<(Conv2d, BatchNorm)>,
     fc1: Linear,
     fc2: Linear,
     config: CnnConfig,
@@ -154,6 +185,13 @@ impl Cnn {
             bn1: candle_nn::batch_norm(config.conv1_channels, bn, vb.pp("bn1"))?,
             conv2: candle_nn::conv2d(config.conv1_channels, config.conv2_channels, 3, conv, vb.pp("conv2"))?,
             bn2: candle_nn::batch_norm(config.conv2_channels, bn, vb.pp("bn2"))?,
+            block3: match config.conv3_channels {
+                0 => None,
+                c3 => Some((
+                    candle_nn::conv2d(config.conv2_channels, c3, 3, conv, vb.pp("conv3"))?,
+                    candle_nn::batch_norm(c3, bn, vb.pp("bn3"))?,
+                )),
+            },
             fc1: candle_nn::linear(config.flat_dim(), config.hidden, vb.pp("fc1"))?,
             fc2: candle_nn::linear(config.hidden, config.classes, vb.pp("fc2"))?,
             config: config.clone(),
@@ -175,6 +213,16 @@ impl Cnn {
     /// updates batch statistics), `None` in evaluation.
     pub fn forward_t(&self, x: &Tensor, dropout: Option<&mut StdRng>) -> Result<Tensor> {
         let train = dropout.is_some();
+        let normalised;
+        let x = if self.config.cmvn {
+            // [B, 1, M, T]: per-band mean over time removed, then / utterance RMS
+            let centred = x.broadcast_sub(&x.mean_keepdim(3)?)?;
+            let rms = (centred.sqr()?.flatten_from(1)?.mean_keepdim(1)? + 1e-5)?.sqrt()?;
+            normalised = centred.broadcast_div(&rms.reshape((x.dim(0)?, 1, 1, 1))?)?;
+            &normalised
+        } else {
+            x
+        };
         let fused = self.kernels == Kernels::Fused && x.device().is_cpu() && x.dtype() == DType::F32;
         let x = if fused {
             use crate::kernels::{batch_norm_relu_max_pool2d, conv2d, conv_bn_relu_max_pool2d_eval};
@@ -188,6 +236,11 @@ impl Cnn {
             };
             // [B, 1, M, T] -> [B, C1, M/2, T/2] -> [B, C2, M/4, T/4]
             let x = block(&block(x, &self.conv1, &self.bn1)?, &self.conv2, &self.bn2)?;
+            // (-> [B, C3, M/8, T/8])
+            let x = match &self.block3 {
+                Some((conv, bn)) => block(&x, conv, bn)?,
+                None => x,
+            };
             // -> [B, C2*M/4*T/4] (or [B, C2]) -> [B, hidden]
             crate::kernels::linear(&self.head(&x)?, &self.fc1)?.relu()?
         } else {
@@ -197,6 +250,11 @@ impl Cnn {
             // -> [B, C2, M/4, T/4]
             let x = self.bn2.forward_t(&self.conv2.forward(&x)?, train)?.relu()?;
             let x = max_pool2x2(&x)?;
+            // (-> [B, C3, M/8, T/8])
+            let x = match &self.block3 {
+                Some((conv, bn)) => max_pool2x2(&bn.forward_t(&conv.forward(&x)?, train)?.relu()?)?,
+                None => x,
+            };
             // -> [B, C2*M/4*T/4] (or [B, C2]) -> [B, hidden]
             self.fc1.forward(&self.head(&x)?)?.relu()?
         };

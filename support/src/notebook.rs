@@ -87,6 +87,8 @@ pub struct Config {
     pub epochs: usize,
     /// `AUDIO_MNIST_SEED`, default 42 (the seed notebook's).
     pub seed: u64,
+    /// `AUDIO_MNIST_RECIPE`, default `best` (`seed`: the Kaggle notebook's recipe).
+    pub recipe: String,
 }
 
 /// Stop "Run All" at a data problem with one clear message.
@@ -128,7 +130,9 @@ impl Config {
             out: PathBuf::from(var("AUDIO_MNIST_OUT", "../out/notebook")),
             epochs: number("AUDIO_MNIST_EPOCHS", "50")? as usize,
             seed: number("AUDIO_MNIST_SEED", "42")?,
+            recipe: var("AUDIO_MNIST_RECIPE", "best"),
         };
+        crate::train::TrainConfig::recipe(&cfg.recipe)?;
         if !cfg.data.is_dir() {
             return Err(anyhow::anyhow!(
                 "data folder {} does not exist. Get AudioMNIST with `audio-mnist download --dest {}`, \

@@ -42,6 +42,12 @@ pub struct TrainConfig {
     /// The network's classifier input (the architecture is otherwise the seed's).
     #[serde(default)]
     pub head: crate::model::Head,
+    /// Per-utterance normalisation inside the network (`CnnConfig::cmvn`).
+    #[serde(default)]
+    pub cmvn: bool,
+    /// Channels of a third conv block (`CnnConfig::conv3_channels`; 0 = the seed's two blocks).
+    #[serde(default)]
+    pub conv3_channels: usize,
 }
 
 impl Default for TrainConfig {
@@ -60,6 +66,8 @@ impl Default for TrainConfig {
             label_smoothing: 0.0,
             augment: Default::default(),
             head: Default::default(),
+            cmvn: false,
+            conv3_channels: 0,
         }
     }
 }

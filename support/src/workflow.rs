@@ -112,7 +112,12 @@ impl Prepared {
 
     /// The network a recipe trains on these features.
     pub fn architecture_for(&self, cfg: &TrainConfig) -> CnnConfig {
-        CnnConfig { head: cfg.head, ..self.architecture() }
+        CnnConfig {
+            head: cfg.head,
+            cmvn: cfg.cmvn,
+            conv3_channels: cfg.conv3_channels,
+            ..self.architecture()
+        }
     }
 
     /// What the model file records besides the weights.

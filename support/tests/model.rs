@@ -49,7 +49,10 @@ fn parameter_count_matches_pytorch() {
 fn computed_tensor_shapes_match_the_built_network() {
     let avg = CnnConfig { head: support::model::Head::AvgPool, ..CnnConfig::default() };
     assert_eq!(avg.param_count(), 4_216_138 - (16_384 - 64) * 256);
-    for arch in [CnnConfig::default(), small_arch(), avg] {
+    let deep = CnnConfig { conv3_channels: 128, head: support::model::Head::AvgPool, ..CnnConfig::default() };
+    assert_eq!(deep.param_count(), avg.param_count() + 128 * (64 * 9 + 3) + 64 * 256);
+    let deep_flat = CnnConfig { conv3_channels: 16, ..small_arch() };
+    for arch in [CnnConfig::default(), small_arch(), avg, deep, deep_flat] {
         let (varmap, _) = init_varmap(&arch, 1, &Device::Cpu).unwrap();
         let built: std::collections::HashMap<String, Vec<usize>> =
             varmap.data().lock().unwrap().iter().map(|(n, v)| (n.clone(), v.dims().to_vec())).collect();

@@ -82,6 +82,12 @@ pub struct RecipeArgs {
     /// Override the recipe's classifier input: `flatten` (the seed's) or `avgpool`.
     #[arg(long, value_parser = ["flatten", "avgpool"])]
     pub head: Option<String>,
+    /// Override the recipe's per-utterance normalisation inside the network (true/false).
+    #[arg(long)]
+    pub cmvn: Option<bool>,
+    /// Override the recipe's third conv block: its channels (0 = none, the seed's).
+    #[arg(long)]
+    pub conv3: Option<usize>,
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
 }
@@ -102,6 +108,14 @@ impl RecipeArgs {
         if let Some(h) = &self.head {
             cfg.head = serde_json::from_value(serde_json::Value::String(h.clone()))?;
             cfg.recipe = format!("{}, head {h}", cfg.recipe);
+        }
+        if let Some(c) = self.cmvn {
+            cfg.cmvn = c;
+            cfg.recipe = format!("{}, cmvn {c}", cfg.recipe);
+        }
+        if let Some(c) = self.conv3 {
+            cfg.conv3_channels = c;
+            cfg.recipe = format!("{}, conv3 {c}", cfg.recipe);
         }
         if let Some(ls) = self.label_smoothing {
             cfg.label_smoothing = ls;
