@@ -273,11 +273,11 @@ fn crossval_leaves_each_speaker_out_once_and_writes_the_contract() {
             .output()
             .unwrap()
     };
-    // `best` (augmentation on) so the on-the-fly path runs end to end.
-    let o = run(&["--scheme", "loso", "--recipe", "best"]);
+    // Every augmentation on, so the on-the-fly path runs end to end.
+    let o = run(&["--scheme", "loso", "--recipe", "best", "--augment", "speed,gain,shift,noise,specaugment"]);
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
-    assert!(stdout.contains("augmentation: speed, gain, shift, noise"), "{stdout}");
+    assert!(stdout.contains("augmentation: speed, gain, shift, noise, specaugment"), "{stdout}");
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("crossval.json")).unwrap()).unwrap();
     let folds = json["folds"].as_array().unwrap();
