@@ -7,18 +7,18 @@ use rand::SeedableRng;
 use support::augment::{augment_one, epoch_features, load_clips, AugmentConfig, STEPS};
 use support::{FeatureConfig, FeatureExtractor};
 
-fn fsdd_files() -> Option<(std::path::PathBuf, Vec<String>)> {
+/// Four FSDD recordings (folder, names) with the extractor and their clean clips.
+fn fsdd_clips() -> Option<(std::path::PathBuf, Vec<&'static str>, FeatureExtractor, Vec<Vec<f32>>)> {
     let root = common::shared_data()?.join("fsdd/recordings");
-    let files = ["0_george_0.wav", "3_jackson_7.wav", "7_theo_3.wav", "9_lucas_12.wav"];
-    Some((root, files.iter().map(|f| f.to_string()).collect()))
+    let files = vec!["0_george_0.wav", "3_jackson_7.wav", "7_theo_3.wav", "9_lucas_12.wav"];
+    let fx = FeatureExtractor::new(FeatureConfig::default()).unwrap();
+    let clips = load_clips(&fx, &root, &files).unwrap();
+    Some((root, files, fx, clips))
 }
 
 #[test]
 fn no_augmentation_reproduces_the_clean_features() {
-    let Some((root, files)) = fsdd_files() else { return };
-    let fx = FeatureExtractor::new(FeatureConfig::default()).unwrap();
-    let names: Vec<&str> = files.iter().map(String::as_str).collect();
-    let clips = load_clips(&fx, &root, &names).unwrap();
+    let Some((root, files, fx, clips)) = fsdd_clips() else { return };
     for (clip, f) in clips.iter().zip(&files) {
         let clean = fx.extract_file(&root.join(f)).unwrap();
         let (mean, std) = (-40.0, 20.0);
@@ -31,10 +31,7 @@ fn no_augmentation_reproduces_the_clean_features() {
 
 #[test]
 fn every_step_changes_the_features_and_is_reproducible() {
-    let Some((root, files)) = fsdd_files() else { return };
-    let fx = FeatureExtractor::new(FeatureConfig::default()).unwrap();
-    let names: Vec<&str> = files.iter().map(String::as_str).collect();
-    let clips = load_clips(&fx, &root, &names).unwrap();
+    let Some((_, _, fx, clips)) = fsdd_clips() else { return };
     let norm = (-40.0, 20.0);
     let clean = epoch_features(&fx, &clips, &AugmentConfig::default(), 1, 1, norm);
     let all = AugmentConfig::all();

@@ -10,6 +10,10 @@ fn random(rng: &mut StdRng, n: usize, scale: f32) -> Tensor {
     Tensor::from_vec(v, n, &Device::Cpu).unwrap()
 }
 
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
+}
+
 #[test]
 fn fused_adamw_matches_candle_with_and_without_clipping() {
     let params = ParamsAdamW { lr: 3e-3, weight_decay: 1e-2, ..ParamsAdamW::default() };
@@ -62,26 +66,12 @@ fn fused_adamw_matches_candle_with_and_without_clipping() {
             }
             reference.step(&their_grads).unwrap();
             for (i, (o, t)) in ours.iter().zip(&theirs).enumerate() {
-                let d = (o.as_tensor() - t.as_tensor())
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
+                let d = max_abs_diff(o.as_tensor(), t.as_tensor());
                 assert!(d < 1e-6, "clip {clip:?}, step {step}, parameter {i}: differs by {d}");
             }
         }
         // The parameters moved: the comparison above is not between two untouched copies.
-        let moved = (ours[0].as_tensor() - &init[0])
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let moved = max_abs_diff(ours[0].as_tensor(), &init[0]);
         assert!(moved > 1e-3, "parameters did not move ({moved})");
     }
 }
