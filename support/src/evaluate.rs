@@ -4,10 +4,11 @@ use anyhow::Result;
 use candle_core::{Tensor, D};
 use serde::Serialize;
 
-use crate::model::Cnn;
+use crate::model::Classifier;
 
-/// Class probabilities for every row of `x` (`[N, 1, M, T]`), in batches.
-pub fn predict_probabilities(model: &Cnn, x: &Tensor, batch: usize) -> Result<Vec<Vec<f32>>> {
+/// Class probabilities for every row of `x` (`[N, 1, M, T]`, unstandardised log-Mel dB), in
+/// batches.
+pub fn predict_probabilities(model: &Classifier, x: &Tensor, batch: usize) -> Result<Vec<Vec<f32>>> {
     let n = x.dim(0)?;
     let mut out = Vec::with_capacity(n);
     for start in (0..n).step_by(batch.max(1)) {

@@ -362,6 +362,9 @@ pub struct ModelMeta {
     /// Standardisation applied to log-Mel dB values before the network: (x - mean) / std.
     pub mean: f32,
     pub std: f32,
+    /// An ensemble's members' own (mean, std), member 0 first; empty for a single network
+    /// (which uses `mean`/`std`).
+    pub members: Vec<(f32, f32)>,
     pub classes: Vec<String>,
     /// Free-form JSON: the split, the metrics, the recipe.
     pub split: serde_json::Value,
@@ -370,14 +373,39 @@ pub struct ModelMeta {
 
 /// Write weights and metadata to one safetensors file (temporary file, then rename).
 pub fn save_model(path: &Path, varmap: &VarMap, meta: &ModelMeta) -> Result<()> {
-    let data = varmap.data().lock().map_err(|_| anyhow!("variable map lock poisoned"))?;
-    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-    for (name, var) in data.iter() {
-        let t = var.as_tensor().to_dtype(DType::F32)?.to_device(&Device::Cpu)?;
-        let values: Vec<f32> = t.flatten_all()?.to_vec1()?;
-        tensors.push((name.clone(), t.dims().to_vec(), bytemuck::cast_slice(&values).to_vec()));
+    save_ensemble(path, &[varmap], meta)
+}
+
+/// Tensor name of member `k` of `n` (a single network keeps the plain names).
+fn member_name(k: usize, n: usize, name: &str) -> String {
+    if n == 1 {
+        name.to_string()
+    } else {
+        format!("member{k}.{name}")
     }
-    drop(data);
+}
+
+/// Write the networks of an ensemble (`meta.members` holds their normalisations) to one file.
+pub fn save_ensemble(path: &Path, varmaps: &[&VarMap], meta: &ModelMeta) -> Result<()> {
+    ensure!(
+        varmaps.len() == meta.members.len().max(1),
+        "{} networks but {} member normalisations",
+        varmaps.len(),
+        meta.members.len()
+    );
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (k, varmap) in varmaps.iter().enumerate() {
+        let data = varmap.data().lock().map_err(|_| anyhow!("variable map lock poisoned"))?;
+        for (name, var) in data.iter() {
+            let t = var.as_tensor().to_dtype(DType::F32)?.to_device(&Device::Cpu)?;
+            let values: Vec<f32> = t.flatten_all()?.to_vec1()?;
+            tensors.push((
+                member_name(k, varmaps.len(), name),
+                t.dims().to_vec(),
+                bytemuck::cast_slice(&values).to_vec(),
+            ));
+        }
+    }
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     let views = tensors
         .iter()
@@ -388,7 +416,7 @@ pub fn save_model(path: &Path, varmap: &VarMap, meta: &ModelMeta) -> Result<()> 
             ))
         })
         .collect::<Result<Vec<_>>>()?;
-    let metadata = HashMap::from([
+    let mut metadata = HashMap::from([
         ("format".to_string(), MODEL_FORMAT.to_string()),
         ("model_version".to_string(), MODEL_VERSION.to_string()),
         ("feature_version".to_string(), FEATURE_VERSION.to_string()),
@@ -401,12 +429,49 @@ pub fn save_model(path: &Path, varmap: &VarMap, meta: &ModelMeta) -> Result<()> 
         ("split".to_string(), meta.split.to_string()),
         ("metrics".to_string(), meta.metrics.to_string()),
     ]);
+    if !meta.members.is_empty() {
+        metadata.insert("members".to_string(), serde_json::to_string(&meta.members)?);
+    }
     crate::cache::write_safetensors(path, views, metadata)
+}
+
+/// One network of a [`Classifier`] with the standardisation its inputs need.
+pub struct Member {
+    pub net: Cnn,
+    pub mean: f32,
+    pub std: f32,
+}
+
+/// What predicts from log-Mel dB features: one network, or an ensemble whose class
+/// probabilities are averaged.
+pub struct Classifier {
+    pub members: Vec<Member>,
+}
+
+impl Classifier {
+    /// Class probabilities `[B, classes]` of unstandardised log-Mel features `[B, 1, M, T]`.
+    pub fn probabilities(&self, x_db: &Tensor) -> Result<Tensor> {
+        let mut sum: Option<Tensor> = None;
+        for m in &self.members {
+            let x = ((x_db - m.mean as f64)? * (1.0 / m.std) as f64)?;
+            let p = m.net.probabilities(&x)?;
+            sum = Some(match sum {
+                None => p,
+                Some(s) => (s + p)?,
+            });
+        }
+        let sum = sum.ok_or_else(|| anyhow!("a classifier without networks"))?;
+        Ok((sum / self.members.len() as f64)?)
+    }
+
+    pub fn config(&self) -> &CnnConfig {
+        self.members[0].net.config()
+    }
 }
 
 /// A model file loaded for inference.
 pub struct LoadedModel {
-    pub model: Cnn,
+    pub model: Classifier,
     pub meta: ModelMeta,
 }
 
@@ -438,6 +503,10 @@ fn load_model_bytes(bytes: &[u8], device: &Device) -> Result<LoadedModel> {
         classes: serde_json::from_str(get("classes")?).context("bad `classes`")?,
         split: serde_json::from_str(get("split")?).context("bad `split`")?,
         metrics: serde_json::from_str(get("metrics")?).context("bad `metrics`")?,
+        members: match md.get("members") {
+            Some(m) => serde_json::from_str(m).context("bad `members`")?,
+            None => Vec::new(),
+        },
     };
     ensure!(meta.std.is_finite() && meta.std > 0.0 && meta.mean.is_finite(), "bad normalisation mean/std");
     ensure!(
@@ -451,31 +520,41 @@ fn load_model_bytes(bytes: &[u8], device: &Device) -> Result<LoadedModel> {
             && meta.features.n_frames() == meta.architecture.n_frames,
         "feature shape and network input disagree"
     );
+    ensure!(
+        meta.members.iter().all(|(m, s)| s.is_finite() && *s > 0.0 && m.is_finite()),
+        "bad member normalisation mean/std"
+    );
     let expected = meta.architecture.tensor_shapes();
-    let mut tensors = HashMap::new();
     let mut names: Vec<&String> = expected.keys().collect();
     names.sort();
-    for name in names {
-        let view = st.tensor(name).map_err(|_| anyhow!("tensor `{name}` is missing"))?;
-        ensure!(
-            view.dtype() == safetensors::Dtype::F32,
-            "tensor `{name}` is {:?}, expected F32",
-            view.dtype()
-        );
-        ensure!(
-            view.shape() == expected[name].as_slice(),
-            "tensor `{name}` has shape {:?}, expected {:?}",
-            view.shape(),
-            expected[name]
-        );
-        let values = crate::cache::f32_values(&view);
-        if values.iter().any(|v| !v.is_finite()) {
-            bail!("tensor `{name}` holds NaN or infinite values");
+    let norms = if meta.members.is_empty() { vec![(meta.mean, meta.std)] } else { meta.members.clone() };
+    let mut members = Vec::new();
+    for (k, &(mean, std)) in norms.iter().enumerate() {
+        let mut tensors = HashMap::new();
+        for &plain in &names {
+            let name = member_name(k, norms.len(), plain);
+            let view = st.tensor(&name).map_err(|_| anyhow!("tensor `{name}` is missing"))?;
+            ensure!(
+                view.dtype() == safetensors::Dtype::F32,
+                "tensor `{name}` is {:?}, expected F32",
+                view.dtype()
+            );
+            ensure!(
+                view.shape() == expected[plain].as_slice(),
+                "tensor `{name}` has shape {:?}, expected {:?}",
+                view.shape(),
+                expected[plain]
+            );
+            let values = crate::cache::f32_values(&view);
+            if values.iter().any(|v| !v.is_finite()) {
+                bail!("tensor `{name}` holds NaN or infinite values");
+            }
+            tensors.insert(plain.clone(), Tensor::from_vec(values, view.shape(), device)?);
         }
-        tensors.insert(name.clone(), Tensor::from_vec(values, view.shape(), device)?);
+        let net = Cnn::new(&meta.architecture, VarBuilder::from_tensors(tensors, DType::F32, device))?;
+        members.push(Member { net, mean, std });
     }
-    let model = Cnn::new(&meta.architecture, VarBuilder::from_tensors(tensors, DType::F32, device))?;
-    Ok(LoadedModel { model, meta })
+    Ok(LoadedModel { model: Classifier { members }, meta })
 }
 
 /// CUDA when compiled in and a GPU is present, else the CPU.

@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::audio::{AudioError, AudioErrorKind};
 use crate::evaluate::argmax;
 use crate::features::FeatureExtractor;
-use crate::model::{load_model, pick_device, Cnn, ModelMeta};
+use crate::model::{load_model, pick_device, Classifier, ModelMeta};
 
 /// Recordings whose peak is below this (dBFS) are "no speech" rather than a guess.
 pub const SILENCE_DBFS: f32 = -60.0;
@@ -36,7 +36,7 @@ impl Prediction {
 
 /// A loaded model, ready to predict files or raw sample windows.
 pub struct Predictor {
-    model: Cnn,
+    model: Classifier,
     meta: ModelMeta,
     extractor: FeatureExtractor,
     device: Device,
@@ -112,11 +112,10 @@ impl Predictor {
 
     fn forward(&self, features: &[Vec<f32>]) -> Result<Vec<Prediction>> {
         let arch = &self.meta.architecture;
-        let inv = 1.0 / self.meta.std;
         let mut out = Vec::with_capacity(features.len());
         for chunk in features.chunks(64) {
-            let x: Vec<f32> =
-                chunk.iter().flat_map(|f| f.iter().map(|v| (v - self.meta.mean) * inv)).collect();
+            // Unstandardised: each network of the model applies its own mean and std.
+            let x: Vec<f32> = chunk.iter().flat_map(|f| f.iter().copied()).collect();
             let x = Tensor::from_vec(x, (chunk.len(), 1, arch.n_mels, arch.n_frames), &self.device)?;
             for p in self.model.probabilities(&x)?.to_vec2::<f32>()? {
                 let digit = argmax(&p);

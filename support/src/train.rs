@@ -12,6 +12,7 @@ use candle_nn::VarMap;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
+use rand_distr::Distribution;
 use serde::{Deserialize, Serialize};
 
 use crate::cache::FeatureSet;
@@ -48,6 +49,19 @@ pub struct TrainConfig {
     /// Channels of a third conv block (`CnnConfig::conv3_channels`; 0 = the seed's two blocks).
     #[serde(default)]
     pub conv3_channels: usize,
+    /// Mixup (Zhang et al. 2018): each batch is blended with a shuffled copy of itself by a
+    /// weight drawn from Beta(mixup, mixup), and so are the targets (0 = off).
+    #[serde(default)]
+    pub mixup: f64,
+    /// Networks trained per fold and averaged (their probabilities): member `k` early-stops on
+    /// the `k`-th next training speaker and trains on the others, with seed `seed + k`, so
+    /// together they learn from every training speaker. 1 = a single network.
+    #[serde(default = "one")]
+    pub ensemble: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl Default for TrainConfig {
@@ -68,6 +82,8 @@ impl Default for TrainConfig {
             head: Default::default(),
             cmvn: false,
             conv3_channels: 0,
+            mixup: 0.0,
+            ensemble: 1,
         }
     }
 }
@@ -171,6 +187,17 @@ pub fn evaluate_loss(model: &Cnn, x: &Tensor, y: &Tensor, batch: usize) -> Resul
     Ok((loss / n as f64, correct as f64 / n as f64))
 }
 
+/// A mixup batch: `lam * x + (1 - lam) * x[perm]`, the partners' labels `y[perm]` and `lam`.
+fn mix(x: &Tensor, y: &Tensor, alpha: f64, rng: &mut StdRng) -> Result<(Tensor, Tensor, f64)> {
+    let lam =
+        rand_distr::Beta::new(alpha, alpha).map_err(|e| anyhow!("mixup alpha {alpha}: {e}"))?.sample(rng);
+    let mut perm: Vec<u32> = (0..x.dim(0)? as u32).collect();
+    perm.shuffle(rng);
+    let perm = Tensor::from_vec(perm, x.dim(0)?, x.device())?;
+    let mixed = ((x * lam)? + (x.index_select(&perm, 0)? * (1.0 - lam))?)?;
+    Ok((mixed, y.index_select(&perm, 0)?, lam))
+}
+
 /// The outcome of [`train`]: the best-validation weights and the history.
 pub struct Trained {
     pub varmap: VarMap,
@@ -220,6 +247,7 @@ pub fn train(
         ParamsAdamW { lr: cfg.lr, weight_decay: cfg.weight_decay, ..ParamsAdamW::default() },
     )?;
     let mut dropout_rng = StdRng::seed_from_u64(cfg.seed.wrapping_add(0x5eed_d409));
+    let mut mixup_rng = StdRng::seed_from_u64(cfg.seed.wrapping_add(0x0131_c0b5));
     let (mut best, mut best_epoch, mut since_best) = (-1f64, 0usize, 0usize);
     let (mut plateau_best, mut plateau_bad) = (-1f64, 0usize);
     let mut best_weights = snapshot(&varmap)?;
@@ -242,8 +270,18 @@ pub fn train(
         for batch in batches {
             let (xb, yb) = batch?;
             let len = xb.dim(0)?;
-            let logits = model.forward_t(&xb, Some(&mut dropout_rng))?;
-            let loss = smoothed_cross_entropy(&logits, &yb, cfg.label_smoothing)?;
+            let (logits, loss) = if cfg.mixup > 0.0 {
+                let (xm, yb2, lam) = mix(&xb, &yb, cfg.mixup, &mut mixup_rng)?;
+                let logits = model.forward_t(&xm, Some(&mut dropout_rng))?;
+                let a = smoothed_cross_entropy(&logits, &yb, cfg.label_smoothing)?;
+                let b = smoothed_cross_entropy(&logits, &yb2, cfg.label_smoothing)?;
+                let loss = ((a * lam)? + (b * (1.0 - lam))?)?;
+                (logits, loss)
+            } else {
+                let logits = model.forward_t(&xb, Some(&mut dropout_rng))?;
+                let loss = smoothed_cross_entropy(&logits, &yb, cfg.label_smoothing)?;
+                (logits, loss)
+            };
             let mut grads = loss.backward()?;
             opt.step(&mut grads, Some(cfg.clip_norm))?;
             loss_sum += loss.to_scalar::<f32>()? as f64 * len as f64;

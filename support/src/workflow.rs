@@ -13,9 +13,12 @@ use crate::dataset::{scan, write_csv, Dataset};
 use crate::evaluate::{argmax, per_speaker, predict_probabilities, Evaluation};
 use crate::extract::Progress;
 use crate::features::{FeatureConfig, FeatureExtractor};
-use crate::model::{describe_device, load_model, save_model, CnnConfig, ModelMeta};
+use crate::model::{
+    describe_device, load_model, save_ensemble, save_model, Classifier, CnnConfig, Member, ModelMeta,
+};
 use crate::split::{make_split, Split, SplitSpec};
 use crate::train::{norm_stats, rows_for, tensors, train, EpochLog, TrainConfig, Trained};
+use candle_nn::VarMap;
 
 /// Class names of the digit task.
 pub fn digit_names() -> Vec<String> {
@@ -127,6 +130,7 @@ impl Prepared {
             features: self.set.config.clone(),
             mean: self.mean,
             std: self.std,
+            members: Vec::new(),
             classes: digit_names(),
             split: serde_json::to_value(&self.split).unwrap_or_default(),
             metrics,
@@ -134,9 +138,53 @@ impl Prepared {
     }
 }
 
-/// Train the network on `prep` and keep `out/training_log.csv` (rewritten every epoch) and
-/// `out/model.safetensors` (the best model so far, saved whenever validation accuracy
-/// improves), so an interrupted run keeps its history and its best weights.
+/// A trained model: one network, or the members of an ensemble (`TrainConfig::ensemble`).
+pub struct Fitted {
+    /// What predicts: all members, probabilities averaged.
+    pub model: Classifier,
+    pub members: Vec<FittedMember>,
+    /// Member 0's history, best epoch and best validation accuracy (on `prep.split.val`).
+    pub log: Vec<EpochLog>,
+    pub best_epoch: usize,
+    pub best_val_acc: f64,
+    /// Summed over the members.
+    pub train_seconds: f64,
+    pub samples_seen: usize,
+}
+
+/// One network of a [`Fitted`] model and the split it learned from.
+pub struct FittedMember {
+    pub trained: Trained,
+    pub split: Split,
+    pub mean: f32,
+    pub std: f32,
+}
+
+/// The split of ensemble member `m`: the same test speakers; validation moves on by `m`
+/// groups of `val.len()` speakers through the other speakers in sorted order (from the
+/// original validation speakers), and every speaker not validating trains. Member 0 keeps
+/// `split`; together the members learn from every non-test speaker.
+pub fn member_split(split: &Split, m: usize) -> Split {
+    if m == 0 || split.val.is_empty() {
+        return split.clone();
+    }
+    let mut pool: Vec<String> = split.train.iter().chain(&split.val).cloned().collect();
+    pool.sort();
+    let start = pool.iter().position(|s| *s == split.val[0]).unwrap_or(0);
+    pool.rotate_left(start);
+    let g = split.val.len();
+    let mut val: Vec<String> = (0..g).map(|j| pool[(m * g + j) % pool.len()].clone()).collect();
+    val.sort();
+    val.dedup();
+    let mut train: Vec<String> = pool.into_iter().filter(|s| !val.contains(s)).collect();
+    train.sort();
+    Split { train, val, test: split.test.clone() }
+}
+
+/// Train the network(s) of `cfg` on `prep`. For each network, `training_log.csv` (rewritten
+/// every epoch) and `model.safetensors` (the best network so far, saved whenever validation
+/// accuracy improves) are kept in `out` (`out/member-K` for an ensemble), so an interrupted run
+/// keeps its history and its best weights. Member `m` uses seed `cfg.seed + m`.
 pub fn fit(
     prep: &Prepared,
     arch: &CnnConfig,
@@ -144,24 +192,67 @@ pub fn fit(
     out: &Path,
     device: &Device,
     on_epoch: &mut dyn FnMut(&EpochLog),
-) -> Result<Trained> {
+) -> Result<Fitted> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     write_json(&out.join("split.json"), &prep.split)?;
-    let train_t = tensors(&prep.set, &prep.train_rows, prep.mean, prep.std, device)?;
-    let val_t = tensors(&prep.set, &prep.val_rows, prep.mean, prep.std, device)?;
+    let n = cfg.ensemble.max(1);
+    let mut members = Vec::new();
+    for m in 0..n {
+        let split = member_split(&prep.split, m);
+        let member_out = if n > 1 { out.join(format!("member-{m}")) } else { out.to_path_buf() };
+        let member_cfg = TrainConfig { seed: cfg.seed.wrapping_add(m as u64), ..cfg.clone() };
+        members.push(fit_member(prep, split, arch, &member_cfg, &member_out, device, on_epoch)?);
+    }
+    let model = Classifier {
+        members: members
+            .iter()
+            .map(|m| Member { net: m.trained.model.clone(), mean: m.mean, std: m.std })
+            .collect(),
+    };
+    let first = &members[0].trained;
+    Ok(Fitted {
+        model,
+        log: first.log.clone(),
+        best_epoch: first.best_epoch,
+        best_val_acc: first.best_val_acc,
+        train_seconds: members.iter().map(|m| m.trained.train_seconds).sum(),
+        samples_seen: members.iter().map(|m| m.trained.samples_seen).sum(),
+        members,
+    })
+}
+
+/// One network of [`fit`], on the speakers of `split`.
+fn fit_member(
+    prep: &Prepared,
+    split: Split,
+    arch: &CnnConfig,
+    cfg: &TrainConfig,
+    out: &Path,
+    device: &Device,
+    on_epoch: &mut dyn FnMut(&EpochLog),
+) -> Result<FittedMember> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let (train_rows, val_rows) = (rows_for(&prep.set, &split.train), rows_for(&prep.set, &split.val));
+    ensure!(
+        !train_rows.is_empty() && !val_rows.is_empty(),
+        "the split leaves no training or no validation recordings"
+    );
+    let (mean, std) =
+        if split == prep.split { (prep.mean, prep.std) } else { norm_stats(&prep.set, &train_rows) };
+    let train_t = tensors(&prep.set, &train_rows, mean, std, device)?;
+    let val_t = tensors(&prep.set, &val_rows, mean, std, device)?;
     let model_path = out.join("model.safetensors");
     // Augmentation works on the clean training clips, re-featurised every epoch.
     let fx = prep.fx()?;
     let clips = if cfg.augment.is_off() {
         Vec::new()
     } else {
-        let files: Vec<&str> = prep.train_rows.iter().map(|&i| prep.set.files[i].as_str()).collect();
+        let files: Vec<&str> = train_rows.iter().map(|&i| prep.set.files[i].as_str()).collect();
         crate::augment::load_clips(&fx, &prep.dataset.root, &files)?
     };
-    let (n, m, t) = (prep.train_rows.len(), prep.set.n_mels, prep.set.n_frames);
+    let (n, m, t) = (train_rows.len(), prep.set.n_mels, prep.set.n_frames);
     let augmented = |epoch: usize| -> Result<Tensor> {
-        let x =
-            crate::augment::epoch_features(&fx, &clips, &cfg.augment, cfg.seed, epoch, (prep.mean, prep.std));
+        let x = crate::augment::epoch_features(&fx, &clips, &cfg.augment, cfg.seed, epoch, (mean, std));
         Ok(Tensor::from_vec(x, (n, 1, m, t), device)?)
     };
     let augmented: Option<&dyn Fn(usize) -> Result<Tensor>> =
@@ -182,7 +273,9 @@ pub fn fit(
             }
             if let Some(varmap) = best {
                 let partial = serde_json::json!({"status": "training", "best_epoch": row.epoch, "val_accuracy": row.val_acc});
-                if let Err(e) = save_model(&model_path, varmap, &prep.model_meta(arch, partial)) {
+                let split = serde_json::to_value(&split).unwrap_or_default();
+                let meta = ModelMeta { mean, std, split, ..prep.model_meta(arch, partial) };
+                if let Err(e) = save_model(&model_path, varmap, &meta) {
                     checkpoint_error.get_or_insert(e);
                 }
             }
@@ -194,7 +287,7 @@ pub fn fit(
     }
     write_training_log(&out.join("training_log.csv"), &trained.log)?;
     crate::plots::training_curves(&trained.log, &out.join("training_metrics.png"))?;
-    Ok(trained)
+    Ok(FittedMember { trained, split, mean, std })
 }
 
 /// Train on `opts.data` and write every artifact to `opts.out`.
@@ -224,7 +317,7 @@ pub fn train_and_evaluate(
 pub fn export(
     prep: &Prepared,
     arch: &CnnConfig,
-    trained: &Trained,
+    trained: &Fitted,
     evaluation: &Evaluation,
     opts: &TrainOptions,
     device: &Device,
@@ -244,11 +337,12 @@ pub fn export(
     };
     let out = &opts.out;
     write_json(&out.join("metrics.json"), &metrics)?;
-    save_model(
-        &out.join("model.safetensors"),
-        &trained.varmap,
-        &prep.model_meta(arch, serde_json::to_value(&metrics)?),
-    )?;
+    let mut meta = prep.model_meta(arch, serde_json::to_value(&metrics)?);
+    if trained.members.len() > 1 {
+        meta.members = trained.members.iter().map(|m| (m.mean, m.std)).collect();
+    }
+    let varmaps: Vec<&VarMap> = trained.members.iter().map(|m| &m.trained.varmap).collect();
+    save_ensemble(&out.join("model.safetensors"), &varmaps, &meta)?;
     write_json(
         &out.join("run_manifest.json"),
         &serde_json::json!({
@@ -289,7 +383,7 @@ impl Tested {
 }
 
 /// Score `model` on the test speakers of `prep` and write the evaluation files to `out`.
-pub fn test(model: &crate::model::Cnn, prep: &Prepared, device: &Device, out: &Path) -> Result<Tested> {
+pub fn test(model: &Classifier, prep: &Prepared, device: &Device, out: &Path) -> Result<Tested> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     if prep.test_rows.is_empty() {
         let evaluation = Evaluation::new(&[], &[], 10);
@@ -301,33 +395,28 @@ pub fn test(model: &crate::model::Cnn, prep: &Prepared, device: &Device, out: &P
             evaluation,
         });
     }
-    evaluate_rows(model, &prep.set, &prep.dataset, &prep.test_rows, prep.mean, prep.std, device, out, "test")
+    evaluate_rows(model, &prep.set, &prep.dataset, &prep.test_rows, device, out, "test")
 }
 
 /// Predict `rows` and write the evaluation files (report, confusion matrix PNG, per-speaker
 /// CSV, per-file predictions).
 #[allow(clippy::too_many_arguments)]
 fn evaluate_rows(
-    model: &crate::model::Cnn,
+    model: &Classifier,
     set: &FeatureSet,
     dataset: &Dataset,
     rows: &[usize],
-    mean: f32,
-    std: f32,
     device: &Device,
     out: &Path,
     part: &str,
 ) -> Result<Tested> {
-    let (x, _) = tensors(set, rows, mean, std, device)?;
+    // Unstandardised: each member applies its own mean and std.
+    let (x, _) = tensors(set, rows, 0.0, 1.0, device)?;
     let probabilities = predict_probabilities(model, &x, 256)?;
     let truth: Vec<usize> = rows.iter().map(|&i| set.digits[i] as usize).collect();
     let predicted: Vec<usize> = probabilities.iter().map(|p| argmax(p)).collect();
     let evaluation = Evaluation::new(&truth, &predicted, 10);
-    let names = digit_names();
-    std::fs::write(out.join("classification_report.txt"), evaluation.report(&names))
-        .with_context(|| format!("writing {}", out.join("classification_report.txt").display()))?;
-    let title = format!("{part} confusion matrix (accuracy {:.2}%)", 100.0 * evaluation.accuracy);
-    crate::plots::confusion_matrix(&evaluation.confusion, &names, &title, &out.join("confusion_matrix.png"))?;
+    write_evaluation(&evaluation, out, part)?;
     let speakers: Vec<String> = rows.iter().map(|&i| set.speakers[i].clone()).collect();
     let mut df = per_speaker_frame(dataset, &per_speaker(&speakers, &truth, &predicted))?;
     write_csv(&mut df, &out.join("per_speaker_accuracy.csv"))?;
@@ -342,6 +431,15 @@ fn evaluate_rows(
     ])?;
     write_csv(&mut pred, &out.join("predictions.csv"))?;
     Ok(tested)
+}
+
+/// `out/classification_report.txt` and `out/confusion_matrix.png`.
+fn write_evaluation(evaluation: &Evaluation, out: &Path, part: &str) -> Result<()> {
+    let names = digit_names();
+    std::fs::write(out.join("classification_report.txt"), evaluation.report(&names))
+        .with_context(|| format!("writing {}", out.join("classification_report.txt").display()))?;
+    let title = format!("{part} confusion matrix (accuracy {:.2}%)", 100.0 * evaluation.accuracy);
+    crate::plots::confusion_matrix(&evaluation.confusion, &names, &title, &out.join("confusion_matrix.png"))
 }
 
 /// The per-speaker accuracy table (with the speakers' metadata when the dataset has it).
@@ -397,17 +495,7 @@ pub fn evaluate_model(
     let rows = rows_for(&set, &split.test);
     ensure!(!rows.is_empty(), "no recordings of the test speakers {:?} in {}", split.test, data.display());
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let tested = evaluate_rows(
-        &loaded.model,
-        &set,
-        &dataset,
-        &rows,
-        loaded.meta.mean,
-        loaded.meta.std,
-        device,
-        out,
-        "test",
-    )?;
+    let tested = evaluate_rows(&loaded.model, &set, &dataset, &rows, device, out, "test")?;
     let evaluation = tested.evaluation;
     write_json(
         &out.join("metrics.json"),
@@ -444,10 +532,23 @@ pub struct FoldResult {
     /// The speaker(s) early stopping watched, taken from the training speakers.
     pub val_speaker: String,
     pub test_accuracy: f64,
+    /// Best validation accuracy (the members' mean for an ensemble).
     pub val_accuracy: f64,
     pub best_epoch: usize,
     pub epochs: usize,
     pub seconds: f64,
+    /// Every network trained for the fold (one unless the recipe is an ensemble).
+    pub members: Vec<MemberResult>,
+}
+
+/// One network of a fold.
+#[derive(Clone, Debug, Serialize)]
+pub struct MemberResult {
+    pub val_speaker: String,
+    pub val_accuracy: f64,
+    pub test_accuracy: f64,
+    pub best_epoch: usize,
+    pub epochs: usize,
 }
 
 /// `crossval.json`.
@@ -520,19 +621,38 @@ pub fn crossval(
         let prep = Prepared::new(dataset, set, spec)?;
         let fold_out = out.join(format!("fold-{k}"));
         let arch = prep.architecture_for(cfg);
-        let trained = fit(&prep, &arch, cfg, &fold_out, device, on_epoch)?;
-        let tested = test(&trained.model, &prep, device, &fold_out)?;
-        for (row, counts) in result.confusion.iter_mut().zip(&tested.evaluation.confusion) {
+        let fitted = fit(&prep, &arch, cfg, &fold_out, device, on_epoch)?;
+        let tested = test(&fitted.model, &prep, device, &fold_out)?;
+        let evaluation = tested.evaluation;
+        for (row, counts) in result.confusion.iter_mut().zip(&evaluation.confusion) {
             row.iter_mut().zip(counts).for_each(|(a, b)| *a += b);
+        }
+        let mut members = Vec::new();
+        for m in &fitted.members {
+            // Each member alone on the test speaker, for the record.
+            let single = Classifier {
+                members: vec![Member { net: m.trained.model.clone(), mean: m.mean, std: m.std }],
+            };
+            let (x, _) = tensors(&prep.set, &prep.test_rows, 0.0, 1.0, device)?;
+            let p = predict_probabilities(&single, &x, 256)?;
+            let correct = p.iter().zip(&tested.truth).filter(|(p, &t)| argmax(p) == t).count();
+            members.push(MemberResult {
+                val_speaker: m.split.val.join(","),
+                val_accuracy: m.trained.best_val_acc,
+                test_accuracy: correct as f64 / tested.truth.len().max(1) as f64,
+                best_epoch: m.trained.best_epoch,
+                epochs: m.trained.log.len(),
+            });
         }
         result.folds.push(FoldResult {
             test_speaker: prep.split.test.join(","),
-            val_speaker: prep.split.val.join(","),
-            test_accuracy: tested.evaluation.accuracy,
-            val_accuracy: trained.best_val_acc,
-            best_epoch: trained.best_epoch,
-            epochs: trained.log.len(),
+            val_speaker: members[0].val_speaker.clone(),
+            test_accuracy: evaluation.accuracy,
+            val_accuracy: members.iter().map(|m| m.val_accuracy).sum::<f64>() / members.len() as f64,
+            best_epoch: members[0].best_epoch,
+            epochs: members[0].epochs,
             seconds: t0.elapsed().as_secs_f64(),
+            members,
         });
         let acc: Vec<f64> = result.folds.iter().map(|f| f.test_accuracy).collect();
         result.mean = acc.iter().sum::<f64>() / acc.len() as f64;

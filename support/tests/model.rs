@@ -4,7 +4,9 @@ mod common;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use support::model::{init_varmap, load_model, parameters, save_model, Cnn, CnnConfig, ModelMeta};
+use support::model::{
+    init_varmap, load_model, parameters, save_ensemble, save_model, Cnn, CnnConfig, ModelMeta,
+};
 use support::train::{evaluate_loss, train, TrainConfig};
 use support::FeatureConfig;
 
@@ -166,6 +168,7 @@ fn meta(arch: &CnnConfig) -> ModelMeta {
         },
         mean: -40.0,
         std: 15.0,
+        members: Vec::new(),
         classes: (0..10).map(|d| d.to_string()).collect(),
         split: serde_json::json!({"train": ["a"], "val": ["b"], "test": ["c"]}),
         metrics: serde_json::json!({"test_accuracy": 0.5}),
@@ -188,12 +191,57 @@ fn model_file_round_trips() {
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("model.safetensors");
-    save_model(&path, &trained.varmap, &meta(&arch)).unwrap();
+    // Mean 0 and std 1: the loaded classifier standardises its input, here exactly a no-op.
+    let meta = ModelMeta { mean: 0.0, std: 1.0, ..meta(&arch) };
+    save_model(&path, &trained.varmap, &meta).unwrap();
     let loaded = load_model(&path, &Device::Cpu).unwrap();
-    assert_eq!(loaded.meta, meta(&arch));
+    assert_eq!(loaded.meta, meta);
     let before = trained.model.probabilities(&x).unwrap().to_vec2::<f32>().unwrap();
     let after = loaded.model.probabilities(&x).unwrap().to_vec2::<f32>().unwrap();
     assert_eq!(before, after, "same weights, same running statistics, same outputs");
+}
+
+#[test]
+fn an_ensemble_file_averages_its_members_each_with_its_own_normalisation() {
+    let arch = small_arch();
+    let (x, _) = toy_data(8, &arch, 3);
+    let (a, net_a) = init_varmap(&arch, 1, &Device::Cpu).unwrap();
+    let (b, net_b) = init_varmap(&arch, 2, &Device::Cpu).unwrap();
+    let norms = vec![(0.5f32, 2.0f32), (-1.0, 0.5)];
+    let meta = ModelMeta { members: norms.clone(), ..meta(&arch) };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ensemble.safetensors");
+    save_ensemble(&path, &[&a, &b], &meta).unwrap();
+    let loaded = load_model(&path, &Device::Cpu).unwrap();
+    assert_eq!(loaded.meta, meta);
+    assert_eq!(loaded.model.members.len(), 2);
+    let got = loaded.model.probabilities(&x).unwrap().to_vec2::<f32>().unwrap();
+    let mut want = vec![vec![0f32; 10]; 8];
+    for (net, (mean, std)) in [(&net_a, norms[0]), (&net_b, norms[1])] {
+        let xs = ((&x - mean as f64).unwrap() * (1.0 / std) as f64).unwrap();
+        let p = net.probabilities(&xs).unwrap().to_vec2::<f32>().unwrap();
+        want.iter_mut().zip(p).for_each(|(w, p)| w.iter_mut().zip(p).for_each(|(w, p)| *w += p / 2.0));
+    }
+    for (g, w) in got.iter().flatten().zip(want.iter().flatten()) {
+        assert!((g - w).abs() < 1e-6, "{g} vs {w}");
+    }
+    // the two members differ, so the average is not just one of them
+    let single = ModelMeta { mean: norms[0].0, std: norms[0].1, ..meta.clone() };
+    save_model(&dir.path().join("a.safetensors"), &a, &ModelMeta { members: vec![], ..single }).unwrap();
+    let one = load_model(&dir.path().join("a.safetensors"), &Device::Cpu).unwrap();
+    assert_ne!(one.model.probabilities(&x).unwrap().to_vec2::<f32>().unwrap(), got);
+    // a member's tensors missing, or norms without their networks, are refused
+    assert!(save_ensemble(&path, &[&a], &meta).is_err());
+    let three = ModelMeta { members: vec![(0.0, 1.0); 3], ..meta.clone() };
+    let bytes = std::fs::read(&path).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let mut md = header.metadata().clone().unwrap();
+    md.insert("members".into(), serde_json::to_string(&three.members).unwrap());
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let bad = dir.path().join("bad.safetensors");
+    safetensors::serialize_to_file(st.tensors(), Some(md), &bad).unwrap();
+    let e = format!("{:#}", load_model(&bad, &Device::Cpu).err().expect("refused"));
+    assert!(e.contains("member2.") && e.contains("missing"), "{e}");
 }
 
 #[test]

@@ -255,6 +255,62 @@ fn predict_command_and_predictor_agree_with_training_and_handle_bad_input() {
 }
 
 #[test]
+fn member_splits_rotate_validation_through_the_training_speakers() {
+    use support::split::Split;
+    use support::workflow::member_split;
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let split = Split { train: s(&["a", "b", "d", "f"]), val: s(&["e"]), test: s(&["c"]) };
+    assert_eq!(member_split(&split, 0), split);
+    let vals: Vec<Vec<String>> = (1..6).map(|m| member_split(&split, m).val).collect();
+    assert_eq!(vals, [s(&["f"]), s(&["a"]), s(&["b"]), s(&["d"]), s(&["e"])]);
+    for m in 0..6 {
+        let p = member_split(&split, m);
+        assert_eq!(p.test, s(&["c"]));
+        let mut all: Vec<String> = p.train.iter().chain(&p.val).cloned().collect();
+        all.sort();
+        assert_eq!(all, s(&["a", "b", "d", "e", "f"]), "member {m}: every non-test speaker, once");
+    }
+    // groups of two validation speakers move on by two
+    let split = Split { train: s(&["a", "b", "c", "d"]), val: s(&["e", "f"]), test: s(&["g"]) };
+    assert_eq!(member_split(&split, 1).val, s(&["a", "b"]));
+    assert_eq!(member_split(&split, 2).val, s(&["c", "d"]));
+}
+
+#[test]
+fn an_ensemble_run_exports_one_file_that_evaluate_and_predict_use() {
+    let dir = tempfile::tempdir().unwrap();
+    make_dataset(&dir.path().join("data"));
+    let out = dir.path().join("run");
+    let mut opts = options(&dir.path().join("data"), &out, &dir.path().join("cache"));
+    opts.train.ensemble = 2;
+    let report = train_and_evaluate(&opts, &Device::Cpu, &|_, _| {}, &mut |_| {}).unwrap();
+    for m in 0..2 {
+        assert!(out.join(format!("member-{m}/training_log.csv")).exists());
+    }
+    // Member 1 validated on the other training speaker and trained on the first one's.
+    let member1 = support::model::load_model(&out.join("member-1/model.safetensors"), &Device::Cpu).unwrap();
+    assert_eq!(member1.meta.split["val"], serde_json::json!(["ann"]));
+    assert_eq!(member1.meta.split["train"], serde_json::json!(["bob"]));
+    let loaded = support::model::load_model(&report.model_path, &Device::Cpu).unwrap();
+    assert_eq!(loaded.model.members.len(), 2);
+    assert_eq!(loaded.meta.members.len(), 2);
+    let eval = evaluate_model(
+        &report.model_path,
+        &dir.path().join("data"),
+        &dir.path().join("eval"),
+        &dir.path().join("cache"),
+        None,
+        &Device::Cpu,
+        &|_, _| {},
+    )
+    .unwrap();
+    assert_eq!(eval.accuracy, report.evaluation.accuracy);
+    let predictor = support::predict::Predictor::load_on(&report.model_path, &Device::Cpu).unwrap();
+    let p = predictor.predict_file(&dir.path().join("data/recordings/3_cat_0.wav")).unwrap();
+    assert!((p.probabilities.iter().sum::<f32>() - 1.0).abs() < 1e-4);
+}
+
+#[test]
 fn crossval_leaves_each_speaker_out_once_and_writes_the_contract() {
     let dir = tempfile::tempdir().unwrap();
     make_dataset(&dir.path().join("data"));
@@ -274,7 +330,18 @@ fn crossval_leaves_each_speaker_out_once_and_writes_the_contract() {
             .unwrap()
     };
     // Every augmentation on, so the on-the-fly path runs end to end.
-    let o = run(&["--scheme", "loso", "--recipe", "best", "--augment", "speed,gain,shift,noise,specaugment"]);
+    let o = run(&[
+        "--scheme",
+        "loso",
+        "--recipe",
+        "best",
+        "--augment",
+        "speed,gain,shift,noise,specaugment",
+        "--mixup",
+        "0.4",
+        "--ensemble",
+        "2",
+    ]);
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
     assert!(stdout.contains("augmentation: speed, gain, shift, noise, specaugment"), "{stdout}");
@@ -288,6 +355,14 @@ fn crossval_leaves_each_speaker_out_once_and_writes_the_contract() {
     for f in folds {
         let (test, val) = (f["test_speaker"].as_str().unwrap(), f["val_speaker"].as_str().unwrap());
         assert!(val != test && ["ann", "bob", "cat"].contains(&val), "fold {f}");
+        // Two networks, validated on the two training speakers in turn, never on the test one.
+        let members = f["members"].as_array().unwrap();
+        let mut vals: Vec<&str> = members.iter().map(|m| m["val_speaker"].as_str().unwrap()).collect();
+        assert_eq!(vals[0], val);
+        vals.sort();
+        let mut others: Vec<&str> = ["ann", "bob", "cat"].into_iter().filter(|s| *s != test).collect();
+        others.sort();
+        assert_eq!(vals, others, "fold {f}");
         let acc = f["test_accuracy"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&acc));
         accs.push(acc);
@@ -306,7 +381,7 @@ fn crossval_leaves_each_speaker_out_once_and_writes_the_contract() {
         .sum();
     assert_eq!(confusion, 120);
     assert!(std::fs::metadata(out.join("confusion_matrix.png")).unwrap().len() > 1000);
-    assert!(out.join("fold-0/model.safetensors").exists());
+    assert!(out.join("fold-0/member-1/model.safetensors").exists());
     let o = run(&["--scheme", "kfold"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("expected loso or paper"));

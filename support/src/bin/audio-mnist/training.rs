@@ -88,6 +88,17 @@ pub struct RecipeArgs {
     /// Override the recipe's third conv block: its channels (0 = none, the seed's).
     #[arg(long)]
     pub conv3: Option<usize>,
+    /// Override the recipe's mixup strength (Beta(a, a) blending of batch pairs; 0 = off).
+    #[arg(long)]
+    pub mixup: Option<f64>,
+    /// Override the recipe's early-stopping patience (epochs without a better validation
+    /// accuracy).
+    #[arg(long)]
+    pub patience: Option<usize>,
+    /// Override the recipe's ensemble size (networks per fold, each validated on another
+    /// training speaker; crossval only).
+    #[arg(long)]
+    pub ensemble: Option<usize>,
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
 }
@@ -116,6 +127,19 @@ impl RecipeArgs {
         if let Some(c) = self.conv3 {
             cfg.conv3_channels = c;
             cfg.recipe = format!("{}, conv3 {c}", cfg.recipe);
+        }
+        if let Some(a) = self.mixup {
+            cfg.mixup = a;
+            cfg.recipe = format!("{}, mixup {a}", cfg.recipe);
+        }
+        if let Some(p) = self.patience {
+            cfg.patience = p;
+            cfg.recipe = format!("{}, patience {p}", cfg.recipe);
+        }
+        if let Some(k) = self.ensemble {
+            anyhow::ensure!(k >= 1, "--ensemble must be at least 1");
+            cfg.ensemble = k;
+            cfg.recipe = format!("{}, ensemble {k}", cfg.recipe);
         }
         if let Some(ls) = self.label_smoothing {
             cfg.label_smoothing = ls;
