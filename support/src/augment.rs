@@ -187,6 +187,13 @@ pub fn augment_one(
         let g = 10f32.powf(rng.random_range(-cfg.gain_db..=cfg.gain_db) / 20.0);
         y.iter_mut().for_each(|v| *v *= g);
     }
+    if c.framing == crate::features::Framing::Stretch {
+        // The frames follow the word: no room to shift it in, and the noise covers the word.
+        add_noise(&mut y, cfg, rng);
+        let mut img = fx.log_mel_of_word(&y);
+        standardise_and_mask(&mut img, c.n_mels, c.n_frames(), cfg, rng, (mean, std));
+        return img;
+    }
     let len = y.len().min(c.clip_samples);
     let room = c.clip_samples - len;
     let offset = if cfg.shift_s > 0.0 && room > 0 {
@@ -196,16 +203,43 @@ pub fn augment_one(
     };
     let mut window = vec![0f32; c.clip_samples];
     window[offset..offset + len].copy_from_slice(&y[..len]);
-    if cfg.noise_p > 0.0 && rng.random::<f32>() < cfg.noise_p && len > 0 {
-        let power = y[..len].iter().map(|v| v * v).sum::<f32>() / len as f32;
-        let snr = rng.random_range(cfg.snr_min_db..=cfg.snr_max_db.max(cfg.snr_min_db));
-        let sigma = (power / 10f32.powf(snr / 10.0)).sqrt();
+    if let Some(sigma) = noise_sigma(&y[..len], cfg, rng) {
         window.iter_mut().for_each(|v| *v += sigma * gaussian(rng));
     }
     let mut img = fx.log_mel(&window);
+    standardise_and_mask(&mut img, c.n_mels, c.n_frames(), cfg, rng, (mean, std));
+    img
+}
+
+/// With probability `noise_p`, the standard deviation of white noise at a random SNR
+/// against the power of `y`.
+fn noise_sigma(y: &[f32], cfg: &AugmentConfig, rng: &mut StdRng) -> Option<f32> {
+    if cfg.noise_p > 0.0 && rng.random::<f32>() < cfg.noise_p && !y.is_empty() {
+        let power = y.iter().map(|v| v * v).sum::<f32>() / y.len() as f32;
+        let snr = rng.random_range(cfg.snr_min_db..=cfg.snr_max_db.max(cfg.snr_min_db));
+        Some((power / 10f32.powf(snr / 10.0)).sqrt())
+    } else {
+        None
+    }
+}
+
+fn add_noise(y: &mut [f32], cfg: &AugmentConfig, rng: &mut StdRng) {
+    if let Some(sigma) = noise_sigma(y, cfg, rng) {
+        y.iter_mut().for_each(|v| *v += sigma * gaussian(rng));
+    }
+}
+
+/// `(x - mean) / std`, then the SpecAugment masks.
+fn standardise_and_mask(
+    img: &mut [f32],
+    m: usize,
+    t: usize,
+    cfg: &AugmentConfig,
+    rng: &mut StdRng,
+    (mean, std): (f32, f32),
+) {
     let inv = 1.0 / std;
     img.iter_mut().for_each(|v| *v = (*v - mean) * inv);
-    let (m, t) = (c.n_mels, c.n_frames());
     for _ in 0..cfg.masks {
         if cfg.freq_mask > 0 {
             let w = rng.random_range(0..=cfg.freq_mask.min(m));
@@ -220,7 +254,6 @@ pub fn augment_one(
             }
         }
     }
-    img
 }
 
 /// Standardised features `N x n_mels x n_frames` of every clip for one epoch.

@@ -51,6 +51,23 @@ pub struct FeatureConfig {
     pub top_db: f32,
     /// Recordings longer than this are refused (AudioMNIST clips are under 1 s).
     pub max_duration_s: f64,
+    /// Where the STFT frames sit (absent in older caches and model files: `pad`).
+    #[serde(default)]
+    pub framing: Framing,
+}
+
+/// Where the `n_frames` STFT frames of a trimmed word sit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Framing {
+    /// The seed's: `fix_length` pads the word to `clip_samples`, frames every `hop_length`
+    /// samples; a short word fills the first few frames and its length shows.
+    #[default]
+    Pad,
+    /// The frame centres spread evenly from the word's first sample to its last (hop =
+    /// word length / (n_frames - 1)): every image shows the whole word at the same scale,
+    /// whatever the speaking rate, with finer time steps for short words.
+    Stretch,
 }
 
 impl Default for FeatureConfig {
@@ -69,6 +86,7 @@ impl Default for FeatureConfig {
             amin: 1e-10,
             top_db: 80.0,
             max_duration_s: 60.0,
+            framing: Framing::Pad,
         }
     }
 }
@@ -195,7 +213,7 @@ pub struct Stages {
     pub resampled: Vec<f32>,
     /// `librosa.effects.trim` bounds into `resampled`.
     pub trim: (usize, usize),
-    /// Trimmed, peak-normalised and fixed to `clip_samples`.
+    /// Trimmed, peak-normalised and (`Framing::Pad`) fixed to `clip_samples`.
     pub clip: Vec<f32>,
     /// `n_mels x n_frames` log-Mel image, row-major (mel band, then frame).
     pub log_mel: Vec<f32>,
@@ -294,8 +312,26 @@ impl FeatureExtractor {
         scratch.clip.clear();
         scratch.clip.extend_from_slice(&scratch.resampled[start..end]);
         normalize(&mut scratch.clip);
+        if c.framing == Framing::Stretch {
+            return Ok(self.log_mel_of_word(&scratch.clip));
+        }
         scratch.clip.resize(c.clip_samples, 0.0);
         Ok(self.log_mel(&scratch.clip))
+    }
+
+    /// The log-Mel image of a trimmed, normalised word, framed as the config says.
+    pub fn log_mel_of_word(&self, word: &[f32]) -> Vec<f32> {
+        let mut mel = match self.config.framing {
+            Framing::Pad => self.melspectrogram(&fix_length(word.to_vec(), self.config.clip_samples)),
+            Framing::Stretch => {
+                let n = self.config.n_frames();
+                let last = word.len().saturating_sub(1);
+                // frame t centred on sample round(t * last / (n - 1))
+                self.mel_frames(word, n, |t| (t * last + (n - 1) / 2) / (n - 1).max(1))
+            }
+        };
+        power_to_db(&mut mel, self.config.amin, self.config.top_db);
+        mel
     }
 
     /// Trim, normalize and fix_length a signal already at the analysis rate.
@@ -315,8 +351,14 @@ impl FeatureExtractor {
 
     /// Power mel spectrogram, `n_mels x n_frames` row-major, for a signal of any length.
     pub fn melspectrogram(&self, y: &[f32]) -> Vec<f32> {
+        let hop = self.config.hop_length;
+        self.mel_frames(y, 1 + y.len() / hop, |t| t * hop)
+    }
+
+    /// Power mel spectrogram of `n_frames` frames, frame `t` centred on sample `centre(t)`
+    /// (non-decreasing), zeros outside `y`.
+    fn mel_frames(&self, y: &[f32], n_frames: usize, centre: impl Fn(usize) -> usize) -> Vec<f32> {
         let c = &self.config;
-        let n_frames = 1 + y.len() / c.hop_length;
         let half = c.n_fft / 2;
         let mut frame = self.fft.make_input_vec();
         let mut spectrum = self.fft.make_output_vec();
@@ -328,12 +370,13 @@ impl FeatureExtractor {
         // all-zero spectrum, so skip their FFTs (most frames of a short word).
         let signal_end = y.iter().rposition(|v| *v != 0.0).map_or(0, |i| i + 1);
         for t in 0..n_frames {
-            if t * c.hop_length >= signal_end + half {
+            let at = centre(t);
+            if at >= signal_end + half {
                 break;
             }
-            // sample index of frame position k is t*hop + k - half; zeros outside the signal
-            let start = (t * c.hop_length).wrapping_sub(half);
-            if t * c.hop_length >= half && start + c.n_fft <= y.len() {
+            // sample index of frame position k is centre + k - half; zeros outside the signal
+            let start = at.wrapping_sub(half);
+            if at >= half && start + c.n_fft <= y.len() {
                 for ((v, w), s) in frame.iter_mut().zip(&self.window).zip(&y[start..]) {
                     *v = s * w;
                 }
@@ -413,6 +456,38 @@ mod tests {
         let mut y = vec![0.1, -0.5, 0.25];
         normalize(&mut y);
         assert_eq!(y, vec![0.2, -1.0, 0.5]);
+    }
+
+    /// A chirp-like test word of `n` samples.
+    fn word(n: usize) -> Vec<f32> {
+        (0..n).map(|i| (i as f32 * (0.05 + 0.3 * i as f32 / n as f32)).sin()).collect()
+    }
+
+    #[test]
+    fn stretch_framing_spreads_the_frames_over_the_word() {
+        let pad = FeatureExtractor::new(FeatureConfig::default()).unwrap();
+        let stretch =
+            FeatureExtractor::new(FeatureConfig { framing: Framing::Stretch, ..FeatureConfig::default() })
+                .unwrap();
+        // A word of 31 hops + 1 sample: stretched centres are exactly the padded ones.
+        let exact = word(31 * 512 + 1);
+        assert_eq!(stretch.log_mel_of_word(&exact), pad.log_mel_of_word(&exact));
+        assert_eq!(pad.log_mel_of_word(&exact), pad.log_mel(&fix_length(exact.clone(), 16_000)));
+        // A short word: padded, the last frames see nothing (the -80 dB floor); stretched, every
+        // frame sees the word.
+        let short = word(4000);
+        let (p, s) = (pad.log_mel_of_word(&short), stretch.log_mel_of_word(&short));
+        let column_max = |img: &[f32], t: usize| (0..128).map(|m| img[m * 32 + t]).fold(f32::MIN, f32::max);
+        assert!((20..32).all(|t| column_max(&p, t) == -80.0));
+        assert!((0..32).all(|t| column_max(&s, t) > -40.0));
+        // The extractor's own pipeline frames the trimmed word the same way.
+        let mut signal = vec![0f32; 2000];
+        signal.extend(&short);
+        signal.extend(vec![0f32; 6000]);
+        let via_pipeline = stretch.extract_samples(&signal, 16_000).unwrap();
+        let stages = stretch.stages(&signal, 16_000).unwrap();
+        assert_eq!(via_pipeline, stretch.log_mel_of_word(&stages.clip));
+        assert_ne!(via_pipeline, pad.extract_samples(&signal, 16_000).unwrap());
     }
 
     #[test]

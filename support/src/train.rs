@@ -58,6 +58,9 @@ pub struct TrainConfig {
     /// together they learn from every training speaker. 1 = a single network.
     #[serde(default = "one")]
     pub ensemble: usize,
+    /// How the STFT frames cover the word (`FeatureConfig::framing`; the seed's: `pad`).
+    #[serde(default)]
+    pub framing: crate::features::Framing,
 }
 
 fn one() -> usize {
@@ -84,7 +87,15 @@ impl Default for TrainConfig {
             conv3_channels: 0,
             mixup: 0.0,
             ensemble: 1,
+            framing: Default::default(),
         }
+    }
+}
+
+impl TrainConfig {
+    /// The feature extraction this recipe trains on: the seed's, with the recipe's framing.
+    pub fn features(&self) -> crate::FeatureConfig {
+        crate::FeatureConfig { framing: self.framing, ..Default::default() }
     }
 }
 

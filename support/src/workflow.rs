@@ -603,7 +603,7 @@ pub fn crossval(
     on_epoch: &mut dyn FnMut(&EpochLog),
 ) -> Result<CrossVal> {
     let start = std::time::Instant::now();
-    let (mut dataset, mut set, _) = load_features(data, cache_dir, &FeatureConfig::default(), progress)?;
+    let (mut dataset, mut set, _) = load_features(data, cache_dir, &cfg.features(), progress)?;
     let folds = crossval_folds(scheme, &dataset.speaker_ids())?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let mut result = CrossVal {

@@ -99,6 +99,10 @@ pub struct RecipeArgs {
     /// training speaker; crossval only).
     #[arg(long)]
     pub ensemble: Option<usize>,
+    /// Override the recipe's framing: `pad` (the seed's: the word padded to 1 s) or `stretch`
+    /// (the frames spread over the word).
+    #[arg(long, value_parser = ["pad", "stretch"])]
+    pub framing: Option<String>,
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
 }
@@ -141,6 +145,10 @@ impl RecipeArgs {
             cfg.ensemble = k;
             cfg.recipe = format!("{}, ensemble {k}", cfg.recipe);
         }
+        if let Some(f) = &self.framing {
+            cfg.framing = serde_json::from_value(serde_json::Value::String(f.clone()))?;
+            cfg.recipe = format!("{}, framing {f}", cfg.recipe);
+        }
         if let Some(ls) = self.label_smoothing {
             cfg.label_smoothing = ls;
             cfg.recipe = format!("{}, label smoothing {ls}", cfg.recipe);
@@ -157,7 +165,7 @@ impl TrainArgs {
             cache_dir,
             split: self.split.spec(self.recipe.seed)?,
             train: self.recipe.config()?,
-            features: FeatureConfig::default(),
+            features: self.recipe.config()?.features(),
         })
     }
 }
