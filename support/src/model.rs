@@ -43,6 +43,12 @@ pub struct CnnConfig {
     /// or channel's spectral tilt and level; inference applies it too, being part of the model.
     #[serde(default)]
     pub cmvn: bool,
+    /// Cepstral liftering inside the network (absent in older model files: 0 = off): keep the
+    /// first `lifter` DCT coefficients of each frame's log-Mel column, i.e. smooth the
+    /// spectrum along frequency to its envelope (formants) and drop the pitch harmonics,
+    /// which differ from voice to voice. 20-40 is MFCC-like for 128 bands.
+    #[serde(default)]
+    pub lifter: usize,
 }
 
 /// The classifier's input: the seed flattens the `[C2, M/4, T/4]` maps (a 16,384-wide layer
@@ -69,6 +75,7 @@ impl Default for CnnConfig {
             head: Head::Flatten,
             conv3_channels: 0,
             cmvn: false,
+            lifter: 0,
         }
     }
 }
@@ -145,6 +152,7 @@ impl CnnConfig {
             self.classes >= 2 && self.hidden > 0 && self.conv1_channels > 0 && self.conv2_channels > 0,
             "empty layer"
         );
+        ensure!(self.lifter <= self.n_mels, "lifter {} exceeds {} mel bands", self.lifter, self.n_mels);
         Ok(())
     }
 }
@@ -158,6 +166,8 @@ pub struct Cnn {
     conv2: Conv2d,
     bn2: BatchNorm,
     block3: Option<(Conv2d, BatchNorm)>,
+    /// `[M, M]` projection onto the first `lifter` DCT-II basis vectors (symmetric).
+    lifter: Option<Tensor>,
     fc1: Linear,
     fc2: Linear,
     config: CnnConfig,
@@ -192,6 +202,10 @@ impl Cnn {
                     candle_nn::batch_norm(c3, bn, vb.pp("bn3"))?,
                 )),
             },
+            lifter: match config.lifter {
+                0 => None,
+                k => Some(lifter_matrix(config.n_mels, k, vb.device())?),
+            },
             fc1: candle_nn::linear(config.flat_dim(), config.hidden, vb.pp("fc1"))?,
             fc2: candle_nn::linear(config.hidden, config.classes, vb.pp("fc2"))?,
             config: config.clone(),
@@ -213,6 +227,16 @@ impl Cnn {
     /// updates batch statistics), `None` in evaluation.
     pub fn forward_t(&self, x: &Tensor, dropout: Option<&mut StdRng>) -> Result<Tensor> {
         let train = dropout.is_some();
+        let smoothed;
+        let x = match &self.lifter {
+            // [B, 1, M, T]: L [M, M] times every frame's column
+            Some(l) => {
+                let (b, _, m, t) = x.dims4()?;
+                smoothed = l.broadcast_matmul(&x.reshape((b, m, t))?)?.reshape((b, 1, m, t))?;
+                &smoothed
+            }
+            None => x,
+        };
         let normalised;
         let x = if self.config.cmvn {
             // [B, 1, M, T]: per-band mean over time removed, then / utterance RMS
@@ -278,6 +302,22 @@ impl Cnn {
     pub fn probabilities(&self, x: &Tensor) -> Result<Tensor> {
         Ok(candle_nn::ops::softmax(&self.forward_t(x, None)?, D::Minus1)?)
     }
+}
+
+/// `C^T P C` for the orthonormal DCT-II matrix `C` (`m x m`) and `P` keeping the first `k`
+/// coefficients: the least-squares smoothing of a column by its `k` slowest cosines.
+pub fn lifter_matrix(m: usize, k: usize, device: &Device) -> Result<Tensor> {
+    let c = |q: usize, n: usize| {
+        let scale = if q == 0 { (1.0 / m as f64).sqrt() } else { (2.0 / m as f64).sqrt() };
+        scale * (std::f64::consts::PI * q as f64 * (2 * n + 1) as f64 / (2 * m) as f64).cos()
+    };
+    let mut l = vec![0f32; m * m];
+    for i in 0..m {
+        for j in 0..m {
+            l[i * m + j] = (0..k).map(|q| c(q, i) * c(q, j)).sum::<f64>() as f32;
+        }
+    }
+    Ok(Tensor::from_vec(l, (m, m), device)?)
 }
 
 /// 2x2 max-pool (stride 2, odd edges dropped) from Candle ops whose gradient is right: Candle

@@ -49,6 +49,9 @@ pub struct TrainConfig {
     /// Channels of a third conv block (`CnnConfig::conv3_channels`; 0 = the seed's two blocks).
     #[serde(default)]
     pub conv3_channels: usize,
+    /// Cepstral liftering inside the network (`CnnConfig::lifter`; 0 = off).
+    #[serde(default)]
+    pub lifter: usize,
     /// Mixup (Zhang et al. 2018): each batch is blended with a shuffled copy of itself by a
     /// weight drawn from Beta(mixup, mixup), and so are the targets (0 = off).
     #[serde(default)]
@@ -85,6 +88,7 @@ impl Default for TrainConfig {
             head: Default::default(),
             cmvn: false,
             conv3_channels: 0,
+            lifter: 0,
             mixup: 0.0,
             ensemble: 1,
             framing: Default::default(),

@@ -119,6 +119,7 @@ impl Prepared {
             head: cfg.head,
             cmvn: cfg.cmvn,
             conv3_channels: cfg.conv3_channels,
+            lifter: cfg.lifter,
             ..self.architecture()
         }
     }

@@ -88,6 +88,9 @@ pub struct RecipeArgs {
     /// Override the recipe's third conv block: its channels (0 = none, the seed's).
     #[arg(long)]
     pub conv3: Option<usize>,
+    /// Override the recipe's cepstral liftering: DCT coefficients kept per frame (0 = off).
+    #[arg(long)]
+    pub lifter: Option<usize>,
     /// Override the recipe's mixup strength (Beta(a, a) blending of batch pairs; 0 = off).
     #[arg(long)]
     pub mixup: Option<f64>,
@@ -131,6 +134,10 @@ impl RecipeArgs {
         if let Some(c) = self.conv3 {
             cfg.conv3_channels = c;
             cfg.recipe = format!("{}, conv3 {c}", cfg.recipe);
+        }
+        if let Some(k) = self.lifter {
+            cfg.lifter = k;
+            cfg.recipe = format!("{}, lifter {k}", cfg.recipe);
         }
         if let Some(a) = self.mixup {
             cfg.mixup = a;
