@@ -176,6 +176,40 @@ fn meta(arch: &CnnConfig) -> ModelMeta {
 }
 
 #[test]
+fn the_lifter_keeps_the_envelope_and_drops_the_ripple() {
+    let m = 128;
+    let dense = |k| support::model::lifter_matrix(m, k, &Device::Cpu).unwrap().to_vec2::<f32>().unwrap();
+    // all coefficients kept: the identity; one kept: the column's mean
+    for (i, row) in dense(m).iter().enumerate() {
+        for (j, v) in row.iter().enumerate() {
+            assert!((v - if i == j { 1.0 } else { 0.0 }).abs() < 1e-5, "({i},{j}) {v}");
+        }
+    }
+    assert!(dense(1).iter().flatten().all(|v| (v - 1.0 / m as f32).abs() < 1e-6));
+    // a slow envelope plus a fast ripple (like pitch harmonics): the ripple goes, the envelope stays
+    let l = dense(32);
+    let envelope: Vec<f32> = (0..m).map(|n| -20.0 * (n as f32 / m as f32)).collect();
+    let ripple: Vec<f32> = (0..m).map(|n| 6.0 * (std::f32::consts::PI * n as f32 / 2.5).cos()).collect();
+    let column: Vec<f32> = envelope.iter().zip(&ripple).map(|(a, b)| a + b).collect();
+    let smoothed: Vec<f32> = l.iter().map(|row| row.iter().zip(&column).map(|(a, b)| a * b).sum()).collect();
+    let err =
+        |a: &[f32], b: &[f32]| (a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f32>() / m as f32).sqrt();
+    assert!(err(&smoothed, &envelope) < 0.5, "rms error {}", err(&smoothed, &envelope));
+    assert!(err(&column, &envelope) > 4.0);
+    // inside the network: same parameters, other outputs, refused when too large
+    let arch = small_arch();
+    let lifted = CnnConfig { lifter: 4, ..arch.clone() };
+    assert_eq!(lifted.param_count(), arch.param_count());
+    let (x, _) = toy_data(4, &arch, 5);
+    let (vm, plain) = init_varmap(&arch, 1, &Device::Cpu).unwrap();
+    let smooth = Cnn::new(&lifted, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+    let (a, b) = (plain.probabilities(&x).unwrap(), smooth.probabilities(&x).unwrap());
+    assert_eq!(b.dims(), &[4, 10]);
+    assert_ne!(a.to_vec2::<f32>().unwrap(), b.to_vec2::<f32>().unwrap());
+    assert!(init_varmap(&CnnConfig { lifter: 17, ..arch }, 1, &Device::Cpu).is_err());
+}
+
+#[test]
 fn model_file_round_trips() {
     let arch = small_arch();
     let (x, y) = toy_data(32, &arch, 1);
