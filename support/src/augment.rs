@@ -37,6 +37,11 @@ pub struct AugmentConfig {
     pub noise_p: f32,
     pub snr_min_db: f32,
     pub snr_max_db: f32,
+    /// Random equaliser (a microphone's or room's colouring): a smooth gain curve over the
+    /// mel bands, the sum of the 1st-4th cosines over the band axis with amplitudes uniform in
+    /// `[-eq_db, eq_db]` dB each, added to the log-Mel image.
+    #[serde(default)]
+    pub eq_db: f32,
     /// SpecAugment: `masks` frequency masks of up to `freq_mask` mel bands and `masks` time
     /// masks of up to `time_mask` frames, set to 0 (the mean after standardisation).
     pub masks: usize,
@@ -54,6 +59,7 @@ impl Default for AugmentConfig {
             noise_p: 0.0,
             snr_min_db: 10.0,
             snr_max_db: 40.0,
+            eq_db: 0.0,
             masks: 0,
             freq_mask: 0,
             time_mask: 0,
@@ -62,7 +68,7 @@ impl Default for AugmentConfig {
 }
 
 /// Names accepted by [`AugmentConfig::only`] and `--augment`.
-pub const STEPS: [&str; 5] = ["speed", "gain", "shift", "noise", "specaugment"];
+pub const STEPS: [&str; 6] = ["speed", "gain", "shift", "noise", "eq", "specaugment"];
 
 impl AugmentConfig {
     /// Every step on, at the strengths of `--recipe best`.
@@ -74,6 +80,7 @@ impl AugmentConfig {
             noise_p: 0.5,
             snr_min_db: 10.0,
             snr_max_db: 40.0,
+            eq_db: 3.0,
             masks: 2,
             freq_mask: 16,
             time_mask: 4,
@@ -85,6 +92,7 @@ impl AugmentConfig {
             && self.gain_db == 0.0
             && self.shift_s == 0.0
             && self.noise_p == 0.0
+            && self.eq_db == 0.0
             && (self.masks == 0 || (self.freq_mask == 0 && self.time_mask == 0))
     }
 
@@ -97,6 +105,7 @@ impl AugmentConfig {
                 "gain" => out.gain_db = self.gain_db,
                 "shift" => out.shift_s = self.shift_s,
                 "noise" => out.noise_p = self.noise_p,
+                "eq" => out.eq_db = self.eq_db,
                 "specaugment" => {
                     (out.masks, out.freq_mask, out.time_mask) = (self.masks, self.freq_mask, self.time_mask)
                 }
@@ -113,6 +122,7 @@ impl AugmentConfig {
             self.gain_db > 0.0,
             self.shift_s > 0.0,
             self.noise_p > 0.0,
+            self.eq_db > 0.0,
             self.masks > 0 && (self.freq_mask > 0 || self.time_mask > 0),
         ];
         STEPS.iter().zip(on).filter(|(_, on)| *on).map(|(n, _)| *n).collect()
@@ -238,6 +248,14 @@ fn standardise_and_mask(
     rng: &mut StdRng,
     (mean, std): (f32, f32),
 ) {
+    if cfg.eq_db > 0.0 {
+        let amp: Vec<f32> = (1..=4).map(|_| rng.random_range(-cfg.eq_db..=cfg.eq_db)).collect();
+        for (band, row) in img.chunks_exact_mut(t).enumerate() {
+            let x = std::f32::consts::PI * (band as f32 + 0.5) / m as f32;
+            let gain: f32 = amp.iter().enumerate().map(|(q, a)| a * ((q + 1) as f32 * x).cos()).sum();
+            row.iter_mut().for_each(|v| *v += gain);
+        }
+    }
     let inv = 1.0 / std;
     img.iter_mut().for_each(|v| *v = (*v - mean) * inv);
     for _ in 0..cfg.masks {

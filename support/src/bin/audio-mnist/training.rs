@@ -73,7 +73,7 @@ pub struct RecipeArgs {
     #[arg(long, default_value = "seed")]
     pub recipe: String,
     /// Override the recipe's augmentation: comma-separated steps out of speed, gain, shift,
-    /// noise, specaugment (at the strengths of `best`), or `none`.
+    /// noise, eq, specaugment (at the strengths of `AugmentConfig::all`), or `none`.
     #[arg(long)]
     pub augment: Option<String>,
     /// Override the recipe's label smoothing.
