@@ -64,6 +64,14 @@ pub struct TrainConfig {
     /// How the STFT frames cover the word (`FeatureConfig::framing`; the seed's: `pad`).
     #[serde(default)]
     pub framing: crate::features::Framing,
+    /// Dynamic range of the log-Mel image (`power_to_db(top_db=...)`; the seed's: 80 dB). A
+    /// smaller range floors each recording's background noise at the same level.
+    #[serde(default = "eighty")]
+    pub top_db: f32,
+}
+
+fn eighty() -> f32 {
+    80.0
 }
 
 fn one() -> usize {
@@ -92,14 +100,16 @@ impl Default for TrainConfig {
             mixup: 0.0,
             ensemble: 1,
             framing: Default::default(),
+            top_db: 80.0,
         }
     }
 }
 
 impl TrainConfig {
-    /// The feature extraction this recipe trains on: the seed's, with the recipe's framing.
+    /// The feature extraction this recipe trains on: the seed's, with the recipe's framing and
+    /// dynamic range.
     pub fn features(&self) -> crate::FeatureConfig {
-        crate::FeatureConfig { framing: self.framing, ..Default::default() }
+        crate::FeatureConfig { framing: self.framing, top_db: self.top_db, ..Default::default() }
     }
 }
 

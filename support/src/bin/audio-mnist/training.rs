@@ -106,6 +106,9 @@ pub struct RecipeArgs {
     /// (the frames spread over the word).
     #[arg(long, value_parser = ["pad", "stretch"])]
     pub framing: Option<String>,
+    /// Override the recipe's dynamic range of the log-Mel image in dB (the seed's: 80).
+    #[arg(long)]
+    pub top_db: Option<f32>,
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
 }
@@ -155,6 +158,11 @@ impl RecipeArgs {
         if let Some(f) = &self.framing {
             cfg.framing = serde_json::from_value(serde_json::Value::String(f.clone()))?;
             cfg.recipe = format!("{}, framing {f}", cfg.recipe);
+        }
+        if let Some(db) = self.top_db {
+            anyhow::ensure!(db > 0.0, "--top-db must be positive");
+            cfg.top_db = db;
+            cfg.recipe = format!("{}, top_db {db}", cfg.recipe);
         }
         if let Some(ls) = self.label_smoothing {
             cfg.label_smoothing = ls;
