@@ -98,8 +98,8 @@ pub struct RecipeArgs {
     /// accuracy).
     #[arg(long)]
     pub patience: Option<usize>,
-    /// Override the recipe's ensemble size (networks per fold, each validated on another
-    /// training speaker; crossval only).
+    /// Override the recipe's ensemble size: networks trained and averaged, each validated on
+    /// other training speakers (all stored in the one model file).
     #[arg(long)]
     pub ensemble: Option<usize>,
     /// Override the recipe's framing: `pad` (the seed's: the word padded to 1 s) or `stretch`
