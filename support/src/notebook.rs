@@ -515,8 +515,14 @@ pub fn training_curves(log: &[EpochLog]) -> Html {
 /// The epoch line printed during training.
 pub fn epoch_line(r: &EpochLog) {
     println!(
-        "epoch {:>3}  train loss {:.4} acc {:.4}  val loss {:.4} acc {:.4}  lr {:.2e}  {:.1}s",
-        r.epoch, r.train_loss, r.train_acc, r.val_loss, r.val_acc, r.lr, r.seconds
+        "{}  train loss {:.4} acc {:.4}  val loss {:.4} acc {:.4}  lr {:.2e}  {:.1}s",
+        r.label(),
+        r.train_loss,
+        r.train_acc,
+        r.val_loss,
+        r.val_acc,
+        r.lr,
+        r.seconds
     );
 }
 

@@ -202,7 +202,23 @@ pub fn fit(
         let split = member_split(&prep.split, m);
         let member_out = if n > 1 { out.join(format!("member-{m}")) } else { out.to_path_buf() };
         let member_cfg = TrainConfig { seed: cfg.seed.wrapping_add(m as u64), ..cfg.clone() };
-        members.push(fit_member(prep, split, arch, &member_cfg, &member_out, device, on_epoch)?);
+        let mut labelled = |row: &EpochLog| {
+            let row = EpochLog { member: (n > 1).then_some((m + 1, n)), ..row.clone() };
+            on_epoch(&row)
+        };
+        members.push(fit_member(prep, split, arch, &member_cfg, &member_out, device, &mut labelled)?);
+    }
+    if n > 1 {
+        // The whole history in one file too (a `member` column tells the networks apart).
+        let all: Vec<EpochLog> = members
+            .iter()
+            .enumerate()
+            .flat_map(|(k, m)| {
+                m.trained.log.iter().map(move |r| EpochLog { member: Some((k + 1, n)), ..r.clone() })
+            })
+            .collect();
+        write_training_log(&out.join("training_log.csv"), &all)?;
+        crate::plots::training_curves(&members[0].trained.log, &out.join("training_metrics.png"))?;
     }
     let model = Classifier {
         members: members
@@ -508,7 +524,14 @@ pub fn evaluate_model(
 fn write_training_log(path: &Path, log: &[EpochLog]) -> Result<()> {
     let col =
         |name: &str, f: fn(&EpochLog) -> f64| Column::new(name.into(), log.iter().map(f).collect::<Vec<_>>());
-    let mut df = DataFrame::new_infer_height(vec![
+    let mut cols = Vec::new();
+    if log.iter().any(|r| r.member.is_some()) {
+        cols.push(Column::new(
+            "member".into(),
+            log.iter().map(|r| r.member.map_or(1, |(k, _)| k as i64)).collect::<Vec<_>>(),
+        ));
+    }
+    cols.extend([
         Column::new("epoch".into(), log.iter().map(|r| r.epoch as i64).collect::<Vec<_>>()),
         col("train_loss", |r| r.train_loss),
         col("train_acc", |r| r.train_acc),
@@ -516,8 +539,8 @@ fn write_training_log(path: &Path, log: &[EpochLog]) -> Result<()> {
         col("val_acc", |r| r.val_acc),
         col("lr", |r| r.lr),
         col("seconds", |r| r.seconds),
-    ])?;
-    write_csv(&mut df, path)
+    ]);
+    write_csv(&mut DataFrame::new_infer_height(cols)?, path)
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {

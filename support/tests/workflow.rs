@@ -287,6 +287,12 @@ fn an_ensemble_run_exports_one_file_that_evaluate_and_predict_use() {
     for m in 0..2 {
         assert!(out.join(format!("member-{m}/training_log.csv")).exists());
     }
+    // The run's own log holds both networks' epochs, told apart by a member column.
+    let log = std::fs::read_to_string(out.join("training_log.csv")).unwrap();
+    assert!(log.starts_with("member,epoch,train_loss"), "{log}");
+    assert_eq!(log.lines().filter(|l| l.starts_with("1,")).count(), report.log.len());
+    assert_eq!(log.lines().filter(|l| l.starts_with("2,")).count(), 2, "{log}");
+    assert!(out.join("training_metrics.png").exists());
     // Member 1 validated on the other training speaker and trained on the first one's.
     let member1 = support::model::load_model(&out.join("member-1/model.safetensors"), &Device::Cpu).unwrap();
     assert_eq!(member1.meta.split["val"], serde_json::json!(["ann"]));

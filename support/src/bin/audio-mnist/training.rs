@@ -215,8 +215,12 @@ pub fn crossval_command(data: &DataArgs, scheme: &str, recipe: &RecipeArgs, out:
         },
         &mut |e| {
             println!(
-                "  epoch {:>3}  train loss {:.4} acc {:.4}  val acc {:.4}  {:.1}s",
-                e.epoch, e.train_loss, e.train_acc, e.val_acc, e.seconds
+                "  {}  train loss {:.4} acc {:.4}  val acc {:.4}  {:.1}s",
+                e.label(),
+                e.train_loss,
+                e.train_acc,
+                e.val_acc,
+                e.seconds
             )
         },
     )?;
@@ -326,8 +330,14 @@ pub fn train_command(opts: &TrainOptions) -> Result<()> {
         &mut |r| {
             bar.finish_and_clear();
             let line = format!(
-                "epoch {:>3}  train loss {:.4} acc {:.4}  val loss {:.4} acc {:.4}  lr {:.2e}  {:.1}s",
-                r.epoch, r.train_loss, r.train_acc, r.val_loss, r.val_acc, r.lr, r.seconds
+                "{}  train loss {:.4} acc {:.4}  val loss {:.4} acc {:.4}  lr {:.2e}  {:.1}s",
+                r.label(),
+                r.train_loss,
+                r.train_acc,
+                r.val_loss,
+                r.val_acc,
+                r.lr,
+                r.seconds
             );
             // A hidden bar (output not a terminal: logs, CI, notebooks) drops println: print plainly.
             if epochs.is_hidden() {
