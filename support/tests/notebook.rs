@@ -211,8 +211,11 @@ fn notebook_runs_top_to_bottom_and_renders() {
     assert!(eval.contains("test accuracy:"), "evaluation cell printed: {eval}");
     assert!(eval.contains("precision") && eval.contains("macro avg"), "no classification report: {eval}");
     let training = output_text(cell_with(&cells, "fit(&prep"));
-    let epoch_lines = training.lines().filter(|l| l.starts_with("epoch ")).count();
-    assert_eq!(epoch_lines, 3, "one line per epoch expected: {training}");
+    // The default recipe (`best`) trains three networks: a line per epoch of each.
+    for k in 1..=3 {
+        let lines = training.lines().filter(|l| l.starts_with(&format!("member {k}/3  epoch "))).count();
+        assert_eq!(lines, 3, "one line per epoch of member {k} expected: {training}");
+    }
     let explorer = cell_with(&cells, "explorer.show()");
     let explorer_html = explorer["outputs"]
         .as_array()
