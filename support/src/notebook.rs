@@ -514,16 +514,7 @@ pub fn training_curves(log: &[EpochLog]) -> Html {
 
 /// The epoch line printed during training.
 pub fn epoch_line(r: &EpochLog) {
-    println!(
-        "{}  train loss {:.4} acc {:.4}  val loss {:.4} acc {:.4}  lr {:.2e}  {:.1}s",
-        r.label(),
-        r.train_loss,
-        r.train_acc,
-        r.val_loss,
-        r.val_acc,
-        r.lr,
-        r.seconds
-    );
+    println!("{}", r.line());
 }
 
 fn escape(s: &str) -> String {

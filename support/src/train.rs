@@ -175,6 +175,20 @@ impl EpochLog {
             None => format!("epoch {:>3}", self.epoch),
         }
     }
+
+    /// The whole progress line: label, losses, accuracies, learning rate, seconds.
+    pub fn line(&self) -> String {
+        format!(
+            "{}  train loss {:.4} acc {:.4}  val loss {:.4} acc {:.4}  lr {:.2e}  {:.1}s",
+            self.label(),
+            self.train_loss,
+            self.train_acc,
+            self.val_loss,
+            self.val_acc,
+            self.lr,
+            self.seconds
+        )
+    }
 }
 
 /// Rows of `set` whose speaker is in `speakers`, in file order.

@@ -330,16 +330,7 @@ pub fn train_command(opts: &TrainOptions) -> Result<()> {
         },
         &mut |r| {
             bar.finish_and_clear();
-            let line = format!(
-                "{}  train loss {:.4} acc {:.4}  val loss {:.4} acc {:.4}  lr {:.2e}  {:.1}s",
-                r.label(),
-                r.train_loss,
-                r.train_acc,
-                r.val_loss,
-                r.val_acc,
-                r.lr,
-                r.seconds
-            );
+            let line = r.line();
             // A hidden bar (output not a terminal: logs, CI, notebooks) drops println: print plainly.
             if epochs.is_hidden() {
                 println!("{line}");
