@@ -4,11 +4,12 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use candle_core::Tensor;
 use serde::Serialize;
 
-use crate::dataset::scan;
-use crate::extract::{extract_dataset, no_progress};
-use crate::features::{FeatureConfig, FeatureExtractor};
+use crate::data::dataset::scan;
+use crate::data::extract::{extract_dataset, no_progress};
+use crate::dsp::features::{FeatureConfig, FeatureExtractor};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct FeatureBench {
@@ -35,7 +36,7 @@ pub fn bench_features(
     if let Some(n) = limit {
         dataset.recordings.truncate(n);
     }
-    let fx = FeatureExtractor::new(FeatureConfig::default()).map_err(anyhow::Error::msg)?;
+    let fx = FeatureExtractor::new(FeatureConfig::default())?;
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().context("starting threads")?;
     let threads = pool.current_num_threads();
     let files = dataset.recordings.len();
@@ -85,7 +86,7 @@ pub fn bench_train(
     kernels: crate::model::Kernels,
     device: &candle_core::Device,
 ) -> Result<TrainBench> {
-    use candle_core::{Tensor, D};
+    use candle_core::D;
     use candle_nn::optim::ParamsAdamW;
     use rand::{Rng, SeedableRng};
 
@@ -94,7 +95,8 @@ pub fn bench_train(
     let model = model.with_kernels(kernels);
     let vars: Vec<candle_core::Var> =
         crate::model::parameters(&varmap)?.into_iter().map(|(_, v)| v).collect();
-    let mut opt = crate::optim::AdamW::new(vars, ParamsAdamW { lr: 1e-3, ..ParamsAdamW::default() })?;
+    anyhow::ensure!(batch > 0 && steps > 0, "batch and steps must be at least 1");
+    let mut opt = crate::train::optim::AdamW::new(vars, ParamsAdamW { lr: 1e-3, ..ParamsAdamW::default() })?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
     let x: Vec<f32> = (0..batch * 128 * 32).map(|_| rng.random_range(-1.0f32..1.0)).collect();
     let x = Tensor::from_vec(x, (batch, 1, 128, 32), device)?;
@@ -153,107 +155,99 @@ pub struct LayerTiming {
 }
 
 /// Time each layer of the seed CNN alone at the shapes of a `[batch, 1, 128, 32]` step, on the
-/// given kernels (Candle's ops are the "before": with Candle's own `max_pool2d`). Backward is
-/// the backward pass of `sum(out * r)` minus that of the same expression on a plain variable
-/// of the output's shape, so only the layer's own gradient is counted. Median of `steps`.
+/// given kernels (Candle's ops are the "before": with Candle's own `max_pool2d`). The layers
+/// and their input shapes come from the network's description ([`crate::model::CnnConfig`]).
+/// Backward is the backward pass of `sum(out * r)` minus that of the same expression on a plain
+/// variable of the output's shape, so only the layer's own gradient is counted. Median of `steps`.
 pub fn profile_layers(
     batch: usize,
     steps: usize,
     kernels: crate::model::Kernels,
 ) -> Result<Vec<LayerTiming>> {
-    use crate::kernels as k;
+    use crate::model::kernels as k;
     use crate::model::{CnnConfig, Kernels};
     use candle_core::{Device, Module, ModuleT, Tensor, Var};
     use rand::{Rng, SeedableRng};
 
+    anyhow::ensure!(batch > 0 && steps > 0, "batch and steps must be at least 1");
     let dev = Device::Cpu;
     let arch = CnnConfig::default();
-    let (varmap, _) = crate::model::init_varmap(&arch, 0, &dev)?;
-    let vb = candle_nn::VarBuilder::from_varmap(&varmap, candle_core::DType::F32, &dev);
-    let conv_cfg = candle_nn::Conv2dConfig { padding: 1, ..Default::default() };
-    let bn_cfg = candle_nn::BatchNormConfig { eps: 1e-5, remove_mean: true, affine: true, momentum: 0.1 };
-    let conv1 = candle_nn::conv2d(1, 32, 3, conv_cfg, vb.pp("conv1"))?;
-    let bn1 = candle_nn::batch_norm(32, bn_cfg, vb.pp("bn1"))?;
-    let conv2 = candle_nn::conv2d(32, 64, 3, conv_cfg, vb.pp("conv2"))?;
-    let bn2 = candle_nn::batch_norm(64, bn_cfg, vb.pp("bn2"))?;
-    let fc1 = candle_nn::linear(arch.flat_dim(), 256, vb.pp("fc1"))?;
+    let (_, model) = crate::model::init_varmap(&arch, 0, &dev)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
-    let mut random = |dims: &[usize]| -> Result<Tensor> {
+    let mut random = |dims: &[usize], var: bool| -> Result<Tensor> {
         let v: Vec<f32> = (0..dims.iter().product()).map(|_| rng.random_range(-1.0f32..1.0)).collect();
-        Ok(Tensor::from_vec(v, dims, &dev)?)
+        let t = Tensor::from_vec(v, dims, &dev)?;
+        // Data entering conv1 needs no gradient (the fused kernel skips it); all else does.
+        Ok(if var { Var::from_tensor(&t)?.as_tensor().clone() } else { t })
     };
-    let (m, t) = (arch.n_mels, arch.n_frames);
-    let data = random(&[batch, 1, m, t])?;
-    let a1 = Var::from_tensor(&random(&[batch, 32, m, t])?)?;
-    let p1 = Var::from_tensor(&random(&[batch, 32, m / 2, t / 2])?)?;
-    let a2 = Var::from_tensor(&random(&[batch, 64, m / 2, t / 2])?)?;
-    let f1 = Var::from_tensor(&random(&[batch, arch.flat_dim()])?)?;
     let ours = kernels == Kernels::Fused;
     type Layer<'a> = Box<dyn Fn() -> candle_core::Result<Tensor> + 'a>;
-    let layers: Vec<(&str, Layer)> = vec![
-        (
-            "conv1 (1->32, 128x32)",
-            Box::new(|| match ours {
-                true => k::conv2d(&data, conv1.weight(), conv1.bias().expect("bias"), 1),
-                false => conv1.forward(&data),
+    let mut layers: Vec<(String, Layer)> = Vec::new();
+    let (mut cin, mut m, mut t) = (1, arch.n_mels, arch.n_frames);
+    for (n, block) in model.blocks().iter().enumerate() {
+        let cout = block.conv.weight().dim(0)?;
+        let x = random(&[batch, cin, m, t], n > 0)?;
+        let a = random(&[batch, cout, m, t], true)?;
+        let conv = &block.conv;
+        layers.push((
+            format!("conv{} ({cin}->{cout}, {m}x{t})", n + 1),
+            Box::new(move || match (ours, conv.bias()) {
+                (true, Some(b)) => k::conv2d(&x, conv.weight(), b, 1),
+                _ => conv.forward(&x),
             }),
-        ),
-        (
-            "bn1 + relu + max-pool",
-            Box::new(|| match ours {
-                true => k::batch_norm_relu_max_pool2d(&a1, &bn1, 1e-5),
-                false => bn1.forward_t(&a1, true)?.relu()?.max_pool2d(2),
+        ));
+        let bn = &block.bn;
+        layers.push((
+            format!("bn{} + relu + max-pool", n + 1),
+            Box::new(move || match ours {
+                true => k::batch_norm_relu_max_pool2d(&a, bn, 1e-5),
+                false => bn.forward_t(&a, true)?.relu()?.max_pool2d(2),
             }),
-        ),
-        (
-            "conv2 (32->64, 64x16)",
-            Box::new(|| match ours {
-                true => k::conv2d(&p1, conv2.weight(), conv2.bias().expect("bias"), 1),
-                false => conv2.forward(&p1),
-            }),
-        ),
-        (
-            "bn2 + relu + max-pool",
-            Box::new(|| match ours {
-                true => k::batch_norm_relu_max_pool2d(&a2, &bn2, 1e-5),
-                false => bn2.forward_t(&a2, true)?.relu()?.max_pool2d(2),
-            }),
-        ),
-        (
-            "fc1 (16384->256)",
-            Box::new(|| match ours {
-                true => k::linear(&f1, &fc1),
-                false => fc1.forward(&f1),
-            }),
-        ),
-    ];
+        ));
+        (cin, m, t) = (cout, m / 2, t / 2);
+    }
+    let f1 = random(&[batch, arch.flat_dim()], true)?;
+    let fc1 = model.fc1();
+    layers.push((
+        format!("fc1 ({}->{})", arch.flat_dim(), arch.hidden),
+        Box::new(move || match ours {
+            true => k::linear(&f1, fc1),
+            false => fc1.forward(&f1),
+        }),
+    ));
+    layers.iter().map(|(name, layer)| time_layer(name, layer, steps)).collect()
+}
+
+/// Median forward and own-backward milliseconds of one layer over `steps` calls.
+fn time_layer(
+    name: &str,
+    layer: &dyn Fn() -> candle_core::Result<Tensor>,
+    steps: usize,
+) -> Result<LayerTiming> {
+    use candle_core::{Tensor, Var};
     let median = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    let mut rows = Vec::new();
-    for (name, layer) in &layers {
-        let (mut fwd, mut bwd) = (Vec::new(), Vec::new());
-        for step in 0..steps + 1 {
-            let t0 = Instant::now();
-            let out = layer()?;
-            let t1 = Instant::now();
-            let probe = Tensor::ones(out.shape(), out.dtype(), &dev)?;
-            let loss = out.mul(&probe)?.sum_all()?;
-            let t2 = Instant::now();
-            loss.backward()?;
-            let t3 = Instant::now();
-            let plain = Var::from_tensor(&out.detach())?;
-            let base = plain.as_tensor().mul(&probe)?.sum_all()?;
-            let t4 = Instant::now();
-            base.backward()?;
-            let t5 = Instant::now();
-            if step > 0 {
-                fwd.push((t1 - t0).as_secs_f64() * 1e3);
-                bwd.push(((t3 - t2).as_secs_f64() - (t5 - t4).as_secs_f64()).max(0.0) * 1e3);
-            }
+    let (mut fwd, mut bwd) = (Vec::new(), Vec::new());
+    for step in 0..steps + 1 {
+        let t0 = Instant::now();
+        let out = layer()?;
+        let t1 = Instant::now();
+        let probe = Tensor::ones(out.shape(), out.dtype(), out.device())?;
+        let loss = out.mul(&probe)?.sum_all()?;
+        let t2 = Instant::now();
+        loss.backward()?;
+        let t3 = Instant::now();
+        let plain = Var::from_tensor(&out.detach())?;
+        let base = plain.as_tensor().mul(&probe)?.sum_all()?;
+        let t4 = Instant::now();
+        base.backward()?;
+        let t5 = Instant::now();
+        if step > 0 {
+            fwd.push((t1 - t0).as_secs_f64() * 1e3);
+            bwd.push(((t3 - t2).as_secs_f64() - (t5 - t4).as_secs_f64()).max(0.0) * 1e3);
         }
-        rows.push(LayerTiming { layer: name.to_string(), forward_ms: median(fwd), backward_ms: median(bwd) });
     }
-    Ok(rows)
+    Ok(LayerTiming { layer: name.to_string(), forward_ms: median(fwd), backward_ms: median(bwd) })
 }

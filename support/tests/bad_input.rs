@@ -6,8 +6,8 @@ mod common;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use support::audio::AudioErrorKind;
-use support::extract::{extract_dataset, no_progress};
+use support::data::extract::{extract_dataset, no_progress};
+use support::dsp::audio::AudioErrorKind;
 use support::{load_wav, scan, FeatureConfig, FeatureExtractor};
 
 fn fx() -> FeatureExtractor {
@@ -189,7 +189,7 @@ fn a_flat_folder_of_only_broken_files_fails_clearly() {
     f.write_all(b"nope").unwrap();
     let ds = scan(dir.path()).unwrap();
     let cache = dir.path().join("cache");
-    let err = support::cache::load_or_extract(&ds, &fx(), &cache, &no_progress).unwrap_err();
+    let err = support::data::cache::load_or_extract(&ds, &fx(), &cache, &no_progress).unwrap_err();
     assert!(err.to_string().contains("none of the 1 recordings"), "{err}");
     assert!(!cache.join("features").exists());
 }

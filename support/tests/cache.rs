@@ -7,8 +7,8 @@ use std::path::Path;
 use std::process::Command;
 
 use safetensors::SafeTensors;
-use support::cache::{cache_path, fingerprint, load_or_extract, CacheStatus, FeatureSet};
-use support::extract::no_progress;
+use support::data::cache::{cache_path, fingerprint, load_or_extract, CacheStatus, FeatureSet};
+use support::data::extract::no_progress;
 use support::{scan, FeatureConfig, FeatureExtractor};
 
 fn make_dataset(root: &Path, n: usize) {

@@ -4,7 +4,7 @@ mod common;
 
 use std::path::Path;
 
-use support::dataset::{scan, write_csv, Layout};
+use support::data::dataset::{scan, write_csv, Layout};
 
 fn wav(path: &Path) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();

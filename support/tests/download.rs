@@ -13,7 +13,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use support::download::{completed, download, inspect, Outcome, MARKER};
+use support::data::download::{completed, download, inspect, Outcome, MARKER};
 
 /// A tiny HTTP/1.1 server on 127.0.0.1: `GET /name` serves `files[name]` (honouring
 /// `Range: bytes=N-`), except `/drop/name`, whose first response announces the full length and

@@ -5,7 +5,7 @@ use candle_core::{DType, Device, Module, ModuleT, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use support::kernels;
+use support::model::kernels;
 use support::model::{init_varmap, max_pool2x2, parameters, CnnConfig, Kernels};
 
 fn random(rng: &mut StdRng, dims: &[usize]) -> Tensor {
@@ -197,38 +197,34 @@ fn batch_norm_relu_pool_gradient_matches_finite_differences() {
     assert!(candle_worst > 10.0 * worst, "Candle's max_pool2d gradient is off ({candle_worst} vs {worst})");
 }
 
-/// The whole network: same weights, same dropout masks, our kernels vs Candle's ops.
+/// The whole network: same weights, same dropout masks, our kernels vs Candle's ops, for every
+/// block count a recipe uses (2: `seed`, 3: `best`).
 #[test]
 fn network_matches_candle_ops_in_training_and_inference() {
-    let arch = CnnConfig {
-        n_mels: 20,
-        n_frames: 14,
-        conv1_channels: 4,
-        conv2_channels: 6,
-        hidden: 16,
-        ..CnnConfig::default()
-    };
-    let x = random(&mut StdRng::seed_from_u64(6), &[3, 1, 20, 14]);
-    let y = Tensor::new(&[1u32, 7, 3], &Device::Cpu).unwrap();
-    let mut results = Vec::new();
-    for kernels in [Kernels::Fused, Kernels::Candle] {
-        let (varmap, model) = init_varmap(&arch, 11, &Device::Cpu).unwrap();
-        let model = model.with_kernels(kernels);
-        let logits = model.forward_t(&x, Some(&mut StdRng::seed_from_u64(9))).unwrap();
-        let loss = candle_nn::loss::cross_entropy(&logits, &y).unwrap();
-        let grads = loss.backward().unwrap();
-        let named = parameters(&varmap).unwrap();
-        let g: Vec<(String, Tensor)> =
-            named.iter().map(|(n, v)| (n.clone(), grads.get(v).unwrap().clone())).collect();
-        let eval = model.forward_t(&x, None).unwrap(); // after the running statistics moved
-        results.push((logits, g, eval));
-    }
-    let ((lo, go, eo), (lr, gr, er)) = (&results[0], &results[1]);
-    assert_close("training logits", lo, lr);
-    assert_close("evaluation logits", eo, er);
-    assert_eq!(go.len(), if arch.conv3_channels > 0 { 16 } else { 12 });
-    for ((name, o), (_, r)) in go.iter().zip(gr) {
-        assert_close(&format!("gradient of {name}"), o, r);
+    for channels in [vec![4, 6], vec![4, 6, 8]] {
+        let arch = CnnConfig { n_mels: 20, n_frames: 14, channels, hidden: 16, ..CnnConfig::default() };
+        let x = random(&mut StdRng::seed_from_u64(6), &[3, 1, 20, 14]);
+        let y = Tensor::new(&[1u32, 7, 3], &Device::Cpu).unwrap();
+        let mut results = Vec::new();
+        for kernels in [Kernels::Fused, Kernels::Candle] {
+            let (varmap, model) = init_varmap(&arch, 11, &Device::Cpu).unwrap();
+            let model = model.with_kernels(kernels);
+            let logits = model.forward_t(&x, Some(&mut StdRng::seed_from_u64(9))).unwrap();
+            let loss = candle_nn::loss::cross_entropy(&logits, &y).unwrap();
+            let grads = loss.backward().unwrap();
+            let named = parameters(&varmap).unwrap();
+            let g: Vec<(String, Tensor)> =
+                named.iter().map(|(n, v)| (n.clone(), grads.get(v).unwrap().clone())).collect();
+            let eval = model.forward_t(&x, None).unwrap(); // after the running statistics moved
+            results.push((logits, g, eval));
+        }
+        let ((lo, go, eo), (lr, gr, er)) = (&results[0], &results[1]);
+        assert_close("training logits", lo, lr);
+        assert_close("evaluation logits", eo, er);
+        assert_eq!(go.len(), 4 * arch.channels.len() + 4);
+        for ((name, o), (_, r)) in go.iter().zip(gr) {
+            assert_close(&format!("gradient of {name}"), o, r);
+        }
     }
 }
 
@@ -243,8 +239,7 @@ fn kernels_do_not_depend_on_the_thread_count() {
             let arch = CnnConfig {
                 n_mels: 16,
                 n_frames: 12,
-                conv1_channels: 8,
-                conv2_channels: 16,
+                channels: vec![8, 16],
                 hidden: 32,
                 ..CnnConfig::default()
             };

@@ -15,7 +15,7 @@ mod common;
 use std::collections::HashMap;
 
 use safetensors::SafeTensors;
-use support::features::trim_bounds;
+use support::dsp::features::trim_bounds;
 use support::{mel, FeatureConfig, FeatureExtractor};
 
 struct Golden {

@@ -7,7 +7,7 @@ use candle_nn::{VarBuilder, VarMap};
 use support::model::{
     init_varmap, load_model, parameters, save_ensemble, save_model, Cnn, CnnConfig, ModelMeta,
 };
-use support::train::{evaluate_loss, train, TrainConfig};
+use support::train::{evaluate_loss, train, Recipe, RecipeName};
 use support::FeatureConfig;
 
 fn small_arch() -> CnnConfig {
@@ -49,17 +49,28 @@ fn parameter_count_matches_pytorch() {
 
 #[test]
 fn computed_tensor_shapes_match_the_built_network() {
-    let avg = CnnConfig { head: support::model::Head::AvgPool, ..CnnConfig::default() };
-    assert_eq!(avg.param_count(), 4_216_138 - (16_384 - 64) * 256);
-    let deep = CnnConfig { conv3_channels: 128, head: support::model::Head::AvgPool, ..CnnConfig::default() };
-    assert_eq!(deep.param_count(), avg.param_count() + 128 * (64 * 9 + 3) + 64 * 256);
-    let deep_flat = CnnConfig { conv3_channels: 16, ..small_arch() };
-    for arch in [CnnConfig::default(), small_arch(), avg, deep, deep_flat] {
+    let seed = CnnConfig::default();
+    let deep = CnnConfig { channels: vec![32, 64, 128], ..CnnConfig::default() };
+    // a third block: its conv and batch-norm, and fc1 now sees 128 x 16 x 4 instead of 64 x 32 x 8
+    let third = 128 * 64 * 9 + 128 + 2 * 128;
+    assert_eq!(deep.param_count(), seed.param_count() + third - (16_384 - 8_192) * 256);
+    let one = CnnConfig { channels: vec![8], ..small_arch() };
+    let three_small = CnnConfig { channels: vec![4, 8, 16], ..small_arch() };
+    for arch in [seed, small_arch(), deep, one, three_small] {
         let (varmap, _) = init_varmap(&arch, 1, &Device::Cpu).unwrap();
         let built: std::collections::HashMap<String, Vec<usize>> =
             varmap.data().lock().unwrap().iter().map(|(n, v)| (n.clone(), v.dims().to_vec())).collect();
         assert_eq!(arch.tensor_shapes(), built);
+        let counted: usize = parameters(&varmap).unwrap().iter().map(|(_, v)| v.elem_count()).sum();
+        assert_eq!(arch.param_count(), counted);
+        // the layer table runs in forward order and ends in the classes
+        let layers = arch.layers();
+        assert_eq!(layers.len(), 2 * arch.channels.len() + 2);
+        assert_eq!(layers.last().unwrap().output, vec![10]);
     }
+    // more blocks than the input can pool, or none, are refused
+    assert!(init_varmap(&CnnConfig { channels: vec![4; 4], ..small_arch() }, 1, &Device::Cpu).is_err());
+    assert!(init_varmap(&CnnConfig { channels: vec![], ..small_arch() }, 1, &Device::Cpu).is_err());
 }
 
 #[test]
@@ -95,8 +106,8 @@ fn xavier_init_is_seeded_and_bounded() {
     assert!(get(&a, "bn1.weight").iter().all(|v| *v == 1.0));
 }
 
-fn quick_cfg(seed: u64) -> TrainConfig {
-    TrainConfig { seed, epochs: 6, batch_size: 16, patience: 10, ..TrainConfig::default() }
+fn quick_cfg(seed: u64) -> Recipe {
+    Recipe { seed, epochs: 6, batch_size: 16, patience: 10, ..Recipe::named(RecipeName::Seed) }
 }
 
 #[test]
@@ -170,6 +181,7 @@ fn meta(arch: &CnnConfig) -> ModelMeta {
         std: 15.0,
         members: Vec::new(),
         classes: (0..10).map(|d| d.to_string()).collect(),
+        recipe: Some(Recipe::named(RecipeName::Best)),
         split: serde_json::json!({"train": ["a"], "val": ["b"], "test": ["c"]}),
         metrics: serde_json::json!({"test_accuracy": 0.5}),
     }
@@ -215,7 +227,7 @@ fn model_file_round_trips() {
     let (x, y) = toy_data(32, &arch, 1);
     let trained = train(
         &arch,
-        &TrainConfig { epochs: 1, ..quick_cfg(1) },
+        &Recipe { epochs: 1, ..quick_cfg(1) },
         (&x, &y),
         (&x, &y),
         &Device::Cpu,
@@ -295,7 +307,7 @@ fn bad_model_files_are_refused_with_reasons() {
     let text = dir.path().join("text.safetensors");
     std::fs::write(&text, "not a model").unwrap();
     expect(&text, "not a safetensors file");
-    expect(&dir.path().join("missing.safetensors"), "reading model");
+    expect(&dir.path().join("missing.safetensors"), "No such file");
 
     // a tensor missing / a wrong shape / another version: rewrite the good file's parts
     let bytes = std::fs::read(&good).unwrap();
@@ -335,9 +347,29 @@ fn bad_model_files_are_refused_with_reasons() {
         &write("shape.safetensors", "", Some("conv1.weight"), md.clone()),
         "tensor `conv1.weight` has shape",
     );
-    let mut v2 = md.clone();
-    v2.insert("model_version".into(), "99".into());
-    expect(&write("version.safetensors", "", None, v2), "model file version 99");
+    let mut v99 = md.clone();
+    v99.insert("model_version".into(), "99".into());
+    expect(&write("version.safetensors", "", None, v99), "model file version 99");
+    // Version 1 described the blocks as fixed fields: such a file still loads as the same
+    // network; one with an option that version 2 removed is refused with what to do.
+    let v1 = |extra: &str| {
+        let mut v1 = md.clone();
+        v1.insert("model_version".into(), "1".into());
+        v1.remove("recipe");
+        v1.insert(
+            "architecture".into(),
+            format!(
+                r#"{{"n_mels":16,"n_frames":8,"conv1_channels":32,"conv2_channels":64,"hidden":256,"dropout":0.3,"classes":10{extra}}}"#
+            ),
+        );
+        v1
+    };
+    let old = write("v1.safetensors", "", None, v1(r#","head":"flatten""#));
+    let loaded = load_model(&old, &Device::Cpu).unwrap();
+    assert_eq!(loaded.meta.architecture, arch);
+    assert_eq!(loaded.meta.recipe, None);
+    expect(&write("v1avg.safetensors", "", None, v1(r#","head":"avgpool""#)), "retrain");
+    expect(&write("v1cmvn.safetensors", "", None, v1(r#","cmvn":true"#)), "retrain");
     let mut nf = md.clone();
     nf.remove("format");
     expect(&write("noformat.safetensors", "", None, nf), "lacks `format`");

@@ -216,6 +216,11 @@ fn notebook_runs_top_to_bottom_and_renders() {
         let lines = training.lines().filter(|l| l.starts_with(&format!("member {k}/3  epoch "))).count();
         assert_eq!(lines, 3, "one line per epoch of member {k} expected: {training}");
     }
+    // The layer table comes from the network's description, in forward order (the third
+    // block before the classifier).
+    let summary = output_text(cell_with(&cells, "model_summary"));
+    let (conv3, fc1) = (summary.find("conv3"), summary.find("fc1"));
+    assert!(conv3.is_some() && conv3 < fc1, "model summary out of order: {summary}");
     let explorer = cell_with(&cells, "explorer.show()");
     let explorer_html = explorer["outputs"]
         .as_array()

@@ -22,7 +22,7 @@ fn fused_adamw_matches_candle_with_and_without_clipping() {
         let init: Vec<Tensor> = [40_000, 7, 1].iter().map(|&n| random(&mut rng, n, 1.0)).collect();
         let ours: Vec<Var> = init.iter().map(|t| Var::from_tensor(&t.copy().unwrap()).unwrap()).collect();
         let theirs: Vec<Var> = init.iter().map(|t| Var::from_tensor(&t.copy().unwrap()).unwrap()).collect();
-        let mut opt = support::optim::AdamW::new(ours.clone(), params.clone()).unwrap();
+        let mut opt = support::train::optim::AdamW::new(ours.clone(), params.clone()).unwrap();
         let mut reference = candle_nn::AdamW::new(theirs.clone(), params.clone()).unwrap();
         for step in 0..6 {
             if step == 3 {

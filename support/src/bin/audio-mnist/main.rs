@@ -1,23 +1,26 @@
 //! `audio-mnist`: the command line of the spoken-digit recogniser. Thin: parsing and printing;
 //! the work is in the `support` library.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use support::model::pick_device;
-use support::predict::{collect_inputs, Predictor};
 
-// Training, evaluation and dataset commands: only in the full build (default feature `train`);
-// `--no-default-features --features infer` builds a lean `predict` without them.
 #[cfg(feature = "train")]
-mod training;
+mod args;
+mod bench;
 #[cfg(feature = "train")]
-use training::*;
+mod data;
+mod predict;
+#[cfg(feature = "train")]
+mod train;
 
-// glibc's malloc hands every buffer over 128 KiB (one 48 kHz clip) back to the kernel and
-// page-faults it in again for the next file: 7% of feature extraction. mimalloc keeps them.
+// Training, evaluation and dataset commands are only in the full build (default feature
+// `train`); `--no-default-features --features infer` builds a lean `predict` without them.
+#[cfg(feature = "train")]
+use args::{DataArgs, RecipeArgs, SplitArgs, TrainArgs};
+use bench::KernelChoice;
 
 #[derive(Parser)]
 #[command(
@@ -44,6 +47,9 @@ enum Command {
         /// Cache folder: a repeat run with unchanged files and config reuses the features.
         #[arg(long, env = "AUDIO_MNIST_CACHE", default_value = "cache")]
         cache_dir: PathBuf,
+        /// The recipe whose features to extract (framing, dynamic range).
+        #[arg(long, value_enum, default_value_t = support::train::RecipeName::Best)]
+        recipe: support::train::RecipeName,
     },
     #[cfg(feature = "train")]
     /// Train the CNN speaker-independently, evaluate it, and export model.safetensors.
@@ -60,8 +66,8 @@ enum Command {
         #[command(flatten)]
         data: DataArgs,
         /// `loso` (every speaker tested once; the next speaker validates) or `paper`.
-        #[arg(long, default_value = "loso")]
-        scheme: String,
+        #[arg(long, value_enum, default_value_t = support::eval::crossval::Scheme::Loso)]
+        scheme: support::eval::crossval::Scheme,
         /// Output folder (crossval.json, confusion_matrix.png, fold-K/).
         #[arg(long, default_value = "crossval")]
         out: PathBuf,
@@ -79,7 +85,7 @@ enum Command {
         #[arg(long, env = "AUDIO_MNIST_CACHE", default_value = "cache")]
         cache_dir: PathBuf,
         /// Where to download AudioMNIST from (a zip of the dataset authors' repository).
-        #[arg(long, env = "AUDIO_MNIST_URL", default_value = support::download::AUDIOMNIST_URL)]
+        #[arg(long, env = "AUDIO_MNIST_URL", default_value = support::data::download::AUDIOMNIST_URL)]
         url: String,
         #[command(flatten)]
         train: TrainArgs,
@@ -92,7 +98,7 @@ enum Command {
     Download {
         #[arg(long, default_value = "data")]
         dest: PathBuf,
-        #[arg(long, env = "AUDIO_MNIST_URL", default_value = support::download::AUDIOMNIST_URL)]
+        #[arg(long, env = "AUDIO_MNIST_URL", default_value = support::data::download::AUDIOMNIST_URL)]
         url: String,
     },
     /// Predict the digit spoken in WAV files (folders are searched for *.wav).
@@ -105,8 +111,8 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// Also show the K most likely digits.
-        #[arg(long, default_value_t = 1)]
-        top: usize,
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=10))]
+        top: u8,
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
@@ -126,14 +132,14 @@ enum Command {
     },
     /// Measure CNN training and inference throughput on synthetic input; prints one JSON line.
     BenchTrain {
-        #[arg(long, default_value_t = 64)]
-        batch: usize,
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=4096))]
+        batch: u16,
         /// CPU threads (0 = all cores).
-        #[arg(long, default_value_t = 0)]
-        threads: usize,
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=1024))]
+        threads: u16,
         /// Timed training steps (and inference passes).
-        #[arg(long, default_value_t = 10)]
-        steps: usize,
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        steps: u32,
         /// CPU implementation: our fused kernels, or Candle's own ops (the "before").
         #[arg(long, value_enum, default_value_t = KernelChoice::Fused)]
         kernels: KernelChoice,
@@ -155,30 +161,15 @@ enum Command {
         #[arg(long)]
         data: PathBuf,
         /// Use only the first N recordings.
-        #[arg(long)]
-        limit: Option<usize>,
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        limit: Option<u64>,
         /// Worker threads (0 = all cores).
-        #[arg(long, default_value_t = 0)]
-        threads: usize,
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=1024))]
+        threads: u16,
         /// Timed passes; the median is reported.
-        #[arg(long, default_value_t = 5)]
-        repeat: usize,
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=1000))]
+        repeat: u16,
     },
-}
-
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-enum KernelChoice {
-    Fused,
-    Candle,
-}
-
-impl From<KernelChoice> for support::model::Kernels {
-    fn from(k: KernelChoice) -> Self {
-        match k {
-            KernelChoice::Fused => Self::Fused,
-            KernelChoice::Candle => Self::Candle,
-        }
-    }
 }
 
 fn main() -> ExitCode {
@@ -192,7 +183,7 @@ fn main() -> ExitCode {
         }
     }
     if let Command::Predict { model, json, top, paths } = &cli.command {
-        return match predict_command(model, *json, *top, paths) {
+        return match predict::predict_command(model, *json, *top as usize, paths) {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("error: {e:#}");
@@ -212,93 +203,38 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         #[cfg(feature = "train")]
-        Command::Features { data, out, cache_dir } => features(&data, &out, &cache_dir),
+        Command::Features { data, out, cache_dir, recipe } => {
+            data::features(&data, &out, &cache_dir, &support::train::Recipe::named(recipe))
+        }
         #[cfg(feature = "train")]
-        Command::Crossval { data, scheme, out, recipe } => crossval_command(&data, &scheme, &recipe, &out),
+        Command::Crossval { data, scheme, out, recipe } => {
+            train::crossval_command(&data, scheme, &recipe, &out)
+        }
         #[cfg(feature = "train")]
-        Command::Train { data, train } => train_command(&train.options(data.data, data.cache_dir)?),
+        Command::Train { data, train } => train::train_command(&train.options(data.data, data.cache_dir)?),
         #[cfg(feature = "train")]
         Command::Run { data, cache_dir, url, train } => {
             let opts = train.options(data.clone(), cache_dir)?;
-            if needs_download(&data)? {
+            if data::needs_download(&data)? {
                 println!("no dataset in {}: downloading AudioMNIST from {url}", data.display());
-                download_command(&data, &url)?;
+                data::download_command(&data, &url)?;
             }
-            train_command(&opts)
+            train::train_command(&opts)
         }
         #[cfg(feature = "train")]
-        Command::Download { dest, url } => download_command(&dest, &url),
+        Command::Download { dest, url } => data::download_command(&dest, &url),
         #[cfg(feature = "train")]
         Command::Evaluate { model, data, out, split, seed } => {
-            let device = pick_device();
-            let spec = if split.given() { Some(split.spec(seed)?) } else { None };
-            let bar = feature_bar()?;
-            let e = evaluate_model(&model, &data.data, &out, &data.cache_dir, spec, &device, &|d, n| {
-                bar.set_length(n as u64);
-                bar.set_position(d as u64)
-            })?;
-            bar.finish_and_clear();
-            print!("{}", e.report(&digit_names()));
-            println!("test accuracy {:.2}%; files written to {}", 100.0 * e.accuracy, out.display());
-            Ok(())
+            train::evaluate_command(&model, &data, &out, &split, seed)
         }
         Command::BenchTrain { batch, steps, kernels, layers, .. } => {
-            let kernels = kernels.into();
-            if layers {
-                let rows = support::bench::profile_layers(batch, steps, kernels)?;
-                println!(
-                    "{}",
-                    serde_json::json!({"batch": batch, "kernels": format!("{kernels:?}"), "layers": rows})
-                );
-            } else {
-                let r = support::bench::bench_train(batch, steps, kernels, &pick_device())?;
-                println!("{}", serde_json::to_string(&r)?);
-            }
-            Ok(())
+            bench::bench_train(batch as usize, steps as usize, kernels, layers)
         }
         Command::Predict { .. } => unreachable!("handled in main"),
         #[cfg(feature = "train")]
-        Command::Scan { data, csv } => {
-            let dataset = scan_verbose(&data)?;
-            let mut df = dataset.metadata_frame()?;
-            println!("{df}");
-            write_csv(&mut df, &csv)?;
-            println!("wrote {}", csv.display());
-            Ok(())
-        }
+        Command::Scan { data, csv } => data::scan_command(&data, &csv),
         Command::BenchFeatures { data, limit, threads, repeat } => {
-            let r = support::bench::bench_features(&data, limit, threads, repeat)?;
-            println!("{}", serde_json::to_string(&r)?);
-            Ok(())
+            bench::bench_features(&data, limit.map(|l| l as usize), threads as usize, repeat as usize)
         }
     }
-}
-
-fn predict_command(model: &Path, json: bool, top: usize, paths: &[PathBuf]) -> Result<ExitCode> {
-    let predictor = Predictor::load(model)?;
-    let files = collect_inputs(paths)?;
-    let mut failed = 0;
-    for (file, result) in predictor.predict_files(&files) {
-        let name = file.display().to_string();
-        match result {
-            Ok(p) if json => println!(
-                "{}",
-                serde_json::json!({"file": name, "digit": p.digit, "confidence": p.confidence, "probabilities": p.probabilities})
-            ),
-            Ok(p) => {
-                let shown: Vec<String> =
-                    p.top(top.max(1)).iter().map(|(d, c)| format!("{d} ({c:.2})")).collect();
-                println!("{name}: {}", shown.join(", "));
-            }
-            Err(e) => {
-                failed += 1;
-                if json {
-                    println!("{}", serde_json::json!({"file": name, "error": e.kind.to_string()}));
-                } else {
-                    eprintln!("{name}: error: {}", e.kind);
-                }
-            }
-        }
-    }
-    Ok(if failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }

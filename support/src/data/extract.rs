@@ -4,8 +4,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rayon::prelude::*;
 
-use crate::dataset::{Dataset, Skipped};
-use crate::features::FeatureExtractor;
+use crate::data::dataset::{Dataset, Skipped};
+use crate::dsp::features::FeatureExtractor;
 
 /// Features for the recordings that could be read.
 #[derive(Clone, Debug)]

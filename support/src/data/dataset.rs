@@ -19,7 +19,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 #[cfg(feature = "train")]
-use crate::audio;
+use crate::dsp::audio;
 
 /// Name of AudioMNIST's speaker metadata file.
 pub const AUDIOMNIST_META: &str = "audioMNIST_meta.txt";
@@ -105,56 +105,8 @@ pub fn scan(root: &Path) -> Result<Dataset> {
     if !root.is_dir() {
         bail!("data path {} is not a folder", root.display());
     }
-    let mut recordings = Vec::new();
-    let mut skipped = Vec::new();
-    let mut meta_file = None;
-    let mut seen: HashMap<(u8, String, u32), PathBuf> = HashMap::new();
-    let walker = walkdir::WalkDir::new(root)
-        .follow_links(true)
-        .sort_by_file_name()
-        .into_iter()
-        .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
-    for entry in walker {
-        let entry = match entry {
-            Ok(e) => e,
-            Err(e) => {
-                let file = e.path().map_or_else(|| root.display().to_string(), |p| rel(root, p));
-                skipped.push(Skipped { file, reason: format!("cannot read: {e}") });
-                continue;
-            }
-        };
-        if !entry.file_type().is_file() {
-            continue;
-        }
-        let name = entry.file_name().to_string_lossy();
-        let rel_path = entry.path().strip_prefix(root).unwrap_or(entry.path()).to_path_buf();
-        if name == AUDIOMNIST_META {
-            meta_file.get_or_insert_with(|| entry.path().to_path_buf());
-            continue;
-        }
-        let is_wav = name.to_ascii_lowercase().ends_with(".wav");
-        match parse_name(&name) {
-            Some((digit, speaker, take)) => {
-                if let Some(first) = seen.get(&(digit, speaker.clone(), take)) {
-                    skipped.push(Skipped {
-                        file: rel_path.display().to_string(),
-                        reason: format!("same digit, speaker and take as {}", first.display()),
-                    });
-                    continue;
-                }
-                seen.insert((digit, speaker.clone(), take), rel_path.clone());
-                recordings.push(Recording { path: rel_path, digit, speaker, take });
-            }
-            None => skipped.push(Skipped {
-                file: rel_path.display().to_string(),
-                reason: if is_wav {
-                    "name does not follow {digit}_{speaker}_{take}.wav".into()
-                } else {
-                    "not a .wav file".into()
-                },
-            }),
-        }
-    }
+    let found = walk(root);
+    let (recordings, skipped) = (found.recordings, found.skipped);
     if recordings.is_empty() {
         let hint = skipped.first().map_or(String::new(), |s| format!("; e.g. {s}"));
         bail!(
@@ -170,17 +122,71 @@ pub fn scan(root: &Path) -> Result<Dataset> {
             r.path.parent().and_then(|p| p.file_name()).is_some_and(|f| f.to_string_lossy() == r.speaker)
         })
         .count();
-    let layout = if meta_file.is_some() || in_speaker_folders * 2 > recordings.len() {
+    let layout = if found.meta_file.is_some() || in_speaker_folders * 2 > recordings.len() {
         Layout::AudioMnist
     } else {
         Layout::Fsdd
     };
     let mut warnings = Vec::new();
-    let speakers = match &meta_file {
+    let speakers = match &found.meta_file {
         Some(p) => read_speaker_meta(p, &mut warnings)?,
         None => BTreeMap::new(),
     };
     Ok(Dataset { root: root.to_path_buf(), layout, recordings, skipped, speakers, warnings })
+}
+
+/// What a walk of the data folder found.
+struct Found {
+    recordings: Vec<Recording>,
+    skipped: Vec<Skipped>,
+    meta_file: Option<PathBuf>,
+}
+
+/// Every file under `root` (hidden ones aside), sorted: recordings by their names, the
+/// metadata file, and what cannot be used with the reason (duplicates included).
+fn walk(root: &Path) -> Found {
+    let mut found = Found { recordings: Vec::new(), skipped: Vec::new(), meta_file: None };
+    let mut seen: HashMap<(u8, String, u32), PathBuf> = HashMap::new();
+    let walker = walkdir::WalkDir::new(root)
+        .follow_links(true)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
+    for entry in walker {
+        let entry = match entry {
+            Ok(e) if e.file_type().is_file() => e,
+            Ok(_) => continue,
+            Err(e) => {
+                let file = e.path().map_or_else(|| root.display().to_string(), |p| rel(root, p));
+                found.skipped.push(Skipped { file, reason: format!("cannot read: {e}") });
+                continue;
+            }
+        };
+        let name = entry.file_name().to_string_lossy();
+        let rel_path = entry.path().strip_prefix(root).unwrap_or(entry.path()).to_path_buf();
+        if name == AUDIOMNIST_META {
+            found.meta_file.get_or_insert_with(|| entry.path().to_path_buf());
+            continue;
+        }
+        let file = rel_path.display().to_string();
+        let reason = match parse_name(&name) {
+            Some(key) => match seen.get(&key) {
+                Some(first) => format!("same digit, speaker and take as {}", first.display()),
+                None => {
+                    seen.insert(key.clone(), rel_path.clone());
+                    let (digit, speaker, take) = key;
+                    found.recordings.push(Recording { path: rel_path, digit, speaker, take });
+                    continue;
+                }
+            },
+            None if name.to_ascii_lowercase().ends_with(".wav") => {
+                "name does not follow {digit}_{speaker}_{take}.wav".into()
+            }
+            None => "not a .wav file".into(),
+        };
+        found.skipped.push(Skipped { file, reason });
+    }
+    found
 }
 
 fn rel(root: &Path, p: &Path) -> String {
@@ -323,13 +329,7 @@ impl Dataset {
 #[cfg(feature = "train")]
 /// Write a DataFrame as CSV, atomically (a killed run never leaves half a file).
 pub fn write_csv(df: &mut DataFrame, path: &Path) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut tmp =
-        tempfile::NamedTempFile::new_in(dir).with_context(|| format!("writing in {}", dir.display()))?;
-    CsvWriter::new(&mut tmp).finish(df).map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
-    tmp.persist(path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    super::write_atomically(path, |tmp| Ok(CsvWriter::new(tmp).finish(df)?))
 }
 
 #[cfg(test)]

@@ -55,8 +55,10 @@ pub enum AudioErrorKind {
     TooLong { seconds: f64, limit: f64 },
     /// NaN or infinite samples in a float WAV.
     NonFinite,
-    /// The resampler (or the model) refused the signal.
+    /// The resampler refused the signal.
     Resample(String),
+    /// The model failed on the recording's features.
+    Model(String),
     /// The recording is silent: its peak is below the "no speech" threshold.
     NoSpeech { peak_dbfs: f32 },
 }
@@ -74,7 +76,8 @@ impl fmt::Display for AudioErrorKind {
                 "recording is {seconds:.1} s long, over the {limit:.0} s limit (FeatureConfig::max_duration_s)"
             ),
             Self::NonFinite => write!(f, "WAV holds NaN or infinite samples"),
-            Self::Resample(e) => write!(f, "processing failed: {e}"),
+            Self::Resample(e) => write!(f, "resampling failed: {e}"),
+            Self::Model(e) => write!(f, "the model failed: {e}"),
             Self::NoSpeech { peak_dbfs } => write!(f, "no speech: the recording is silent (peak {peak_dbfs:.0} dBFS)"),
         }
     }
@@ -190,7 +193,57 @@ pub fn load_wav_into(path: &Path, max_duration_s: f64, out: &mut Vec<f32>) -> Re
     if file.metadata().is_ok_and(|m| m.len() == 0) {
         return Err(err(AudioErrorKind::NotWav("the file is empty (0 bytes)".into())));
     }
-    let header = hound::WavReader::new(std::io::BufReader::new(file)).map_err(|e| err(classify_hound(e)))?;
+    match hound::WavReader::new(std::io::BufReader::new(file)) {
+        Ok(header) => decode_wav(path, header, max_duration_s, out),
+        // A data chunk that ends in part of a sample: soundfile (and so librosa) reads the
+        // whole frames and drops the rest; so do we.
+        Err(hound::Error::FormatError(m))
+            if m.contains("multiple of sample size") || m.contains("data chunk length") =>
+        {
+            let mut bytes = std::fs::read(path).map_err(|e| err(AudioErrorKind::Io(e.to_string())))?;
+            whole_frames(&mut bytes).ok_or_else(|| err(AudioErrorKind::NotWav(m.to_string())))?;
+            let header =
+                hound::WavReader::new(std::io::Cursor::new(bytes)).map_err(|e| err(classify_hound(e)))?;
+            decode_wav(path, header, max_duration_s, out)
+        }
+        Err(e) => Err(err(classify_hound(e))),
+    }
+}
+
+/// Shorten the `data` chunk's length in a WAV file's bytes to whole sample frames
+/// (`block_align` of the `fmt ` chunk). `None` when the chunks cannot be found.
+fn whole_frames(bytes: &mut [u8]) -> Option<()> {
+    if bytes.len() < 12 || &bytes[0..4] != b"RIFF" || &bytes[8..12] != b"WAVE" {
+        return None;
+    }
+    let (mut pos, mut align) = (12, None);
+    while pos + 8 <= bytes.len() {
+        let size = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().ok()?) as usize;
+        match &bytes[pos..pos + 4] {
+            b"fmt " if pos + 22 <= bytes.len() => {
+                align = Some(u16::from_le_bytes([bytes[pos + 20], bytes[pos + 21]]) as usize)
+            }
+            b"data" => {
+                let a = align.filter(|&a| a > 0)?;
+                let whole = (size / a * a) as u32;
+                bytes[pos + 4..pos + 8].copy_from_slice(&whole.to_le_bytes());
+                return Some(());
+            }
+            _ => {}
+        }
+        pos = pos.checked_add(8 + size + (size & 1))?;
+    }
+    None
+}
+
+/// Read the samples after a parsed header (see [`load_wav`]).
+fn decode_wav<R: Read + Seek>(
+    path: &Path,
+    header: hound::WavReader<R>,
+    max_duration_s: f64,
+    out: &mut Vec<f32>,
+) -> Result<u32, AudioError> {
+    let err = |kind| AudioError::new(path, kind);
     let spec = header.spec();
     check_spec(path, &spec)?;
     let samples_total = header.len() as usize;
@@ -318,14 +371,19 @@ thread_local! {
 
 /// Resample a mono signal to `sr_out`, returning `ceil(len * sr_out / sr_in)` samples like
 /// `librosa.resample` (rubato's synchronous FFT resampler, delay compensated).
-pub fn resample(samples: &[f32], sr_in: u32, sr_out: u32) -> Result<Vec<f32>, String> {
+pub fn resample(samples: &[f32], sr_in: u32, sr_out: u32) -> Result<Vec<f32>, crate::Error> {
     let mut out = Vec::new();
     resample_into(samples, sr_in, sr_out, &mut out)?;
     Ok(out)
 }
 
 /// [`resample`] into a caller's buffer (replacing its contents).
-pub fn resample_into(samples: &[f32], sr_in: u32, sr_out: u32, out: &mut Vec<f32>) -> Result<(), String> {
+pub fn resample_into(
+    samples: &[f32],
+    sr_in: u32,
+    sr_out: u32,
+    out: &mut Vec<f32>,
+) -> Result<(), crate::Error> {
     out.clear();
     if sr_in == sr_out || samples.is_empty() {
         out.extend_from_slice(samples);
@@ -345,20 +403,21 @@ pub fn resample_into(samples: &[f32], sr_in: u32, sr_out: u32, out: &mut Vec<f32
                     WindowFunction::BlackmanHarris2,
                     FixedSync::Input,
                 )
-                .map_err(|e| e.to_string())?,
+                .map_err(|e| crate::Error::Resample(e.to_string()))?,
             ),
         };
-        let input = InterleavedSlice::new(samples, 1, samples.len()).map_err(|e| e.to_string())?;
+        let input = InterleavedSlice::new(samples, 1, samples.len())
+            .map_err(|e| crate::Error::Resample(e.to_string()))?;
         resampler.reset();
         // rubato needs room for its delay and a last padded block; the delay is cut off the
         // front for us, so the signal starts at 0 and the padding is truncated below.
         let needed = resampler.process_all_needed_output_len(samples.len());
         out.resize(needed, 0.0);
-        let mut output =
-            InterleavedSlice::new_mut(out.as_mut_slice(), 1, needed).map_err(|e| e.to_string())?;
+        let mut output = InterleavedSlice::new_mut(out.as_mut_slice(), 1, needed)
+            .map_err(|e| crate::Error::Resample(e.to_string()))?;
         let (_, produced) = resampler
             .process_all_into_buffer(&input, &mut output, samples.len(), None)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| crate::Error::Resample(e.to_string()))?;
         out.truncate(produced.min(expected));
         out.resize(expected, 0.0);
         Ok(())

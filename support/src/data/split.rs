@@ -1,6 +1,6 @@
 //! Speaker-independent splits: no speaker appears in two parts.
 
-use anyhow::{bail, ensure, Context, Result};
+use crate::error::Error;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -9,6 +9,17 @@ use serde::{Deserialize, Serialize};
 /// The five official AudioMNIST digit folds (Becker et al.; 36 train / 12 validate / 12 test
 /// speakers each), as published with the dataset.
 const PAPER_SPLITS: &str = include_str!("paper_splits.json");
+
+type Result<T> = std::result::Result<T, Error>;
+
+/// `Err(Error::Split(message))` unless `ok`.
+fn check(ok: bool, message: impl FnOnce() -> String) -> Result<()> {
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Split(message()))
+    }
+}
 
 /// How to split the speakers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -29,18 +40,21 @@ impl SplitSpec {
         };
         match (test, val) {
             (Some(t), Some(v)) => return Ok(Self::Explicit { test: list(t), val: list(v) }),
-            (Some(_), None) | (None, Some(_)) => bail!("give both --test-speakers and --val-speakers"),
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(Error::Split("give both --test-speakers and --val-speakers".into()))
+            }
             (None, None) => {}
         }
         if split == "random" {
             return Ok(Self::Random { seed });
         }
         if let Some(k) = split.strip_prefix("paper:") {
-            let k: usize = k.parse().with_context(|| format!("--split {split}: fold must be 0-4"))?;
-            ensure!(k < 5, "--split {split}: fold must be 0-4");
+            let k: usize =
+                k.parse().map_err(|_| Error::Split(format!("--split {split}: fold must be 0-4")))?;
+            check(k < 5, || format!("--split {split}: fold must be 0-4"))?;
             return Ok(Self::Paper(k));
         }
-        bail!("--split {split}: expected `random` or `paper:K` (K = 0-4)")
+        Err(Error::Split(format!("--split {split}: expected `random` or `paper:K` (K = 0-4)")))
     }
 }
 
@@ -71,7 +85,9 @@ pub fn make_split(spec: &SplitSpec, speakers: &[String]) -> Result<Split> {
     all.dedup();
     let mut split = match spec {
         SplitSpec::Random { seed } => {
-            ensure!(all.len() >= 3, "a random split needs at least 3 speakers, the data has {}", all.len());
+            check(all.len() >= 3, || {
+                format!("a random split needs at least 3 speakers, the data has {}", all.len())
+            })?;
             let mut shuffled = all.clone();
             shuffled.shuffle(&mut StdRng::seed_from_u64(*seed));
             let n_test = ((all.len() as f64 * 0.15).round() as usize).max(1);
@@ -83,33 +99,43 @@ pub fn make_split(spec: &SplitSpec, speakers: &[String]) -> Result<Split> {
             }
         }
         SplitSpec::Paper(k) => {
-            let folds: PaperFolds = serde_json::from_str(PAPER_SPLITS).context("built-in paper folds")?;
-            let f = &folds.folds[*k];
+            let folds: PaperFolds = serde_json::from_str(PAPER_SPLITS)
+                .map_err(|e| Error::Split(format!("built-in paper folds: {e}")))?;
+            let f = folds.folds.get(*k).ok_or_else(|| {
+                Error::Split(format!(
+                    "paper fold {k} does not exist: the folds are 0-{}",
+                    folds.folds.len() - 1
+                ))
+            })?;
             let ids = |v: &[u32]| {
                 v.iter().map(|s| format!("{s:02}")).filter(|s| all.contains(s)).collect::<Vec<_>>()
             };
             let split = Split { train: ids(&f.train), val: ids(&f.validate), test: ids(&f.test) };
-            ensure!(
-                !split.train.is_empty() && !split.val.is_empty() && !split.test.is_empty(),
-                "paper fold {k} needs AudioMNIST speakers 01-60; this data has {} of them ({} train, {} val, {} test)",
-                split.train.len() + split.val.len() + split.test.len(),
-                split.train.len(),
-                split.val.len(),
-                split.test.len()
-            );
+            let (tr, va, te) = (split.train.len(), split.val.len(), split.test.len());
+            check(tr > 0 && va > 0 && te > 0, || {
+                format!(
+                    "paper fold {k} needs AudioMNIST speakers 01-60; this data has {} of them \
+                     ({tr} train, {va} val, {te} test)",
+                    tr + va + te
+                )
+            })?;
             split
         }
         SplitSpec::Explicit { test, val } => {
             for s in test.iter().chain(val) {
-                ensure!(all.contains(s), "speaker {s:?} is not in the data (speakers: {})", all.join(", "));
+                check(all.contains(s), || {
+                    format!("speaker {s:?} is not in the data (speakers: {})", all.join(", "))
+                })?;
             }
             if let Some(s) = test.iter().find(|s| val.contains(s)) {
-                bail!("speaker {s:?} is both a test and a validation speaker");
+                return Err(Error::Split(format!("speaker {s:?} is both a test and a validation speaker")));
             }
             let train: Vec<String> =
                 all.iter().filter(|s| !test.contains(s) && !val.contains(s)).cloned().collect();
-            ensure!(!train.is_empty(), "no speakers left to train on");
-            ensure!(!test.is_empty() && !val.is_empty(), "need at least one test and one validation speaker");
+            check(!train.is_empty(), || "no speakers left to train on".into())?;
+            check(!test.is_empty() && !val.is_empty(), || {
+                "need at least one test and one validation speaker".into()
+            })?;
             Split { train, val: val.clone(), test: test.clone() }
         }
     };

@@ -8,9 +8,9 @@ use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::audio::{AudioError, AudioErrorKind};
-use crate::evaluate::argmax;
-use crate::features::FeatureExtractor;
+use crate::dsp::audio::{AudioError, AudioErrorKind};
+use crate::dsp::features::FeatureExtractor;
+use crate::eval::argmax;
 use crate::model::{load_model, pick_device, Classifier, ModelMeta};
 
 /// Recordings whose peak is below this (dBFS) are "no speech" rather than a guess.
@@ -69,7 +69,7 @@ impl Predictor {
     pub fn predict_samples(&self, samples: &[f32], sample_rate: u32) -> Result<Prediction, AudioErrorKind> {
         check_speech(samples)?;
         let features = self.extractor.extract_samples(samples, sample_rate)?;
-        let mut p = self.forward(&[features]).map_err(|e| AudioErrorKind::Resample(e.to_string()))?;
+        let mut p = self.forward(&[features]).map_err(|e| AudioErrorKind::Model(e.to_string()))?;
         Ok(p.remove(0))
     }
 
@@ -79,7 +79,7 @@ impl Predictor {
         let features: Vec<Result<Vec<f32>, AudioError>> = paths
             .par_iter()
             .map(|p| {
-                let audio = crate::audio::load_wav(p, self.extractor.config().max_duration_s)?;
+                let audio = crate::dsp::audio::load_wav(p, self.extractor.config().max_duration_s)?;
                 check_speech(&audio.samples).map_err(|k| AudioError::new(p, k))?;
                 self.extractor
                     .extract_samples(&audio.samples, audio.sample_rate)
@@ -93,7 +93,7 @@ impl Predictor {
                 let msg = e.to_string();
                 return paths
                     .iter()
-                    .map(|p| (p.clone(), Err(AudioError::new(p, AudioErrorKind::Resample(msg.clone())))))
+                    .map(|p| (p.clone(), Err(AudioError::new(p, AudioErrorKind::Model(msg.clone())))))
                     .collect();
             }
         };
@@ -137,24 +137,42 @@ fn check_speech(samples: &[f32]) -> Result<(), AudioErrorKind> {
 }
 
 /// The WAV files named by `inputs`: files as given, folders searched recursively for `*.wav`
-/// (sorted). A folder without any is an error naming it.
-pub fn collect_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
+/// (sorted), and the entries that could not be searched (a symbolic-link loop, a folder
+/// without permission) with the reason, so one bad entry does not stop the others. A folder
+/// without any WAV file is an error naming it.
+pub fn collect_inputs(inputs: &[PathBuf]) -> Result<(Vec<PathBuf>, Vec<(PathBuf, String)>)> {
+    let (mut out, mut problems) = (Vec::new(), Vec::new());
     for input in inputs {
-        if input.is_dir() {
-            let before = out.len();
-            for e in walkdir::WalkDir::new(input).follow_links(true).sort_by_file_name() {
-                let e = e.map_err(|e| anyhow::anyhow!("reading folder {}: {e}", input.display()))?;
-                let is_wav = e.file_type().is_file()
-                    && e.path().extension().is_some_and(|x| x.eq_ignore_ascii_case("wav"));
-                if is_wav {
-                    out.push(e.path().to_path_buf());
+        if !input.is_dir() {
+            out.push(input.clone());
+            continue;
+        }
+        let before = out.len();
+        for e in walkdir::WalkDir::new(input).follow_links(true).sort_by_file_name() {
+            match e {
+                Ok(e)
+                    if e.file_type().is_file()
+                        && e.path().extension().is_some_and(|x| x.eq_ignore_ascii_case("wav")) =>
+                {
+                    out.push(e.path().to_path_buf())
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let path = e.path().map_or_else(|| input.clone(), Path::to_path_buf);
+                    let why = if e.loop_ancestor().is_some() {
+                        "a symbolic-link loop".to_string()
+                    } else {
+                        e.to_string()
+                    };
+                    problems.push((path, why));
                 }
             }
-            anyhow::ensure!(out.len() > before, "no .wav files in folder {}", input.display());
-        } else {
-            out.push(input.clone());
         }
+        anyhow::ensure!(
+            out.len() > before || !problems.is_empty(),
+            "no .wav files in folder {}",
+            input.display()
+        );
     }
-    Ok(out)
+    Ok((out, problems))
 }

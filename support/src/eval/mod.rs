@@ -1,10 +1,24 @@
-//! Accuracy, confusion matrix, scikit-learn-style classification report, per-speaker accuracy.
+//! Evaluation: accuracy, confusion matrix, scikit-learn-style classification report,
+//! per-speaker accuracy (here); the artifacts written for a model ([`artifacts`]),
+//! cross-validation ([`crossval`]) and the PNG figures ([`plots`]).
+
+#[cfg(feature = "train")]
+pub mod artifacts;
+#[cfg(feature = "train")]
+pub mod crossval;
+#[cfg(feature = "train")]
+pub mod plots;
 
 use anyhow::Result;
-use candle_core::{Tensor, D};
+use candle_core::Tensor;
 use serde::Serialize;
 
 use crate::model::Classifier;
+
+/// Class names of the digit task.
+pub fn digit_names() -> Vec<String> {
+    (0..10).map(|d| d.to_string()).collect()
+}
 
 /// Class probabilities for every row of `x` (`[N, 1, M, T]`, unstandardised log-Mel dB), in
 /// batches.
@@ -25,11 +39,6 @@ pub fn argmax(p: &[f32]) -> usize {
         .enumerate()
         .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| if v > bv { (i, v) } else { (bi, bv) })
         .0
-}
-
-/// Predicted class of each row of `[N, classes]` logits.
-pub fn argmax_rows(logits: &Tensor) -> Result<Vec<u32>> {
-    Ok(logits.argmax(D::Minus1)?.to_vec1::<u32>()?)
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]

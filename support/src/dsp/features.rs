@@ -13,8 +13,8 @@ use std::sync::Arc;
 use realfft::{RealFftPlanner, RealToComplex};
 use serde::{Deserialize, Serialize};
 
-use crate::audio::{self, AudioError, AudioErrorKind};
-use crate::mel::{self, SparseFilterbank};
+use crate::dsp::audio::{self, AudioError, AudioErrorKind};
+use crate::dsp::mel::{self, SparseFilterbank};
 
 /// Bumped whenever the feature computation changes in a way the config does not show, so that
 /// caches and exported models made by older code are recognised.
@@ -57,7 +57,7 @@ pub struct FeatureConfig {
 }
 
 /// Where the `n_frames` STFT frames of a trimmed word sit.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Framing {
     /// The seed's: `fix_length` pads the word to `clip_samples`, frames every `hop_length`
@@ -102,7 +102,7 @@ impl FeatureConfig {
         self.n_mels * self.n_frames()
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), crate::Error> {
         let nyquist = self.sample_rate as f32 / 2.0;
         let fmax = self.fmax.unwrap_or(nyquist);
         let checks = [
@@ -123,7 +123,7 @@ impl FeatureConfig {
             (self.max_duration_s > 0.0, "max_duration_s must be > 0"),
         ];
         match checks.iter().find(|(ok, _)| !ok) {
-            Some((_, why)) => Err(format!("invalid feature config: {why}")),
+            Some((_, why)) => Err(crate::Error::Config(format!("invalid feature config: {why}"))),
             None => Ok(()),
         }
     }
@@ -250,7 +250,7 @@ impl std::fmt::Debug for FeatureExtractor {
 }
 
 impl FeatureExtractor {
-    pub fn new(config: FeatureConfig) -> Result<Self, String> {
+    pub fn new(config: FeatureConfig) -> Result<Self, crate::Error> {
         config.validate()?;
         let sr = config.sample_rate as f64;
         let fmax = config.fmax.map_or(sr / 2.0, |f| f as f64);
@@ -306,7 +306,7 @@ impl FeatureExtractor {
         }
         let c = &self.config;
         audio::resample_into(samples, sample_rate, c.sample_rate, &mut scratch.resampled)
-            .map_err(AudioErrorKind::Resample)?;
+            .map_err(|e| AudioErrorKind::Resample(e.to_string()))?;
         scratch.trim = trim_bounds(&scratch.resampled, c.trim_top_db, c.trim_frame_length, c.trim_hop_length);
         let (start, end) = scratch.trim;
         scratch.clip.clear();

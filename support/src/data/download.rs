@@ -177,7 +177,7 @@ fn data_root(names: &[PathBuf]) -> Option<PathBuf> {
             n.extension().is_some_and(|e| e.eq_ignore_ascii_case("wav"))
                 && n.file_name()
                     .and_then(|f| f.to_str())
-                    .is_some_and(|f| crate::dataset::parse_name(f).is_some())
+                    .is_some_and(|f| crate::data::dataset::parse_name(f).is_some())
         })
         .and_then(|wav| wav.parent()?.parent().map(Path::to_path_buf))
 }
@@ -250,7 +250,7 @@ pub fn inspect(dest: &Path, url: &str) -> Result<Report> {
         speaker_folders += 1;
         for f in fs::read_dir(entry.path())? {
             let f = f?.file_name().to_string_lossy().to_string();
-            if f.to_ascii_lowercase().ends_with(".wav") && crate::dataset::parse_name(&f).is_some() {
+            if f.to_ascii_lowercase().ends_with(".wav") && crate::data::dataset::parse_name(&f).is_some() {
                 wavs += 1;
             }
         }

@@ -21,16 +21,22 @@ fn err<E: std::fmt::Display>(path: &Path) -> impl Fn(E) -> anyhow::Error + '_ {
     move |e| anyhow!("drawing {}: {e}", path.display())
 }
 
-/// Loss and accuracy per epoch, train and validation, side by side.
-pub fn training_curves(log: &[EpochLog], path: &Path) -> Result<()> {
+/// Loss and accuracy per epoch, training and validation, of every network (one line colour
+/// per member of an ensemble; validation drawn thick with dots).
+pub fn training_curves(logs: &[&[EpochLog]], path: &Path) -> Result<()> {
     register_fonts();
     let root = BitMapBackend::new(path, (1100, 450)).into_drawing_area();
     root.fill(&WHITE).map_err(err(path))?;
     let (left, right) = root.split_horizontally(550);
-    let epochs = log.len().max(2) as f64;
+    let longest = logs.iter().map(|l| l.len()).max().unwrap_or(0);
+    let epochs = longest.max(2) as f64;
     let finite = |v: f64| if v.is_finite() { v } else { 0.0 };
-    let max_loss =
-        log.iter().map(|r| finite(r.train_loss).max(finite(r.val_loss))).fold(0.1, f64::max) * 1.05;
+    let max_loss = logs
+        .iter()
+        .flat_map(|l| l.iter())
+        .map(|r| finite(r.train_loss).max(finite(r.val_loss)))
+        .fold(0.1, f64::max)
+        * 1.05;
     type Panel<'a, 'b> = (
         &'a DrawingArea<BitMapBackend<'b>, plotters::coord::Shift>,
         &'a str,
@@ -42,6 +48,7 @@ pub fn training_curves(log: &[EpochLog], path: &Path) -> Result<()> {
         (&left, "loss", max_loss, [|r| r.train_loss, |r| r.val_loss], SeriesLabelPosition::UpperRight),
         (&right, "accuracy", 1.0, [|r| r.train_acc, |r| r.val_acc], SeriesLabelPosition::LowerRight),
     ];
+    let palette = [BLUE, RED, RGBColor(0, 140, 0), RGBColor(200, 120, 0), MAGENTA, CYAN];
     for (area, name, top, series, legend) in panels {
         let mut chart = ChartBuilder::on(area)
             .caption(format!("training {name}"), ("sans-serif", 22))
@@ -52,23 +59,33 @@ pub fn training_curves(log: &[EpochLog], path: &Path) -> Result<()> {
             .map_err(err(path))?;
         chart
             .configure_mesh()
-            .x_labels(log.len().clamp(2, 12))
+            .x_labels(longest.clamp(2, 12))
             .x_label_formatter(&|v| format!("{v:.0}"))
             .x_desc("epoch")
             .y_desc(name)
             .draw()
             .map_err(err(path))?;
-        for (get, label, color) in [(series[0], "train", BLUE), (series[1], "validation", RED)] {
-            let points: Vec<(f64, f64)> =
-                log.iter().map(|r| (r.epoch as f64, get(r))).filter(|p| p.1.is_finite()).collect();
-            chart
-                .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
-                .map_err(err(path))?
-                .label(label)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
-            chart
-                .draw_series(points.iter().map(|p| Circle::new(*p, 3, color.filled())))
-                .map_err(err(path))?;
+        for (k, log) in logs.iter().enumerate() {
+            let member = if logs.len() > 1 { format!("net {} ", k + 1) } else { String::new() };
+            for (s, (get, part)) in series.iter().zip(["train", "validation"]).enumerate() {
+                // A single network keeps the classic blue/red pair; members get one colour each.
+                let color = if logs.len() > 1 { palette[k % palette.len()] } else { palette[s] };
+                let width = if s == 1 || logs.len() == 1 { 2 } else { 1 };
+                let points: Vec<(f64, f64)> =
+                    log.iter().map(|r| (r.epoch as f64, get(r))).filter(|p| p.1.is_finite()).collect();
+                chart
+                    .draw_series(LineSeries::new(points.clone(), color.stroke_width(width)))
+                    .map_err(err(path))?
+                    .label(format!("{member}{part}"))
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(width))
+                    });
+                if s == 1 || logs.len() == 1 {
+                    chart
+                        .draw_series(points.iter().map(|p| Circle::new(*p, 3, color.filled())))
+                        .map_err(err(path))?;
+                }
+            }
         }
         chart
             .configure_series_labels()

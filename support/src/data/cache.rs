@@ -20,9 +20,9 @@ use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 use sha2::{Digest, Sha256};
 
-use crate::dataset::{Dataset, Skipped};
-use crate::extract::{extract_dataset, Progress};
-use crate::features::{FeatureConfig, FeatureExtractor, FEATURE_VERSION};
+use crate::data::dataset::{Dataset, Skipped};
+use crate::data::extract::{extract_dataset, Progress};
+use crate::dsp::features::{FeatureConfig, FeatureExtractor, FEATURE_VERSION};
 
 /// Format tag written into every feature file.
 pub const FORMAT: &str = "audio-mnist-features";
@@ -71,7 +71,7 @@ impl FeatureSet {
     pub fn from_extraction(
         dataset: &Dataset,
         config: &FeatureConfig,
-        fx: crate::extract::Extracted,
+        fx: crate::data::extract::Extracted,
         fingerprint: String,
     ) -> Self {
         let recs: Vec<_> = fx.kept.iter().map(|&i| &dataset.recordings[i]).collect();
@@ -172,17 +172,7 @@ pub(crate) fn write_safetensors<'a>(
     tensors: Vec<(&'a str, TensorView<'a>)>,
     meta: HashMap<String, String>,
 ) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("creating folder {}", dir.display()))?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".audio-mnist-")
-        .suffix(".part")
-        .tempfile_in(dir)
-        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-    safetensors::serialize_to_file(tensors, Some(meta), tmp.path())
-        .with_context(|| format!("writing {}", tmp.path().display()))?;
-    tmp.persist(path).map_err(|e| anyhow!("moving the new file into {}: {}", path.display(), e.error))?;
-    Ok(())
+    super::write_atomically(path, |tmp| Ok(safetensors::serialize_to_file(tensors, Some(meta), tmp.path())?))
 }
 
 /// Parse safetensors bytes and check that the metadata's `format` is `format`.

@@ -1,0 +1,140 @@
+//! Flags shared by several commands, parsed into typed values.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use support::data::split::SplitSpec;
+use support::dsp::features::Framing;
+use support::train::{AugmentStep, Overrides, Recipe, RecipeName};
+
+#[derive(clap::Args)]
+pub struct DataArgs {
+    /// Dataset folder (AudioMNIST, its Kaggle unzip, or FSDD).
+    #[arg(long, env = "AUDIO_MNIST_DATA")]
+    pub data: PathBuf,
+    /// Feature cache folder.
+    #[arg(long, env = "AUDIO_MNIST_CACHE", default_value = "cache")]
+    pub cache_dir: PathBuf,
+}
+
+#[derive(clap::Args)]
+pub struct SplitArgs {
+    /// `random` (70/15/15 of the speakers, seeded) or `paper:K` (official AudioMNIST fold K, 0-4).
+    #[arg(long, default_value = "random")]
+    pub split: String,
+    /// Explicit test speakers (comma-separated); needs --val-speakers.
+    #[arg(long)]
+    pub test_speakers: Option<String>,
+    /// Explicit validation speakers (comma-separated); needs --test-speakers.
+    #[arg(long)]
+    pub val_speakers: Option<String>,
+}
+
+impl SplitArgs {
+    pub fn spec(&self, seed: u64) -> Result<SplitSpec> {
+        Ok(SplitSpec::from_args(
+            &self.split,
+            seed,
+            self.test_speakers.as_deref(),
+            self.val_speakers.as_deref(),
+        )?)
+    }
+    pub fn given(&self) -> bool {
+        self.split != "random" || self.test_speakers.is_some() || self.val_speakers.is_some()
+    }
+}
+
+/// The training flags `train` and `run` share.
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// Output folder for the model, logs, plots and reports.
+    #[arg(long, default_value = "out")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub split: SplitArgs,
+    #[command(flatten)]
+    pub recipe: RecipeArgs,
+}
+
+/// How to train: a named recipe and typed overrides of its fields (`train`, `run`, `crossval`).
+#[derive(clap::Args)]
+pub struct RecipeArgs {
+    /// Training recipe: `best` (frames spread over the word, liftered spectra, 50 dB range,
+    /// three conv blocks, three networks averaged) or `seed` (the Kaggle notebook's).
+    #[arg(long, value_enum, default_value_t = RecipeName::Best)]
+    pub recipe: RecipeName,
+    /// Seed for initialisation, shuffling, dropout, augmentation and the random split.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Maximum epochs per network (early stopping may end sooner); the recipes' is 30.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub epochs: Option<u64>,
+    /// Mini-batch size; the recipes' is 64.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub batch_size: Option<u64>,
+    /// Early-stopping patience: epochs without a better validation accuracy; the recipes' is 5.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub patience: Option<u64>,
+    /// Networks trained and averaged, each validated on other training speakers.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=32))]
+    pub ensemble: Option<u64>,
+    /// How the STFT frames cover the word: `pad` (the seed's) or `stretch`.
+    #[arg(long, value_enum)]
+    pub framing: Option<Framing>,
+    /// Dynamic range of the log-Mel image in dB (the seed's: 80).
+    #[arg(long)]
+    pub top_db: Option<f32>,
+    /// Cepstral liftering: DCT coefficients kept per frame (0 = off).
+    #[arg(long)]
+    pub lifter: Option<usize>,
+    /// Output channels of each conv block, comma-separated (the seed's: 32,64).
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    pub channels: Option<Vec<usize>>,
+    /// On-the-fly augmentation steps, comma-separated (speed, noise), or `none`.
+    #[arg(long, value_parser = parse_steps)]
+    pub augment: Option<Steps>,
+}
+
+/// A parsed `--augment` list.
+#[derive(Clone, Debug)]
+pub struct Steps(Vec<AugmentStep>);
+
+fn parse_steps(s: &str) -> Result<Steps, String> {
+    use clap::ValueEnum;
+    let names = s.split(',').map(str::trim).filter(|n| !n.is_empty() && *n != "none");
+    let steps = names.map(|n| {
+        AugmentStep::from_str(n, true).map_err(|_| format!("unknown step {n:?}; known: speed, noise, none"))
+    });
+    Ok(Steps(steps.collect::<Result<_, _>>()?))
+}
+
+impl RecipeArgs {
+    /// The recipe with the flags' overrides, checked.
+    pub fn recipe(&self) -> Result<Recipe> {
+        let size = |v: Option<u64>| v.map(|v| v as usize);
+        let overrides = Overrides {
+            epochs: size(self.epochs),
+            batch_size: size(self.batch_size),
+            patience: size(self.patience),
+            ensemble: size(self.ensemble),
+            framing: self.framing,
+            top_db: self.top_db,
+            lifter: self.lifter,
+            channels: self.channels.clone(),
+            augment: self.augment.as_ref().map(|s| s.0.clone()),
+        };
+        Ok(Recipe::new(self.recipe, self.seed, overrides)?)
+    }
+}
+
+impl TrainArgs {
+    pub fn options(&self, data: PathBuf, cache_dir: PathBuf) -> Result<support::workflow::TrainOptions> {
+        Ok(support::workflow::TrainOptions {
+            data,
+            out: self.out.clone(),
+            cache_dir,
+            split: self.split.spec(self.recipe.seed)?,
+            recipe: self.recipe.recipe()?,
+        })
+    }
+}

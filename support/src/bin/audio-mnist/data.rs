@@ -1,0 +1,131 @@
+//! `features`, `scan` and `download`: the dataset commands.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use support::data::cache::CacheStatus;
+use support::data::dataset::{scan, write_csv, Dataset};
+use support::data::prepare::load_features;
+use support::train::Recipe;
+
+/// `audio-mnist scan`: the metadata table, printed and written as CSV.
+pub fn scan_command(data: &Path, csv: &Path) -> Result<()> {
+    let dataset = scan_verbose(data)?;
+    let mut df = dataset.metadata_frame()?;
+    println!("{df}");
+    write_csv(&mut df, csv)?;
+    println!("wrote {}", csv.display());
+    Ok(())
+}
+
+pub fn scan_verbose(data: &Path) -> Result<Dataset> {
+    let dataset = scan(data)?;
+    println!(
+        "{}: {} recordings, {} speakers, layout {:?}",
+        data.display(),
+        dataset.recordings.len(),
+        dataset.speaker_ids().len(),
+        dataset.layout
+    );
+    for w in &dataset.warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(dataset)
+}
+
+pub fn features(data: &Path, out: &Path, cache_dir: &Path, recipe: &Recipe) -> Result<()> {
+    let dataset = scan_verbose(data)?;
+    let config = recipe.features();
+    println!(
+        "features of recipe {}: {:?} framing, {} dB range",
+        recipe.label(),
+        config.framing,
+        config.top_db
+    );
+    let bar = crate::train::feature_bar()?;
+    bar.set_length(dataset.recordings.len() as u64);
+    let start = Instant::now();
+    let (set, status) =
+        load_features(&dataset, cache_dir, &config, &|done, _| bar.set_position(done as u64))?;
+    bar.finish_and_clear();
+    match &status {
+        CacheStatus::Hit(p) => println!("features loaded from cache {}", p.display()),
+        CacheStatus::Miss(p) => println!(
+            "extracted {} files in {:.1} s, cached in {}",
+            set.len(),
+            start.elapsed().as_secs_f64(),
+            p.display()
+        ),
+    }
+    set.save(out)?;
+    println!("wrote {} ({} x {} x {})", out.display(), set.len(), set.n_mels, set.n_frames);
+    if !set.skipped.is_empty() {
+        eprintln!("skipped {} files:", set.skipped.len());
+        for s in set.skipped.iter().take(20) {
+            eprintln!("  {s}");
+        }
+        if set.skipped.len() > 20 {
+            eprintln!("  ... and {} more", set.skipped.len() - 20);
+        }
+    }
+    Ok(())
+}
+
+/// Whether `run` must download before training: `data` is missing or empty, or holds an
+/// unfinished download. A folder with anything else in it is the user's: never written into.
+pub fn needs_download(data: &Path) -> Result<bool> {
+    if support::data::download::completed(data).is_some() {
+        return Ok(false);
+    }
+    if support::data::download::unfinished(data) || !data.exists() {
+        return Ok(true);
+    }
+    let empty =
+        std::fs::read_dir(data).with_context(|| format!("reading {}", data.display()))?.next().is_none();
+    if empty {
+        return Ok(true);
+    }
+    // Not ours and not empty: it must be a dataset (scan says why when it is not).
+    scan(data)?;
+    Ok(false)
+}
+
+/// `audio-mnist download`, with a byte progress bar.
+pub fn download_command(dest: &Path, url: &str) -> Result<()> {
+    use support::data::download::{download, Outcome};
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template(
+            "{spinner} download {bar:40} {bytes}/{total_bytes}  {bytes_per_sec}  eta {eta}",
+        )
+        .context("progress bar template")?,
+    );
+    let outcome = download(url, dest, &|done, total| {
+        if let Some(t) = total {
+            bar.set_length(t);
+        }
+        bar.set_position(done);
+    });
+    bar.finish_and_clear();
+    let report = match outcome? {
+        Outcome::AlreadyComplete(r) => {
+            println!("{} already holds a completed download; nothing fetched", dest.display());
+            r
+        }
+        Outcome::Downloaded(r) => {
+            println!("downloaded {} into {}", r.url, dest.display());
+            r
+        }
+    };
+    println!(
+        "{} speaker folders, {} recordings, metadata {}",
+        report.speaker_folders,
+        report.wavs,
+        if report.metadata { "present" } else { "missing" }
+    );
+    for d in &report.differences {
+        eprintln!("warning: {d}");
+    }
+    Ok(())
+}

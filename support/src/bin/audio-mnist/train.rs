@@ -1,0 +1,199 @@
+//! `train`, `run`, `crossval` and `evaluate`: say what was found and what will be done, then
+//! train with a progress line per epoch, then print the results.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use support::data::dataset::Dataset;
+use support::data::split::Split;
+use support::eval::crossval::Scheme;
+use support::eval::digit_names;
+use support::model::{describe_device, pick_device};
+use support::train::{EpochLog, Recipe};
+use support::workflow::{run_plan, TrainOptions};
+
+use crate::args::{DataArgs, RecipeArgs, SplitArgs};
+use crate::data::scan_verbose;
+
+pub fn feature_bar() -> Result<ProgressBar> {
+    Ok(ProgressBar::new(0).with_style(
+        ProgressStyle::with_template("{spinner} features {bar:40} {pos}/{len} files  {per_sec}  eta {eta}")
+            .context("progress bar template")?,
+    ))
+}
+
+/// What the run will do, before it does it.
+fn announce(recipe: &Recipe, device: &candle_core::Device) {
+    let augment = recipe.augment.names();
+    let augment = if augment.is_empty() { "none".to_string() } else { augment.join(", ") };
+    println!(
+        "recipe {}: {:?} framing, {} dB range, lifter {}, conv blocks {:?}, {} network(s), at most {} epochs; \
+         augmentation: {augment}; seed {}",
+        recipe.label(),
+        recipe.framing,
+        recipe.top_db,
+        recipe.lifter,
+        recipe.channels,
+        recipe.ensemble,
+        recipe.epochs,
+        recipe.seed
+    );
+    println!("device: {}", describe_device(device));
+}
+
+fn announce_split(split: &Split) {
+    println!(
+        "split by speaker: train {:?}\n                  val {:?}\n                  test {:?}",
+        split.train, split.val, split.test
+    );
+}
+
+/// `audio-mnist train` (and `run` after its download): plan, announce, train, report.
+pub fn train_command(opts: &TrainOptions) -> Result<()> {
+    let plan = opts.plan()?;
+    report_dataset(&opts.data, &plan.dataset);
+    announce_split(&plan.split);
+    let device = pick_device();
+    announce(&opts.recipe, &device);
+    let bar = feature_bar()?;
+    let epochs = ProgressBar::new(opts.recipe.epochs as u64).with_style(
+        ProgressStyle::with_template("{spinner} epoch {pos}/{len} {bar:30} {elapsed_precise} {msg}")
+            .context("progress bar template")?,
+    );
+    let progress = |d: usize, n: usize| {
+        bar.set_length(n as u64);
+        bar.set_position(d as u64)
+    };
+    let report = run_plan(opts, plan, &device, &progress, &mut |r: &EpochLog| {
+        bar.finish_and_clear();
+        // A hidden bar (output not a terminal: logs, CI, notebooks) drops println: print plainly.
+        if epochs.is_hidden() {
+            println!("{}", r.line());
+        } else {
+            epochs.println(r.line());
+        }
+        epochs.set_position(r.epoch as u64);
+        epochs.set_message(format!("val acc {:.4}", r.val_acc));
+    })?;
+    epochs.finish_and_clear();
+    let m = &report.metrics;
+    if m.test_files == 0 {
+        println!("no test speakers: this model was not tested (validation accuracy only)");
+    } else {
+        print!("{}", report.evaluation.report(&digit_names()));
+    }
+    for (k, member) in m.members.iter().enumerate().filter(|_| m.members.len() > 1) {
+        println!(
+            "  network {}: val {} {:.2}% (epoch {}/{}), alone on test {:.2}%",
+            k + 1,
+            member.val_speaker,
+            100.0 * member.val_accuracy,
+            member.best_epoch,
+            member.epochs,
+            100.0 * member.test_accuracy
+        );
+    }
+    println!(
+        "test accuracy {:.2}% ({} files), best val accuracy {:.2}% at epoch {}/{}; {:.0} s, {:.1} train samples/s",
+        100.0 * m.test_accuracy,
+        m.test_files,
+        100.0 * m.val_accuracy,
+        m.best_epoch,
+        m.epochs,
+        m.train_seconds,
+        m.train_samples_per_second
+    );
+    println!("model: {}; artifacts in {}", report.model_path.display(), opts.out.display());
+    Ok(())
+}
+
+fn report_dataset(data: &Path, dataset: &Dataset) {
+    println!(
+        "{}: {:?} layout, {} recordings, {} speakers",
+        data.display(),
+        dataset.layout,
+        dataset.recordings.len(),
+        dataset.speaker_ids().len()
+    );
+    for w in &dataset.warnings {
+        eprintln!("warning: {w}");
+    }
+}
+
+/// `audio-mnist crossval`: every fold, a line per epoch, the summary table.
+pub fn crossval_command(data: &DataArgs, scheme: Scheme, recipe: &RecipeArgs, out: &Path) -> Result<()> {
+    let dataset = scan_verbose(&data.data)?;
+    let recipe = recipe.recipe()?;
+    let device = pick_device();
+    announce(&recipe, &device);
+    let bar = feature_bar()?;
+    let progress = |d: usize, n: usize| {
+        bar.set_length(n as u64);
+        bar.set_position(d as u64)
+    };
+    let r = support::eval::crossval::crossval(
+        dataset,
+        &data.cache_dir,
+        scheme,
+        &recipe,
+        out,
+        &device,
+        &progress,
+        &mut |k, n, spec| {
+            bar.finish_and_clear();
+            println!("fold {}/{n}: {spec:?}", k + 1);
+        },
+        &mut |e| {
+            let (l, tl, ta, va, s) = (e.label(), e.train_loss, e.train_acc, e.val_acc, e.seconds);
+            println!("  {l}  train loss {tl:.4} acc {ta:.4}  val acc {va:.4}  {s:.1}s")
+        },
+    )?;
+    println!("\n| test speaker | val speaker | test accuracy | best epoch |");
+    println!("|---|---|---|---|");
+    for f in &r.folds {
+        let (t, v, a, b, e) =
+            (&f.test_speaker, &f.val_speaker, 100.0 * f.test_accuracy, f.best_epoch, f.epochs);
+        println!("| {t} | {v} | {a:.1}% | {b} of {e} |");
+    }
+    println!(
+        "mean {:.2}%, std {:.2} points over {} folds; {:.0} s; crossval.json and confusion_matrix.png in {}",
+        100.0 * r.mean,
+        100.0 * r.std,
+        r.folds.len(),
+        r.seconds,
+        out.display()
+    );
+    println!("computed on {} ({}, caches {:?} KiB)", r.machine.cpu, r.machine.simd, r.machine.cache_kib);
+    Ok(())
+}
+
+/// `audio-mnist evaluate`.
+pub fn evaluate_command(
+    model: &Path,
+    data: &DataArgs,
+    out: &Path,
+    split: &SplitArgs,
+    seed: u64,
+) -> Result<()> {
+    let device = pick_device();
+    let spec = if split.given() { Some(split.spec(seed)?) } else { None };
+    let bar = feature_bar()?;
+    let progress = |d: usize, n: usize| {
+        bar.set_length(n as u64);
+        bar.set_position(d as u64)
+    };
+    let e = support::eval::artifacts::evaluate_model(
+        model,
+        &data.data,
+        out,
+        &data.cache_dir,
+        spec,
+        &device,
+        &progress,
+    )?;
+    bar.finish_and_clear();
+    print!("{}", e.report(&digit_names()));
+    println!("test accuracy {:.2}%; files written to {}", 100.0 * e.accuracy, out.display());
+    Ok(())
+}

@@ -1,0 +1,51 @@
+//! Recordings on disk and what is derived from them: dataset layouts and metadata
+//! ([`dataset`]), speaker-independent splits ([`split`]), parallel feature extraction
+//! ([`extract`]), the safetensors feature file and cache ([`cache`]), the AudioMNIST download
+//! ([`download`]) and a run's prepared data ([`prepare`]).
+
+pub mod cache;
+pub mod dataset;
+#[cfg(feature = "download")]
+pub mod download;
+pub mod extract;
+#[cfg(feature = "train")]
+pub mod prepare;
+pub mod split;
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+/// Write `path` through a temporary file beside it, renamed into place when `write` is done:
+/// a killed run never leaves half a file under the final name. The file gets the usual
+/// permissions (rw-r--r--), not the temporary file's private ones, so other users and a web
+/// server can read models and reports.
+pub fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&mut tempfile::NamedTempFile) -> Result<()>,
+) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating folder {}", dir.display()))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".audio-mnist-")
+        .suffix(".part")
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    write(&mut tmp).with_context(|| format!("writing {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .with_context(|| format!("setting the permissions of {}", path.display()))?;
+    }
+    tmp.persist(path)
+        .map_err(|e| anyhow::anyhow!("moving the new file into {}: {}", path.display(), e.error))?;
+    Ok(())
+}
+
+/// Write `value` as pretty JSON, atomically.
+pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)? + "\n";
+    write_atomically(path, |tmp| Ok(std::io::Write::write_all(tmp, text.as_bytes())?))
+}

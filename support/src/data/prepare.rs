@@ -1,0 +1,81 @@
+//! A run's data, ready to train on: the features of every recording (from the cache when
+//! possible), the speaker split, and the training part's standardisation statistics.
+
+use std::path::Path;
+
+use anyhow::{ensure, Result};
+
+use crate::data::cache::{load_or_extract, CacheStatus, FeatureSet};
+use crate::data::dataset::{write_csv, Dataset};
+use crate::data::extract::Progress;
+use crate::data::split::Split;
+use crate::dsp::features::{FeatureConfig, FeatureExtractor};
+use crate::model::{CnnConfig, ModelMeta};
+use crate::train::{norm_stats, rows_for, Recipe};
+
+/// The features of `dataset` (from the cache when possible; `cache_dir/metadata.csv` is
+/// written on the way). The one path by which the CLI, crossval and the notebook get features.
+pub fn load_features(
+    dataset: &Dataset,
+    cache_dir: &Path,
+    config: &FeatureConfig,
+    progress: Progress,
+) -> Result<(FeatureSet, CacheStatus)> {
+    let fx = FeatureExtractor::new(config.clone())?;
+    let mut table = dataset.metadata_frame()?;
+    write_csv(&mut table, &cache_dir.join("metadata.csv"))?;
+    load_or_extract(dataset, &fx, cache_dir, progress)
+}
+
+/// The data of a run: recordings, their features, the speaker split and the training part's
+/// standardisation statistics (the seed's `mean`/`std`, taken from training files only).
+pub struct Prepared {
+    pub dataset: Dataset,
+    pub set: FeatureSet,
+    pub split: Split,
+    pub train_rows: Vec<usize>,
+    pub val_rows: Vec<usize>,
+    pub test_rows: Vec<usize>,
+    pub mean: f32,
+    pub std: f32,
+}
+
+impl Prepared {
+    /// Split the rows of `set` by the speakers of `split` and compute the normalisation
+    /// statistics.
+    pub fn new(dataset: Dataset, set: FeatureSet, split: Split) -> Result<Self> {
+        let (train_rows, val_rows, test_rows) =
+            (rows_for(&set, &split.train), rows_for(&set, &split.val), rows_for(&set, &split.test));
+        ensure!(
+            !train_rows.is_empty() && !val_rows.is_empty(),
+            "the split leaves no training or no validation recordings"
+        );
+        let (mean, std) = norm_stats(&set, &train_rows);
+        Ok(Self { dataset, set, split, train_rows, val_rows, test_rows, mean, std })
+    }
+
+    /// The feature extractor these features came from.
+    pub fn fx(&self) -> Result<FeatureExtractor> {
+        Ok(FeatureExtractor::new(self.set.config.clone())?)
+    }
+
+    /// The network `recipe` trains on these features.
+    pub fn architecture(&self, recipe: &Recipe) -> CnnConfig {
+        recipe.network(self.set.n_mels, self.set.n_frames)
+    }
+
+    /// What the model file records besides the weights.
+    pub fn model_meta(&self, arch: &CnnConfig, recipe: &Recipe, metrics: serde_json::Value) -> ModelMeta {
+        ModelMeta {
+            architecture: arch.clone(),
+            features: self.set.config.clone(),
+            mean: self.mean,
+            std: self.std,
+            members: Vec::new(),
+            classes: crate::eval::digit_names(),
+            recipe: Some(recipe.clone()),
+            split: serde_json::to_value(&self.split).unwrap_or_default(),
+            metrics,
+        }
+    }
+}

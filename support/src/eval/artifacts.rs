@@ -1,0 +1,163 @@
+//! The evaluation artifacts of a model on the test speakers: `classification_report.txt`,
+//! `confusion_matrix.png`, `per_speaker_accuracy.csv`, `predictions.csv`.
+
+use std::path::Path;
+
+use anyhow::{ensure, Context, Result};
+use candle_core::Device;
+use polars::prelude::*;
+
+use super::{argmax, digit_names, per_speaker, predict_probabilities, Evaluation};
+use crate::data::cache::FeatureSet;
+use crate::data::dataset::{write_csv, Dataset};
+use crate::data::extract::Progress;
+use crate::data::prepare::{load_features, Prepared};
+use crate::data::split::{make_split, Split, SplitSpec};
+use crate::data::write_json;
+use crate::model::{load_model, Classifier};
+use crate::train::{rows_for, tensors};
+
+/// The test speakers' outcome, file by file.
+pub struct Tested {
+    /// Rows of the feature set, in the order of the other fields.
+    pub rows: Vec<usize>,
+    pub truth: Vec<usize>,
+    pub predicted: Vec<usize>,
+    pub probabilities: Vec<Vec<f32>>,
+    pub evaluation: Evaluation,
+}
+
+impl Tested {
+    /// Confidence of each prediction (the probability of the predicted digit).
+    pub fn confidence(&self) -> Vec<f32> {
+        self.probabilities.iter().zip(&self.predicted).map(|(p, &d)| p[d]).collect()
+    }
+}
+
+/// Score `model` on the test speakers of `prep` and write the evaluation files to `out`.
+pub fn test(model: &Classifier, prep: &Prepared, device: &Device, out: &Path) -> Result<Tested> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    if prep.test_rows.is_empty() {
+        let evaluation = Evaluation::new(&[], &[], 10);
+        return Ok(Tested {
+            rows: vec![],
+            truth: vec![],
+            predicted: vec![],
+            probabilities: vec![],
+            evaluation,
+        });
+    }
+    evaluate_rows(model, &prep.set, &prep.dataset, &prep.test_rows, device, out, "test")
+}
+
+/// Predict `rows` and write the evaluation files (report, confusion matrix PNG, per-speaker
+/// CSV, per-file predictions).
+#[allow(clippy::too_many_arguments)]
+fn evaluate_rows(
+    model: &Classifier,
+    set: &FeatureSet,
+    dataset: &Dataset,
+    rows: &[usize],
+    device: &Device,
+    out: &Path,
+    part: &str,
+) -> Result<Tested> {
+    // Unstandardised: each member applies its own mean and std.
+    let (x, _) = tensors(set, rows, 0.0, 1.0, device)?;
+    let probabilities = predict_probabilities(model, &x, 256)?;
+    let truth: Vec<usize> = rows.iter().map(|&i| set.digits[i] as usize).collect();
+    let predicted: Vec<usize> = probabilities.iter().map(|p| argmax(p)).collect();
+    let evaluation = Evaluation::new(&truth, &predicted, 10);
+    write_evaluation(&evaluation, out, part)?;
+    let speakers: Vec<String> = rows.iter().map(|&i| set.speakers[i].clone()).collect();
+    let mut df = per_speaker_frame(dataset, &per_speaker(&speakers, &truth, &predicted))?;
+    write_csv(&mut df, &out.join("per_speaker_accuracy.csv"))?;
+    let tested = Tested { rows: rows.to_vec(), truth, predicted, probabilities, evaluation };
+    // Per-file predictions, for error analysis.
+    let mut pred = DataFrame::new_infer_height(vec![
+        Column::new("file".into(), rows.iter().map(|&i| set.files[i].clone()).collect::<Vec<_>>()),
+        Column::new("speaker".into(), speakers),
+        Column::new("digit".into(), tested.truth.iter().map(|&d| d as i32).collect::<Vec<_>>()),
+        Column::new("predicted".into(), tested.predicted.iter().map(|&d| d as i32).collect::<Vec<_>>()),
+        Column::new("confidence".into(), tested.confidence()),
+    ])?;
+    write_csv(&mut pred, &out.join("predictions.csv"))?;
+    Ok(tested)
+}
+
+/// `out/classification_report.txt` and `out/confusion_matrix.png`.
+fn write_evaluation(evaluation: &Evaluation, out: &Path, part: &str) -> Result<()> {
+    let names = digit_names();
+    std::fs::write(out.join("classification_report.txt"), evaluation.report(&names))
+        .with_context(|| format!("writing {}", out.join("classification_report.txt").display()))?;
+    let title = format!("{part} confusion matrix (accuracy {:.2}%)", 100.0 * evaluation.accuracy);
+    crate::eval::plots::confusion_matrix(
+        &evaluation.confusion,
+        &names,
+        &title,
+        &out.join("confusion_matrix.png"),
+    )
+}
+
+/// The per-speaker accuracy table (with the speakers' metadata when the dataset has it).
+pub fn per_speaker_table(prep: &Prepared, tested: &Tested) -> Result<DataFrame> {
+    let speakers: Vec<String> = tested.rows.iter().map(|&i| prep.set.speakers[i].clone()).collect();
+    per_speaker_frame(&prep.dataset, &per_speaker(&speakers, &tested.truth, &tested.predicted))
+}
+
+fn per_speaker_frame(dataset: &Dataset, rows: &[(String, usize, usize)]) -> Result<DataFrame> {
+    let meta = |f: fn(&crate::data::dataset::SpeakerMeta) -> Option<String>| -> Vec<Option<String>> {
+        rows.iter().map(|(s, _, _)| dataset.speakers.get(s).and_then(f)).collect()
+    };
+    let mut cols = vec![
+        Column::new("speaker".into(), rows.iter().map(|r| r.0.clone()).collect::<Vec<_>>()),
+        Column::new("correct".into(), rows.iter().map(|r| r.1 as i64).collect::<Vec<_>>()),
+        Column::new("total".into(), rows.iter().map(|r| r.2 as i64).collect::<Vec<_>>()),
+        Column::new(
+            "accuracy".into(),
+            rows.iter().map(|r| r.1 as f64 / r.2.max(1) as f64).collect::<Vec<_>>(),
+        ),
+    ];
+    if !dataset.speakers.is_empty() {
+        cols.push(Column::new("gender".into(), meta(|m| m.gender.clone())));
+        cols.push(Column::new(
+            "age".into(),
+            rows.iter().map(|(s, _, _)| dataset.speakers.get(s).and_then(|m| m.age)).collect::<Vec<_>>(),
+        ));
+        cols.push(Column::new("accent".into(), meta(|m| m.accent.clone())));
+        cols.push(Column::new("native_speaker".into(), meta(|m| m.native_speaker.clone())));
+        cols.push(Column::new("recording_room".into(), meta(|m| m.recording_room.clone())));
+    }
+    Ok(DataFrame::new_infer_height(cols)?)
+}
+
+/// `audio-mnist evaluate`: score an exported model on the test speakers of `split` (or, when
+/// `split` is `None`, on the test speakers recorded in the model) and write the same
+/// evaluation files as training does.
+pub fn evaluate_model(
+    model_path: &Path,
+    data: &Path,
+    out: &Path,
+    cache_dir: &Path,
+    split: Option<SplitSpec>,
+    device: &Device,
+    progress: Progress,
+) -> Result<Evaluation> {
+    let loaded = load_model(model_path, device)?;
+    let dataset = crate::data::dataset::scan(data)?;
+    let (set, _) = load_features(&dataset, cache_dir, &loaded.meta.features, progress)?;
+    let split: Split = match split {
+        Some(spec) => make_split(&spec, &dataset.speaker_ids())?,
+        None => serde_json::from_value(loaded.meta.split.clone()).context("the model's recorded split")?,
+    };
+    let rows = rows_for(&set, &split.test);
+    ensure!(!rows.is_empty(), "no recordings of the test speakers {:?} in {}", split.test, data.display());
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let tested = evaluate_rows(&loaded.model, &set, &dataset, &rows, device, out, "test")?;
+    let evaluation = tested.evaluation;
+    write_json(
+        &out.join("metrics.json"),
+        &serde_json::json!({"test_accuracy": evaluation.accuracy, "test_files": rows.len(), "model": model_path.display().to_string(), "split": split}),
+    )?;
+    Ok(evaluation)
+}

@@ -1,0 +1,277 @@
+//! The self-describing model file: one safetensors file holding every network of a model
+//! (an ensemble's as `memberK.*`) and, in its metadata, all inference needs: the architecture,
+//! the feature config, the normalisation, the class names, and for the record the recipe, the
+//! split and the metrics.
+//!
+//! Version 2 describes the network by its list of conv-block channels. Version 1 files (fixed
+//! `conv1_channels`/`conv2_channels`/`conv3_channels` fields) still load when their network is
+//! one version 2 can build; the options that were removed (`head: avgpool`, `cmvn: true`) are
+//! refused with a message saying to retrain.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use serde::{Deserialize, Serialize};
+
+use super::{Cnn, CnnConfig};
+use crate::dsp::features::{FeatureConfig, FEATURE_VERSION};
+use crate::error::Error;
+use crate::train::recipe::Recipe;
+
+/// Format tag and version of the exported model file.
+pub const MODEL_FORMAT: &str = "audio-mnist-model";
+pub const MODEL_VERSION: u32 = 2;
+
+/// Everything besides the weights that inference needs, stored in the file's metadata.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelMeta {
+    pub architecture: CnnConfig,
+    pub features: FeatureConfig,
+    /// Standardisation applied to log-Mel dB values before the network: (x - mean) / std.
+    pub mean: f32,
+    pub std: f32,
+    /// An ensemble's members' own (mean, std), member 0 first; empty for a single network
+    /// (which uses `mean`/`std`).
+    pub members: Vec<(f32, f32)>,
+    pub classes: Vec<String>,
+    /// The recipe that trained it (absent in version 1 files).
+    pub recipe: Option<Recipe>,
+    /// Free-form JSON: the split and the metrics.
+    pub split: serde_json::Value,
+    pub metrics: serde_json::Value,
+}
+
+/// Write weights and metadata to one safetensors file (temporary file, then rename).
+pub fn save_model(path: &Path, varmap: &VarMap, meta: &ModelMeta) -> Result<()> {
+    save_ensemble(path, &[varmap], meta)
+}
+
+/// Tensor name of member `k` of `n` (a single network keeps the plain names).
+fn member_name(k: usize, n: usize, name: &str) -> String {
+    if n == 1 {
+        name.to_string()
+    } else {
+        format!("member{k}.{name}")
+    }
+}
+
+/// Write the networks of an ensemble (`meta.members` holds their normalisations) to one file.
+pub fn save_ensemble(path: &Path, varmaps: &[&VarMap], meta: &ModelMeta) -> Result<()> {
+    ensure!(
+        varmaps.len() == meta.members.len().max(1),
+        "{} networks but {} member normalisations",
+        varmaps.len(),
+        meta.members.len()
+    );
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (k, varmap) in varmaps.iter().enumerate() {
+        let data = varmap.data().lock().map_err(|_| anyhow!("variable map lock poisoned"))?;
+        for (name, var) in data.iter() {
+            let t = var.as_tensor().to_dtype(DType::F32)?.to_device(&Device::Cpu)?;
+            let values: Vec<f32> = t.flatten_all()?.to_vec1()?;
+            tensors.push((
+                member_name(k, varmaps.len(), name),
+                t.dims().to_vec(),
+                bytemuck::cast_slice(&values).to_vec(),
+            ));
+        }
+    }
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let views = tensors
+        .iter()
+        .map(|(n, shape, bytes)| {
+            Ok((
+                n.as_str(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)?,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut metadata = HashMap::from([
+        ("format".to_string(), MODEL_FORMAT.to_string()),
+        ("model_version".to_string(), MODEL_VERSION.to_string()),
+        ("feature_version".to_string(), FEATURE_VERSION.to_string()),
+        ("version".to_string(), crate::VERSION.to_string()),
+        ("architecture".to_string(), serde_json::to_string(&meta.architecture)?),
+        ("features".to_string(), serde_json::to_string(&meta.features)?),
+        ("mean".to_string(), meta.mean.to_string()),
+        ("std".to_string(), meta.std.to_string()),
+        ("classes".to_string(), serde_json::to_string(&meta.classes)?),
+        ("split".to_string(), meta.split.to_string()),
+        ("metrics".to_string(), meta.metrics.to_string()),
+    ]);
+    if !meta.members.is_empty() {
+        metadata.insert("members".to_string(), serde_json::to_string(&meta.members)?);
+    }
+    if let Some(recipe) = &meta.recipe {
+        metadata.insert("recipe".to_string(), serde_json::to_string(recipe)?);
+    }
+    crate::data::cache::write_safetensors(path, views, metadata)
+}
+
+/// One network of a [`Classifier`] with the standardisation its inputs need.
+pub struct Member {
+    pub net: Cnn,
+    pub mean: f32,
+    pub std: f32,
+}
+
+/// What predicts from log-Mel dB features: one network, or an ensemble whose class
+/// probabilities are averaged.
+pub struct Classifier {
+    pub members: Vec<Member>,
+}
+
+impl Classifier {
+    /// Class probabilities `[B, classes]` of unstandardised log-Mel features `[B, 1, M, T]`.
+    pub fn probabilities(&self, x_db: &Tensor) -> Result<Tensor> {
+        let mut sum: Option<Tensor> = None;
+        for m in &self.members {
+            let x = ((x_db - m.mean as f64)? * (1.0 / m.std) as f64)?;
+            let p = m.net.probabilities(&x)?;
+            sum = Some(match sum {
+                None => p,
+                Some(s) => (s + p)?,
+            });
+        }
+        let sum = sum.ok_or_else(|| anyhow!("a classifier without networks"))?;
+        Ok((sum / self.members.len() as f64)?)
+    }
+
+    pub fn config(&self) -> &CnnConfig {
+        self.members[0].net.config()
+    }
+}
+
+/// A model file loaded for inference.
+pub struct LoadedModel {
+    pub model: Classifier,
+    pub meta: ModelMeta,
+}
+
+/// Load a model file, refusing with a clear message anything that is not a complete model of
+/// a version this build understands.
+pub fn load_model(path: &Path, device: &Device) -> Result<LoadedModel, Error> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    load_model_bytes(&bytes, device).map_err(|e| Error::model_file(path, format!("{e:#}")))
+}
+
+/// The network of a version 1 file, whose blocks were fixed fields.
+#[derive(Deserialize)]
+struct ArchitectureV1 {
+    n_mels: usize,
+    n_frames: usize,
+    conv1_channels: usize,
+    conv2_channels: usize,
+    hidden: usize,
+    dropout: f32,
+    classes: usize,
+    #[serde(default)]
+    head: Option<String>,
+    #[serde(default)]
+    conv3_channels: usize,
+    #[serde(default)]
+    cmvn: bool,
+    #[serde(default)]
+    lifter: usize,
+}
+
+fn architecture_v1(json: &str) -> Result<CnnConfig> {
+    let a: ArchitectureV1 = serde_json::from_str(json).context("bad `architecture`")?;
+    let retrain =
+        "was removed in model version 2 (it measured as not helping); retrain with `audio-mnist train`";
+    ensure!(a.head.as_deref().unwrap_or("flatten") == "flatten", "the `avgpool` head {retrain}");
+    ensure!(!a.cmvn, "per-utterance normalisation (`cmvn`) {retrain}");
+    let mut channels = vec![a.conv1_channels, a.conv2_channels];
+    if a.conv3_channels > 0 {
+        channels.push(a.conv3_channels);
+    }
+    let (n_mels, n_frames, hidden, dropout, classes, lifter) =
+        (a.n_mels, a.n_frames, a.hidden, a.dropout, a.classes, a.lifter);
+    Ok(CnnConfig { n_mels, n_frames, channels, hidden, dropout, classes, lifter })
+}
+
+fn load_model_bytes(bytes: &[u8], device: &Device) -> Result<LoadedModel> {
+    let (st, md) = crate::data::cache::read_safetensors(bytes, MODEL_FORMAT, "model")?;
+    let get = |k: &str| md.get(k).ok_or_else(|| anyhow!("metadata lacks `{k}`"));
+    let version: u32 = get("model_version")?.parse().context("bad `model_version`")?;
+    let architecture = match version {
+        1 => architecture_v1(get("architecture")?)?,
+        MODEL_VERSION => serde_json::from_str(get("architecture")?).context("bad `architecture`")?,
+        v => bail!(
+            "model file version {v}; this build reads versions 1 and {MODEL_VERSION}: update audio-mnist"
+        ),
+    };
+    let fv: u32 = get("feature_version")?.parse().context("bad `feature_version`")?;
+    ensure!(
+        fv == FEATURE_VERSION,
+        "made with feature version {fv}; this build computes version {FEATURE_VERSION}"
+    );
+    let meta = ModelMeta {
+        architecture,
+        features: serde_json::from_str(get("features")?).context("bad `features`")?,
+        mean: get("mean")?.parse().context("bad `mean`")?,
+        std: get("std")?.parse().context("bad `std`")?,
+        classes: serde_json::from_str(get("classes")?).context("bad `classes`")?,
+        split: serde_json::from_str(get("split")?).context("bad `split`")?,
+        metrics: serde_json::from_str(get("metrics")?).context("bad `metrics`")?,
+        members: match md.get("members") {
+            Some(m) => serde_json::from_str(m).context("bad `members`")?,
+            None => Vec::new(),
+        },
+        recipe: match md.get("recipe") {
+            Some(r) => Some(serde_json::from_str(r).context("bad `recipe`")?),
+            None => None,
+        },
+    };
+    meta.architecture.validate()?;
+    ensure!(meta.std.is_finite() && meta.std > 0.0 && meta.mean.is_finite(), "bad normalisation mean/std");
+    ensure!(
+        meta.classes.len() == meta.architecture.classes,
+        "{} class names for {} outputs",
+        meta.classes.len(),
+        meta.architecture.classes
+    );
+    ensure!(
+        meta.features.n_mels == meta.architecture.n_mels
+            && meta.features.n_frames() == meta.architecture.n_frames,
+        "feature shape and network input disagree"
+    );
+    ensure!(
+        meta.members.iter().all(|(m, s)| s.is_finite() && *s > 0.0 && m.is_finite()),
+        "bad member normalisation mean/std"
+    );
+    let expected = meta.architecture.tensor_shapes();
+    let mut names: Vec<&String> = expected.keys().collect();
+    names.sort();
+    let norms = if meta.members.is_empty() { vec![(meta.mean, meta.std)] } else { meta.members.clone() };
+    let mut members = Vec::new();
+    for (k, &(mean, std)) in norms.iter().enumerate() {
+        let mut tensors = HashMap::new();
+        for &plain in &names {
+            let name = member_name(k, norms.len(), plain);
+            let view = st.tensor(&name).map_err(|_| anyhow!("tensor `{name}` is missing"))?;
+            ensure!(
+                view.dtype() == safetensors::Dtype::F32,
+                "tensor `{name}` is {:?}, expected F32",
+                view.dtype()
+            );
+            ensure!(
+                view.shape() == expected[plain].as_slice(),
+                "tensor `{name}` has shape {:?}, expected {:?}",
+                view.shape(),
+                expected[plain]
+            );
+            let values = crate::data::cache::f32_values(&view);
+            if values.iter().any(|v| !v.is_finite()) {
+                bail!("tensor `{name}` holds NaN or infinite values");
+            }
+            tensors.insert(plain.clone(), Tensor::from_vec(values, view.shape(), device)?);
+        }
+        let net = Cnn::new(&meta.architecture, VarBuilder::from_tensors(tensors, DType::F32, device))?;
+        members.push(Member { net, mean, std });
+    }
+    Ok(LoadedModel { model: Classifier { members }, meta })
+}

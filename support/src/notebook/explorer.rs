@@ -1,0 +1,245 @@
+//! The confusion-matrix explorer: the test confusion matrix as a plotly heatmap; clicking a
+//! cell lists its recordings with speaker, confidence, a player and the spectrogram.
+
+use std::path::PathBuf;
+
+use plotly::common::Title;
+use plotly::layout::{Axis, Layout};
+use plotly::{HeatMap, Plot};
+
+use super::figures::{escape, figure_html, script_json, spectrogram_png, unique_id, wav_data_uri};
+use super::{Html, Result};
+use crate::data::prepare::Prepared;
+use crate::dsp::features::{FeatureConfig, FeatureExtractor};
+use crate::eval::artifacts::Tested;
+
+/// One test recording as the explorer lists it.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    /// Path relative to the data folder.
+    pub file: String,
+    pub path: PathBuf,
+    pub speaker: String,
+    pub truth: usize,
+    pub predicted: usize,
+    pub confidence: f32,
+    /// Row of the feature set (its log-Mel image).
+    pub row: usize,
+}
+
+/// The test confusion matrix, cell by cell: which files landed where, with what confidence,
+/// what they sound like and what the network saw.
+pub struct ConfusionExplorer {
+    pub names: Vec<String>,
+    pub confusion: Vec<Vec<usize>>,
+    pub entries: Vec<Entry>,
+    config: FeatureConfig,
+    images: Vec<f32>,
+    n_mels: usize,
+    n_frames: usize,
+    /// Recordings per cell embedded with player and spectrogram in [`Self::show`]'s page
+    /// (all files are listed; media for every file would make the page huge on AudioMNIST).
+    pub media_per_cell: usize,
+}
+
+impl ConfusionExplorer {
+    pub fn new(prep: &Prepared, tested: &Tested) -> Self {
+        let set = &prep.set;
+        let confidence = tested.confidence();
+        let entries = tested
+            .rows
+            .iter()
+            .enumerate()
+            .map(|(k, &row)| Entry {
+                file: set.files[row].clone(),
+                path: prep.dataset.root.join(&set.files[row]),
+                speaker: set.speakers[row].clone(),
+                truth: tested.truth[k],
+                predicted: tested.predicted[k],
+                confidence: confidence[k],
+                row,
+            })
+            .collect();
+        Self {
+            names: crate::eval::digit_names(),
+            confusion: tested.evaluation.confusion.clone(),
+            entries,
+            config: set.config.clone(),
+            images: set.features.clone(),
+            n_mels: set.n_mels,
+            n_frames: set.n_frames,
+            media_per_cell: 6,
+        }
+    }
+
+    /// The files in cell (`truth`, `predicted`), least confident first.
+    pub fn files(&self, truth: usize, predicted: usize) -> Vec<&Entry> {
+        let mut v: Vec<&Entry> =
+            self.entries.iter().filter(|e| e.truth == truth && e.predicted == predicted).collect();
+        v.sort_by(|a, b| a.confidence.total_cmp(&b.confidence).then(a.file.cmp(&b.file)));
+        v
+    }
+
+    /// The off-diagonal cell with the most files (ties: the first), or `None` when every
+    /// test file is right.
+    pub fn worst_cell(&self) -> Option<(usize, usize)> {
+        let mut best = None;
+        for (t, row) in self.confusion.iter().enumerate() {
+            for (p, &c) in row.iter().enumerate() {
+                if t != p && c > 0 && best.is_none_or(|(_, _, b)| c > b) {
+                    best = Some((t, p, c));
+                }
+            }
+        }
+        best.map(|(t, p, _)| (t, p))
+    }
+
+    /// Player (the clip as the network hears it) and spectrogram of one entry.
+    fn media(&self, e: &Entry) -> Result<(String, String)> {
+        let fx = FeatureExtractor::new(self.config.clone())?;
+        let audio = crate::dsp::audio::load_wav(&e.path, 60.0)?;
+        let stages =
+            fx.stages(&audio.samples, audio.sample_rate).map_err(|k| crate::AudioError::new(&e.path, k))?;
+        let len = self.n_mels * self.n_frames;
+        let image = &self.images[e.row * len..(e.row + 1) * len];
+        Ok((
+            wav_data_uri(&stages.clip, self.config.sample_rate)?,
+            spectrogram_png(image, self.n_mels, self.n_frames, 6)?,
+        ))
+    }
+
+    fn rows_html(&self, entries: &[&Entry], with_media: usize) -> String {
+        let mut html = String::from(
+            "<table class=\"am-cell\"><tr><th>file</th><th>speaker</th><th>confidence</th><th>listen</th><th>log-Mel</th></tr>",
+        );
+        for (i, e) in entries.iter().enumerate() {
+            let (player, image) = match (i < with_media).then(|| self.media(e)) {
+                Some(Ok((wav, png))) => (
+                    format!(r#"<audio controls preload="none" src="{wav}"></audio>"#),
+                    format!(r#"<img src="{png}" alt="log-Mel of {}">"#, escape(&e.file)),
+                ),
+                Some(Err(err)) => (escape(&err.to_string()), String::new()),
+                None => (String::new(), String::new()),
+            };
+            html.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td>{:.3}</td><td>{player}</td><td>{image}</td></tr>",
+                escape(&e.file),
+                escape(&e.speaker),
+                e.confidence
+            ));
+        }
+        html.push_str("</table>");
+        html
+    }
+
+    /// The files of one cell, each with speaker, confidence, a player and the spectrogram:
+    /// `explorer.cell(3, 8)` shows the threes taken for eights.
+    pub fn cell(&self, truth: usize, predicted: usize) -> Html {
+        let files = self.files(truth, predicted);
+        let head = format!(
+            "<h4>true {} predicted {}: {} file(s)</h4>",
+            self.names.get(truth).map_or("?", |s| s.as_str()),
+            self.names.get(predicted).map_or("?", |s| s.as_str()),
+            files.len()
+        );
+        Html(head + &self.rows_html(&files, 50))
+    }
+
+    /// The interactive confusion matrix: a plotly heatmap (counts, with the row-normalised
+    /// share on hover); clicking a cell lists its files below it, the first
+    /// `media_per_cell` of them with player and spectrogram.
+    pub fn show(&self) -> Result<Html> {
+        let details_id = unique_id("am-cells");
+        let cells_json = script_json(&self.cells_html().to_string());
+        let then = format!(
+            r#"var cells = {cells_json}; var out = document.getElementById("{details_id}");
+    var names = {names};
+    gd.on("plotly_click", function(ev) {{
+      var pt = ev.points[0];
+      var key = names.indexOf(String(pt.y)) + "," + names.indexOf(String(pt.x));
+      out.innerHTML = cells[key] || "<p>no files in this cell</p>";
+    }});"#,
+            names = serde_json::to_string(&self.names)?
+        );
+        let figure = figure_html(&self.heatmap()?.to_string(), 560, &then);
+        let style =
+            "<style>.am-cell td,.am-cell th{padding:2px 8px;text-align:left;vertical-align:middle}</style>";
+        Ok(Html(format!(
+            "{style}{figure}<div id=\"{details_id}\" class=\"am-details\"><p>Click a cell to list its recordings.</p></div>"
+        )))
+    }
+
+    /// The heatmap's plotly JSON: colour by the row-normalised share (so small classes read
+    /// like big ones), counts as cell text, both on hover. The plotly crate has no 2-D `text`
+    /// nor `texttemplate`, so they are added to its JSON.
+    fn heatmap(&self) -> Result<serde_json::Value> {
+        let n = self.names.len();
+        let mut plot = Plot::new();
+        plot.add_trace(HeatMap::new(self.names.clone(), self.names.clone(), self.confusion.clone()));
+        let total: usize = self.confusion.iter().flatten().sum();
+        let right: usize = (0..n).map(|i| self.confusion[i][i]).sum();
+        let accuracy = 100.0 * right as f64 / total.max(1) as f64;
+        let category = |title: &str| {
+            Axis::new().title(Title::with_text(title)).type_(plotly::layout::AxisType::Category)
+        };
+        plot.set_layout(
+            Layout::new()
+                .title(Title::with_text(format!(
+                    "test confusion matrix, accuracy {accuracy:.2}% (click a cell)"
+                )))
+                .x_axis(category("predicted digit"))
+                .y_axis(category("true digit")),
+        );
+        let share: Vec<Vec<f64>> = self
+            .confusion
+            .iter()
+            .map(|row| {
+                let total = row.iter().sum::<usize>().max(1) as f64;
+                row.iter().map(|&c| (1000.0 * c as f64 / total).round() / 10.0).collect()
+            })
+            .collect();
+        let mut fig: serde_json::Value = serde_json::from_str(&plot.to_json())?;
+        fig["layout"]["yaxis"]["autorange"] = "reversed".into(); // true 0 at the top
+        let trace = &mut fig["data"][0];
+        trace["z"] = serde_json::json!(share);
+        trace["zmin"] = 0.into();
+        trace["zmax"] = 100.into();
+        // White to dark blue (matplotlib's "Blues"; plotly's own runs the other way).
+        trace["colorscale"] =
+            serde_json::json!([[0.0, "rgb(247,251,255)"], [0.5, "rgb(107,174,214)"], [1.0, "rgb(8,48,107)"]]);
+        trace["colorbar"] = serde_json::json!({"title": {"text": "% of true digit"}});
+        trace["text"] = serde_json::json!(self.confusion);
+        trace["texttemplate"] = "%{text}".into();
+        trace["hovertemplate"] =
+            "true %{y}, predicted %{x}<br>%{text} file(s), %{z:.1f}% of true %{y}<extra></extra>".into();
+        Ok(fig)
+    }
+
+    /// The listing of every non-empty cell, keyed `"truth,predicted"`.
+    fn cells_html(&self) -> serde_json::Value {
+        let n = self.names.len();
+        let mut cells = serde_json::Map::new();
+        for (t, p) in (0..n).flat_map(|t| (0..n).map(move |p| (t, p))) {
+            let files = self.files(t, p);
+            if files.is_empty() {
+                continue;
+            }
+            let more = if files.len() > self.media_per_cell {
+                format!(
+                    " (players for the {} least confident; <code>explorer.cell({t}, {p})</code> for more)",
+                    self.media_per_cell
+                )
+            } else {
+                String::new()
+            };
+            let head = format!(
+                "<h4>true {} predicted {}: {} file(s){more}</h4>",
+                self.names[t],
+                self.names[p],
+                files.len()
+            );
+            cells.insert(format!("{t},{p}"), (head + &self.rows_html(&files, self.media_per_cell)).into());
+        }
+        serde_json::Value::Object(cells)
+    }
+}

@@ -1,0 +1,256 @@
+//! The networks of a run: one, or an ensemble whose member `k` validates on the `k`-th next
+//! training speaker, each with its training log and best-so-far checkpoint kept on disk, so an
+//! interrupted run keeps its history and its best weights.
+
+use std::path::Path;
+
+use anyhow::{ensure, Context, Result};
+use candle_core::{Device, Tensor};
+use polars::prelude::*;
+use serde::Serialize;
+
+use super::{norm_stats, rows_for, tensors, train, EpochLog, Recipe, Trained};
+use crate::data::dataset::write_csv;
+use crate::data::prepare::Prepared;
+use crate::data::split::Split;
+use crate::data::write_json;
+use crate::eval::{argmax, predict_probabilities};
+use crate::model::{save_model, Classifier, CnnConfig, Member, ModelMeta};
+
+/// A trained model: one network, or the members of an ensemble (`Recipe::ensemble`).
+pub struct Fitted {
+    /// What predicts: all members, probabilities averaged.
+    pub model: Classifier,
+    pub members: Vec<FittedMember>,
+    /// Member 0's history, best epoch and best validation accuracy (on `prep.split.val`).
+    pub log: Vec<EpochLog>,
+    pub best_epoch: usize,
+    pub best_val_acc: f64,
+    /// Summed over the members.
+    pub train_seconds: f64,
+    pub samples_seen: usize,
+}
+
+/// One network of a [`Fitted`] model and the split it learned from.
+pub struct FittedMember {
+    pub trained: Trained,
+    pub split: Split,
+    pub mean: f32,
+    pub std: f32,
+}
+
+/// The split of ensemble member `m`: the same test speakers; validation moves on by `m`
+/// groups of `val.len()` speakers through the other speakers in sorted order (from the
+/// original validation speakers), and every speaker not validating trains. Member 0 keeps
+/// `split`; together the members learn from every non-test speaker.
+pub fn member_split(split: &Split, m: usize) -> Split {
+    if m == 0 || split.val.is_empty() {
+        return split.clone();
+    }
+    let mut pool: Vec<String> = split.train.iter().chain(&split.val).cloned().collect();
+    pool.sort();
+    let start = pool.iter().position(|s| *s == split.val[0]).unwrap_or(0);
+    pool.rotate_left(start);
+    let g = split.val.len();
+    let mut val: Vec<String> = (0..g).map(|j| pool[(m * g + j) % pool.len()].clone()).collect();
+    val.sort();
+    val.dedup();
+    let mut train: Vec<String> = pool.into_iter().filter(|s| !val.contains(s)).collect();
+    train.sort();
+    Split { train, val, test: split.test.clone() }
+}
+
+/// Train the network(s) of `cfg` on `prep`. For each network, `training_log.csv` (rewritten
+/// every epoch) and `model.safetensors` (the best network so far, saved whenever validation
+/// accuracy improves) are kept in `out` (`out/member-K` for an ensemble), so an interrupted run
+/// keeps its history and its best weights. Member `m` uses seed `cfg.seed + m`.
+pub fn fit(
+    prep: &Prepared,
+    arch: &CnnConfig,
+    cfg: &Recipe,
+    out: &Path,
+    device: &Device,
+    on_epoch: &mut dyn FnMut(&EpochLog),
+) -> Result<Fitted> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    write_json(&out.join("split.json"), &prep.split)?;
+    let n = cfg.ensemble.max(1);
+    let mut members = Vec::new();
+    for m in 0..n {
+        let split = member_split(&prep.split, m);
+        let member_out = if n > 1 { out.join(format!("member-{m}")) } else { out.to_path_buf() };
+        let member_cfg = cfg.member(m);
+        let mut labelled = |row: &EpochLog| {
+            let row = EpochLog { member: (n > 1).then_some((m + 1, n)), ..row.clone() };
+            on_epoch(&row)
+        };
+        members.push(fit_member(prep, split, arch, &member_cfg, &member_out, device, &mut labelled)?);
+    }
+    if n > 1 {
+        // The whole history in one file too (a `member` column tells the networks apart).
+        let all: Vec<EpochLog> = members
+            .iter()
+            .enumerate()
+            .flat_map(|(k, m)| {
+                m.trained.log.iter().map(move |r| EpochLog { member: Some((k + 1, n)), ..r.clone() })
+            })
+            .collect();
+        write_training_log(&out.join("training_log.csv"), &all)?;
+        let logs: Vec<&[EpochLog]> = members.iter().map(|m| m.trained.log.as_slice()).collect();
+        crate::eval::plots::training_curves(&logs, &out.join("training_metrics.png"))?;
+    }
+    let model = Classifier {
+        members: members
+            .iter()
+            .map(|m| Member { net: m.trained.model.clone(), mean: m.mean, std: m.std })
+            .collect(),
+    };
+    let first = &members[0].trained;
+    Ok(Fitted {
+        model,
+        log: first.log.clone(),
+        best_epoch: first.best_epoch,
+        best_val_acc: first.best_val_acc,
+        train_seconds: members.iter().map(|m| m.trained.train_seconds).sum(),
+        samples_seen: members.iter().map(|m| m.trained.samples_seen).sum(),
+        members,
+    })
+}
+
+/// One network of [`fit`], on the speakers of `split`.
+fn fit_member(
+    prep: &Prepared,
+    split: Split,
+    arch: &CnnConfig,
+    cfg: &Recipe,
+    out: &Path,
+    device: &Device,
+    on_epoch: &mut dyn FnMut(&EpochLog),
+) -> Result<FittedMember> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let (train_rows, val_rows) = (rows_for(&prep.set, &split.train), rows_for(&prep.set, &split.val));
+    ensure!(
+        !train_rows.is_empty() && !val_rows.is_empty(),
+        "the split leaves no training or no validation recordings"
+    );
+    let (mean, std) =
+        if split == prep.split { (prep.mean, prep.std) } else { norm_stats(&prep.set, &train_rows) };
+    let train_t = tensors(&prep.set, &train_rows, mean, std, device)?;
+    let val_t = tensors(&prep.set, &val_rows, mean, std, device)?;
+    let model_path = out.join("model.safetensors");
+    // Augmentation works on the clean training clips, re-featurised every epoch.
+    let fx = prep.fx()?;
+    let clips = if cfg.augment.is_off() {
+        Vec::new()
+    } else {
+        let files: Vec<&str> = train_rows.iter().map(|&i| prep.set.files[i].as_str()).collect();
+        crate::train::augment::load_clips(&fx, &prep.dataset.root, &files)?
+    };
+    let (n, m, t) = (train_rows.len(), prep.set.n_mels, prep.set.n_frames);
+    let augmented = |epoch: usize| -> Result<Tensor> {
+        let x =
+            crate::train::augment::epoch_features(&fx, &clips, &cfg.augment, cfg.seed, epoch, (mean, std));
+        Ok(Tensor::from_vec(x, (n, 1, m, t), device)?)
+    };
+    let augmented: Option<&dyn Fn(usize) -> Result<Tensor>> =
+        if cfg.augment.is_off() { None } else { Some(&augmented) };
+    let mut log_rows = Vec::new();
+    let mut checkpoint_error = None;
+    let trained = train(
+        arch,
+        cfg,
+        (&train_t.0, &train_t.1),
+        (&val_t.0, &val_t.1),
+        device,
+        augmented,
+        &mut |row, best| {
+            log_rows.push(row.clone());
+            if let Err(e) = write_training_log(&out.join("training_log.csv"), &log_rows) {
+                checkpoint_error.get_or_insert(e);
+            }
+            if let Some(varmap) = best {
+                let partial = serde_json::json!({"status": "training", "best_epoch": row.epoch, "val_accuracy": row.val_acc});
+                let split = serde_json::to_value(&split).unwrap_or_default();
+                let meta = ModelMeta { mean, std, split, ..prep.model_meta(arch, cfg, partial) };
+                if let Err(e) = save_model(&model_path, varmap, &meta) {
+                    checkpoint_error.get_or_insert(e);
+                }
+            }
+            on_epoch(row);
+        },
+    )?;
+    if let Some(e) = checkpoint_error {
+        return Err(e.context("saving the training log or checkpoint"));
+    }
+    write_training_log(&out.join("training_log.csv"), &trained.log)?;
+    crate::eval::plots::training_curves(&[trained.log.as_slice()], &out.join("training_metrics.png"))?;
+    Ok(FittedMember { trained, split, mean, std })
+}
+
+/// One network of a fitted model, for `metrics.json` and `crossval.json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct MemberResult {
+    pub val_speaker: String,
+    pub val_accuracy: f64,
+    /// The member alone on the test speakers (NaN without test speakers).
+    pub test_accuracy: f64,
+    pub best_epoch: usize,
+    pub epochs: usize,
+}
+
+impl Fitted {
+    /// Every member's training log, member 0 first.
+    pub fn logs(&self) -> Vec<&[EpochLog]> {
+        self.members.iter().map(|m| m.trained.log.as_slice()).collect()
+    }
+
+    /// Every member's validation and, alone, its test accuracy on `prep`'s test rows.
+    pub fn member_results(&self, prep: &Prepared, device: &Device) -> Result<Vec<MemberResult>> {
+        let (x, _) = tensors(&prep.set, &prep.test_rows, 0.0, 1.0, device)?;
+        let truth: Vec<usize> = prep.test_rows.iter().map(|&i| prep.set.digits[i] as usize).collect();
+        self.members
+            .iter()
+            .map(|m| {
+                let single = Classifier {
+                    members: vec![Member { net: m.trained.model.clone(), mean: m.mean, std: m.std }],
+                };
+                let test_accuracy = if truth.is_empty() {
+                    f64::NAN
+                } else {
+                    let p = predict_probabilities(&single, &x, 256)?;
+                    p.iter().zip(&truth).filter(|(p, &t)| argmax(p) == t).count() as f64 / truth.len() as f64
+                };
+                Ok(MemberResult {
+                    val_speaker: m.split.val.join(","),
+                    val_accuracy: m.trained.best_val_acc,
+                    test_accuracy,
+                    best_epoch: m.trained.best_epoch,
+                    epochs: m.trained.log.len(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// `training_log.csv`: a row per epoch (and a `member` column in an ensemble).
+pub fn write_training_log(path: &Path, log: &[EpochLog]) -> Result<()> {
+    let col =
+        |name: &str, f: fn(&EpochLog) -> f64| Column::new(name.into(), log.iter().map(f).collect::<Vec<_>>());
+    let mut cols = Vec::new();
+    if log.iter().any(|r| r.member.is_some()) {
+        cols.push(Column::new(
+            "member".into(),
+            log.iter().map(|r| r.member.map_or(1, |(k, _)| k as i64)).collect::<Vec<_>>(),
+        ));
+    }
+    cols.extend([
+        Column::new("epoch".into(), log.iter().map(|r| r.epoch as i64).collect::<Vec<_>>()),
+        col("train_loss", |r| r.train_loss),
+        col("train_acc", |r| r.train_acc),
+        col("val_loss", |r| r.val_loss),
+        col("val_acc", |r| r.val_acc),
+        col("lr", |r| r.lr),
+        col("seconds", |r| r.seconds),
+    ]);
+    write_csv(&mut DataFrame::new_infer_height(cols)?, path)
+}

@@ -1,0 +1,16 @@
+//! Training: the [`Recipe`] (what to train), on-the-fly augmentation ([`augment`]), the fused
+//! AdamW ([`optim`]), one network's training loop ([`trainer`]) and the ensembles of a run
+//! with their checkpoints ([`fit`]).
+
+#[cfg(feature = "train")]
+pub mod augment;
+#[cfg(feature = "train")]
+pub mod fit;
+pub mod optim;
+pub mod recipe;
+#[cfg(feature = "train")]
+pub mod trainer;
+
+pub use recipe::{AugmentConfig, AugmentStep, Overrides, Recipe, RecipeName};
+#[cfg(feature = "train")]
+pub use trainer::{evaluate_loss, norm_stats, rows_for, tensors, train, EpochLog, Trained};

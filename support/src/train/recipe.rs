@@ -1,0 +1,258 @@
+//! The recipe: the one description of how a model is made, from the features through the
+//! network and the optimisation to augmentation and the ensemble. Named recipes are starting
+//! points ([`RecipeName`]); typed [`Overrides`] change single fields and are recorded beside
+//! the name in `run_manifest.json`, `crossval.json` and the model file.
+
+use serde::{Deserialize, Serialize};
+
+use crate::dsp::features::{FeatureConfig, Framing};
+use crate::error::{config_check, Error};
+use crate::model::CnnConfig;
+
+/// The named recipes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum RecipeName {
+    /// The Kaggle notebook's recipe, ported faithfully.
+    Seed,
+    /// What generalised best to unseen FSDD speakers (support/RESULTS.md): frames spread over
+    /// the word, liftered spectra, a 50 dB range, a third conv block, three networks averaged.
+    #[default]
+    Best,
+}
+
+/// A step of on-the-fly augmentation (`--augment`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AugmentStep {
+    /// Speed perturbation: resampling by a random factor (tempo and pitch together).
+    Speed,
+    /// Additive white noise at a random SNR.
+    Noise,
+}
+
+/// What to augment, and how much. A zero turns a step off; the default augments nothing.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AugmentConfig {
+    /// Speed perturbation: factor uniform in `[1 - speed, 1 + speed]`.
+    pub speed: f32,
+    /// Probability of adding white noise, at an SNR uniform in `[snr_min_db, snr_max_db]`.
+    pub noise_p: f32,
+    pub snr_min_db: f32,
+    pub snr_max_db: f32,
+}
+
+impl Default for AugmentConfig {
+    fn default() -> Self {
+        Self { speed: 0.0, noise_p: 0.0, snr_min_db: 10.0, snr_max_db: 40.0 }
+    }
+}
+
+impl AugmentConfig {
+    /// The given steps at their standard strengths (speed ±15%, noise on half the clips at
+    /// 10-40 dB SNR).
+    pub fn with_steps(steps: &[AugmentStep]) -> Self {
+        let mut cfg = Self::default();
+        for step in steps {
+            match step {
+                AugmentStep::Speed => cfg.speed = 0.15,
+                AugmentStep::Noise => cfg.noise_p = 0.5,
+            }
+        }
+        cfg
+    }
+
+    pub fn is_off(&self) -> bool {
+        self.speed == 0.0 && self.noise_p == 0.0
+    }
+
+    /// Names of the steps that are on.
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut on = Vec::new();
+        if self.speed > 0.0 {
+            on.push("speed");
+        }
+        if self.noise_p > 0.0 {
+            on.push("noise");
+        }
+        on
+    }
+}
+
+/// Fields of a named recipe that a run sets otherwise (the CLI's recipe flags).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epochs: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patience: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ensemble: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub framing: Option<Framing>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_db: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lifter: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channels: Option<Vec<usize>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub augment: Option<Vec<AugmentStep>>,
+}
+
+/// Everything that decides how a model is trained.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Recipe {
+    /// The named recipe this started from, and what was changed.
+    pub name: RecipeName,
+    pub overrides: Overrides,
+    /// Initialisation, shuffling, dropout, augmentation and the random split; member `k` of
+    /// an ensemble uses `seed + k`.
+    pub seed: u64,
+    // Features.
+    /// How the 32 STFT frames cover the word (the seed's: `pad`, the word padded to 1 s).
+    pub framing: Framing,
+    /// Dynamic range of the log-Mel image, `power_to_db(top_db=...)` (the seed's: 80 dB).
+    pub top_db: f32,
+    // Network.
+    /// Output channels of each conv block (the seed's: `[32, 64]`).
+    pub channels: Vec<usize>,
+    /// Cepstral liftering inside the network: DCT coefficients kept per frame (0 = off).
+    pub lifter: usize,
+    // Optimisation: AdamW, reduce-on-plateau, early stopping, clipping.
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub weight_decay: f64,
+    /// Early stopping: epochs without a better validation accuracy before stopping.
+    pub patience: usize,
+    /// ReduceLROnPlateau on validation accuracy: factor and patience.
+    pub plateau_factor: f64,
+    pub plateau_patience: usize,
+    /// Gradient-norm clipping threshold (global L2 norm).
+    pub clip_norm: f64,
+    pub augment: AugmentConfig,
+    /// Networks trained and averaged (their probabilities): member `k` early-stops on the
+    /// `k`-th next training speaker and trains on the others. 1 = a single network.
+    pub ensemble: usize,
+}
+
+impl Recipe {
+    /// A named recipe as it stands, with seed 42.
+    pub fn named(name: RecipeName) -> Self {
+        let seed = Self {
+            name,
+            overrides: Overrides::default(),
+            seed: 42,
+            framing: Framing::Pad,
+            top_db: 80.0,
+            channels: vec![32, 64],
+            lifter: 0,
+            epochs: 30,
+            batch_size: 64,
+            lr: 1e-3,
+            weight_decay: 1e-4,
+            patience: 5,
+            plateau_factor: 0.5,
+            plateau_patience: 2,
+            clip_norm: 1.0,
+            augment: AugmentConfig::default(),
+            ensemble: 1,
+        };
+        match name {
+            RecipeName::Seed => seed,
+            // Each change kept because it raised the mean validation accuracy over the six
+            // FSDD leave-one-speaker-out folds (support/RESULTS.md).
+            RecipeName::Best => Self {
+                framing: Framing::Stretch,
+                top_db: 50.0,
+                channels: vec![32, 64, 128],
+                lifter: 32,
+                ensemble: 3,
+                ..seed
+            },
+        }
+    }
+
+    /// A named recipe with `seed` and the given overrides, checked.
+    pub fn new(name: RecipeName, seed: u64, overrides: Overrides) -> Result<Self, Error> {
+        let mut r = Self { seed, ..Self::named(name) };
+        let o = &overrides;
+        r.epochs = o.epochs.unwrap_or(r.epochs);
+        r.batch_size = o.batch_size.unwrap_or(r.batch_size);
+        r.patience = o.patience.unwrap_or(r.patience);
+        r.ensemble = o.ensemble.unwrap_or(r.ensemble);
+        r.framing = o.framing.unwrap_or(r.framing);
+        r.top_db = o.top_db.unwrap_or(r.top_db);
+        r.lifter = o.lifter.unwrap_or(r.lifter);
+        r.channels = o.channels.clone().unwrap_or(r.channels);
+        if let Some(steps) = &o.augment {
+            r.augment = AugmentConfig::with_steps(steps);
+        }
+        r.overrides = overrides;
+        r.validate()?;
+        Ok(r)
+    }
+
+    /// Every field within the range the pipeline can run.
+    pub fn validate(&self) -> Result<(), Error> {
+        config_check((1..=10_000).contains(&self.epochs), || format!("epochs {} (1 to 10000)", self.epochs))?;
+        config_check((1..=65_536).contains(&self.batch_size), || {
+            format!("batch size {} (1 to 65536)", self.batch_size)
+        })?;
+        config_check(self.patience >= 1, || "patience 0: give at least 1 epoch".into())?;
+        config_check((1..=32).contains(&self.ensemble), || {
+            format!("ensemble {} (1 to 32 networks)", self.ensemble)
+        })?;
+        config_check(self.top_db.is_finite() && self.top_db > 0.0 && self.top_db <= 200.0, || {
+            format!("top-db {} (above 0, at most 200)", self.top_db)
+        })?;
+        self.network(FeatureConfig::default().n_mels, 32).validate()
+    }
+
+    /// The feature extraction this recipe trains on: the seed's, with the recipe's framing and
+    /// dynamic range.
+    pub fn features(&self) -> FeatureConfig {
+        FeatureConfig { framing: self.framing, top_db: self.top_db, ..Default::default() }
+    }
+
+    /// The network this recipe trains on `n_mels x n_frames` features.
+    pub fn network(&self, n_mels: usize, n_frames: usize) -> CnnConfig {
+        CnnConfig {
+            n_mels,
+            n_frames,
+            channels: self.channels.clone(),
+            lifter: self.lifter,
+            ..CnnConfig::default()
+        }
+    }
+
+    /// Member `k` of the ensemble: the same recipe with seed `seed + k`.
+    pub fn member(&self, k: usize) -> Self {
+        Self { seed: self.seed.wrapping_add(k as u64), ..self.clone() }
+    }
+
+    /// `best`, or `best (epochs 3, ensemble 1)`: how progress lines name the recipe.
+    pub fn label(&self) -> String {
+        let name = serde_json::to_value(self.name).ok().and_then(|v| v.as_str().map(String::from));
+        let name = name.unwrap_or_default();
+        let changes = serde_json::to_value(&self.overrides).unwrap_or_default();
+        match changes.as_object().filter(|m| !m.is_empty()) {
+            None => name,
+            Some(m) => {
+                let parts: Vec<String> = m.iter().map(|(k, v)| format!("{k} {v}")).collect();
+                format!("{name} ({})", parts.join(", "))
+            }
+        }
+    }
+}
+
+impl Default for Recipe {
+    fn default() -> Self {
+        Self::named(RecipeName::default())
+    }
+}
