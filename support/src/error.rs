@@ -19,6 +19,9 @@ pub enum Error {
     /// A recipe, network or feature setting out of range (a usage error).
     #[error("{0}")]
     Config(String),
+    /// A data folder without usable recordings, or with broken metadata.
+    #[error("{0}")]
+    Data(String),
     /// A split that cannot be made from the speakers at hand.
     #[error("{0}")]
     Split(String),

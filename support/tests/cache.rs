@@ -140,12 +140,15 @@ fn features_command_writes_the_contract_file() {
     let digits: Vec<i64> =
         d.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect();
     assert_eq!(digits, vec![0, 1, 2, 3, 4]);
+    // The default recipe's features (`best`: frames spread over the word, 50 dB range).
     let config: FeatureConfig = serde_json::from_str(&meta["config"]).unwrap();
-    assert_eq!(config, FeatureConfig::default());
+    let expected = support::train::Recipe::default().features();
+    assert_eq!(config, expected);
+    assert_ne!(config, FeatureConfig::default());
     assert_eq!(meta["version"], support::VERSION);
 
     // row i is the features of files[i], as the library computes them
-    let lib = fx(FeatureConfig::default()).extract_file(&data.join(&files[3])).unwrap();
+    let lib = fx(expected).extract_file(&data.join(&files[3])).unwrap();
     let set = FeatureSet::load(&out).unwrap();
     assert_eq!(set.row(3), &lib[..]);
 

@@ -99,7 +99,9 @@ fn train_writes_every_artifact_deterministically_and_evaluate_agrees() {
         serde_json::from_str(&std::fs::read_to_string(out1.join("run_manifest.json")).unwrap()).unwrap();
     for k in [
         "seed",
-        "train",
+        "recipe",
+        "architecture",
+        "machine",
         "features",
         "split",
         "data_fingerprint",
@@ -111,6 +113,17 @@ fn train_writes_every_artifact_deterministically_and_evaluate_agrees() {
         assert!(manifest.get(k).is_some(), "run_manifest.json lacks {k}");
     }
     assert_eq!(manifest["split"]["test"][0], "cat");
+    // The recipe as data: its name, the fields changed, and what they resolved to.
+    assert_eq!(manifest["recipe"]["name"], "seed");
+    assert_eq!(manifest["recipe"]["epochs"], 2);
+    assert_eq!(manifest["architecture"]["channels"], serde_json::json!([32, 64]));
+    assert!(manifest["machine"]["cpu"].as_str().is_some_and(|c| !c.is_empty()), "{manifest}");
+    assert!(manifest["machine"]["simd"].as_str().is_some(), "{manifest}");
+    // Every network of the model is reported.
+    assert_eq!(metrics["members"].as_array().map(Vec::len), Some(1), "{metrics}");
+    assert_eq!(metrics["members"][0]["val_speaker"], "bob");
+    let loaded = support::model::load_model(&r1.model_path, &Device::Cpu).unwrap();
+    assert_eq!(loaded.meta.recipe.as_ref().map(|r| r.epochs), Some(2));
 
     // determinism: same seed, data, config -> same weights and metrics
     assert_eq!(model_tensor_bytes(&r1.model_path), model_tensor_bytes(&r2.model_path));
@@ -378,7 +391,15 @@ fn crossval_leaves_each_speaker_out_once_and_writes_the_contract() {
     assert_eq!(confusion, 120);
     assert!(std::fs::metadata(out.join("confusion_matrix.png")).unwrap().len() > 1000);
     assert!(out.join("fold-0/member-1/model.safetensors").exists());
+    // The scheme, the recipe (with what the flags changed) and the machine, as data.
+    assert_eq!(json["scheme"], "loso");
+    assert_eq!(json["recipe"]["name"], "best");
+    assert_eq!(json["recipe"]["overrides"]["ensemble"], 2);
+    assert_eq!(json["recipe"]["overrides"]["augment"], serde_json::json!(["speed", "noise"]));
+    assert_eq!(json["recipe"]["channels"], serde_json::json!([32, 64, 128]));
+    assert!(json["machine"]["cpu"].is_string() && json["machine"]["cache_kib"].is_array(), "{json}");
     let o = run(&["--scheme", "kfold"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("expected loso or paper"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("invalid value 'kfold'") && err.contains("loso"), "{err}");
 }

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use crate::error::Error;
 #[cfg(feature = "train")]
 use polars::prelude::*;
 #[cfg(feature = "train")]
@@ -98,22 +98,23 @@ pub fn parse_name(file_name: &str) -> Option<(u8, String, u32)> {
 }
 
 /// Find every recording under `root`.
-pub fn scan(root: &Path) -> Result<Dataset> {
+pub fn scan(root: &Path) -> Result<Dataset, Error> {
     if !root.exists() {
-        bail!("data folder {} does not exist (pass --data DIR, or set AUDIO_MNIST_DATA)", root.display());
+        let why = "does not exist (pass --data DIR, or set AUDIO_MNIST_DATA)";
+        return Err(Error::Data(format!("data folder {} {why}", root.display())));
     }
     if !root.is_dir() {
-        bail!("data path {} is not a folder", root.display());
+        return Err(Error::Data(format!("data path {} is not a folder", root.display())));
     }
     let found = walk(root);
     let (recordings, skipped) = (found.recordings, found.skipped);
     if recordings.is_empty() {
         let hint = skipped.first().map_or(String::new(), |s| format!("; e.g. {s}"));
-        bail!(
+        return Err(Error::Data(format!(
             "no recordings named {{digit}}_{{speaker}}_{{take}}.wav under {} ({} other files{hint})",
             root.display(),
             skipped.len()
-        );
+        )));
     }
     // AudioMNIST keeps each speaker in a folder named after them; FSDD does not.
     let in_speaker_folders = recordings
@@ -195,12 +196,15 @@ fn rel(root: &Path, p: &Path) -> String {
 
 /// Parse `audioMNIST_meta.txt`: a JSON object of speaker id -> fields, where numbers are
 /// sometimes strings ("age": "25") and sometimes not ("age": 30).
-pub fn read_speaker_meta(path: &Path, warnings: &mut Vec<String>) -> Result<BTreeMap<String, SpeakerMeta>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let json: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))?;
+pub fn read_speaker_meta(
+    path: &Path,
+    warnings: &mut Vec<String>,
+) -> Result<BTreeMap<String, SpeakerMeta>, Error> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::Data(format!("{} is not valid JSON: {e}", path.display())))?;
     let Some(obj) = json.as_object() else {
-        bail!("{}: expected a JSON object of speakers", path.display());
+        return Err(Error::Data(format!("{}: expected a JSON object of speakers", path.display())));
     };
     let text_of = |v: Option<&serde_json::Value>| match v {
         Some(serde_json::Value::String(s)) => Some(s.trim().to_string()),
@@ -328,7 +332,7 @@ impl Dataset {
 
 #[cfg(feature = "train")]
 /// Write a DataFrame as CSV, atomically (a killed run never leaves half a file).
-pub fn write_csv(df: &mut DataFrame, path: &Path) -> Result<()> {
+pub fn write_csv(df: &mut DataFrame, path: &Path) -> anyhow::Result<()> {
     super::write_atomically(path, |tmp| Ok(CsvWriter::new(tmp).finish(df)?))
 }
 

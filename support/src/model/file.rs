@@ -195,6 +195,20 @@ fn architecture_v1(json: &str) -> Result<CnnConfig> {
 
 fn load_model_bytes(bytes: &[u8], device: &Device) -> Result<LoadedModel> {
     let (st, md) = crate::data::cache::read_safetensors(bytes, MODEL_FORMAT, "model")?;
+    let meta = read_meta(&md)?;
+    let norms = if meta.members.is_empty() { vec![(meta.mean, meta.std)] } else { meta.members.clone() };
+    let members = (0..norms.len())
+        .map(|k| {
+            let tensors = member_tensors(&st, &meta.architecture, k, norms.len(), device)?;
+            let net = Cnn::new(&meta.architecture, VarBuilder::from_tensors(tensors, DType::F32, device))?;
+            Ok(Member { net, mean: norms[k].0, std: norms[k].1 })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(LoadedModel { model: Classifier { members }, meta })
+}
+
+/// The metadata of a model file, checked for consistency.
+fn read_meta(md: &HashMap<String, String>) -> Result<ModelMeta> {
     let get = |k: &str| md.get(k).ok_or_else(|| anyhow!("metadata lacks `{k}`"));
     let version: u32 = get("model_version")?.parse().context("bad `model_version`")?;
     let architecture = match version {
@@ -243,35 +257,40 @@ fn load_model_bytes(bytes: &[u8], device: &Device) -> Result<LoadedModel> {
         meta.members.iter().all(|(m, s)| s.is_finite() && *s > 0.0 && m.is_finite()),
         "bad member normalisation mean/std"
     );
-    let expected = meta.architecture.tensor_shapes();
+    Ok(meta)
+}
+
+/// Network `k` of `n`'s tensors, each checked for presence, type, shape and finite values.
+fn member_tensors(
+    st: &safetensors::SafeTensors,
+    arch: &CnnConfig,
+    k: usize,
+    n: usize,
+    device: &Device,
+) -> Result<HashMap<String, Tensor>> {
+    let expected = arch.tensor_shapes();
     let mut names: Vec<&String> = expected.keys().collect();
     names.sort();
-    let norms = if meta.members.is_empty() { vec![(meta.mean, meta.std)] } else { meta.members.clone() };
-    let mut members = Vec::new();
-    for (k, &(mean, std)) in norms.iter().enumerate() {
-        let mut tensors = HashMap::new();
-        for &plain in &names {
-            let name = member_name(k, norms.len(), plain);
-            let view = st.tensor(&name).map_err(|_| anyhow!("tensor `{name}` is missing"))?;
-            ensure!(
-                view.dtype() == safetensors::Dtype::F32,
-                "tensor `{name}` is {:?}, expected F32",
-                view.dtype()
-            );
-            ensure!(
-                view.shape() == expected[plain].as_slice(),
-                "tensor `{name}` has shape {:?}, expected {:?}",
-                view.shape(),
-                expected[plain]
-            );
-            let values = crate::data::cache::f32_values(&view);
-            if values.iter().any(|v| !v.is_finite()) {
-                bail!("tensor `{name}` holds NaN or infinite values");
-            }
-            tensors.insert(plain.clone(), Tensor::from_vec(values, view.shape(), device)?);
+    let mut tensors = HashMap::new();
+    for &plain in &names {
+        let name = member_name(k, n, plain);
+        let view = st.tensor(&name).map_err(|_| anyhow!("tensor `{name}` is missing"))?;
+        ensure!(
+            view.dtype() == safetensors::Dtype::F32,
+            "tensor `{name}` is {:?}, expected F32",
+            view.dtype()
+        );
+        ensure!(
+            view.shape() == expected[plain].as_slice(),
+            "tensor `{name}` has shape {:?}, expected {:?}",
+            view.shape(),
+            expected[plain]
+        );
+        let values = crate::data::cache::f32_values(&view);
+        if values.iter().any(|v| !v.is_finite()) {
+            bail!("tensor `{name}` holds NaN or infinite values");
         }
-        let net = Cnn::new(&meta.architecture, VarBuilder::from_tensors(tensors, DType::F32, device))?;
-        members.push(Member { net, mean, std });
+        tensors.insert(plain.clone(), Tensor::from_vec(values, view.shape(), device)?);
     }
-    Ok(LoadedModel { model: Classifier { members }, meta })
+    Ok(tensors)
 }

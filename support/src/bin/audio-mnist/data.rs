@@ -38,17 +38,11 @@ pub fn scan_verbose(data: &Path) -> Result<Dataset> {
 pub fn features(data: &Path, out: &Path, cache_dir: &Path, recipe: &Recipe) -> Result<()> {
     let dataset = scan_verbose(data)?;
     let config = recipe.features();
-    println!(
-        "features of recipe {}: {:?} framing, {} dB range",
-        recipe.label(),
-        config.framing,
-        config.top_db
-    );
+    let framing = format!("{:?}", config.framing).to_lowercase();
+    println!("features of recipe {}: {framing} framing, {} dB range", recipe.label(), config.top_db);
     let bar = crate::train::feature_bar()?;
-    bar.set_length(dataset.recordings.len() as u64);
     let start = Instant::now();
-    let (set, status) =
-        load_features(&dataset, cache_dir, &config, &|done, _| bar.set_position(done as u64))?;
+    let (set, status) = load_features(&dataset, cache_dir, &config, &crate::train::bar_progress(&bar))?;
     bar.finish_and_clear();
     match &status {
         CacheStatus::Hit(p) => println!("features loaded from cache {}", p.display()),

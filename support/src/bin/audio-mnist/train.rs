@@ -23,15 +23,23 @@ pub fn feature_bar() -> Result<ProgressBar> {
     ))
 }
 
+/// A feature-extraction progress callback that drives `bar`.
+pub fn bar_progress(bar: &ProgressBar) -> impl Fn(usize, usize) + Sync + '_ {
+    move |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64)
+    }
+}
+
 /// What the run will do, before it does it.
 fn announce(recipe: &Recipe, device: &candle_core::Device) {
     let augment = recipe.augment.names();
     let augment = if augment.is_empty() { "none".to_string() } else { augment.join(", ") };
     println!(
-        "recipe {}: {:?} framing, {} dB range, lifter {}, conv blocks {:?}, {} network(s), at most {} epochs; \
+        "recipe {}: {} framing, {} dB range, lifter {}, conv blocks {:?}, {} network(s), at most {} epochs; \
          augmentation: {augment}; seed {}",
         recipe.label(),
-        recipe.framing,
+        format!("{:?}", recipe.framing).to_lowercase(),
         recipe.top_db,
         recipe.lifter,
         recipe.channels,
@@ -61,10 +69,7 @@ pub fn train_command(opts: &TrainOptions) -> Result<()> {
         ProgressStyle::with_template("{spinner} epoch {pos}/{len} {bar:30} {elapsed_precise} {msg}")
             .context("progress bar template")?,
     );
-    let progress = |d: usize, n: usize| {
-        bar.set_length(n as u64);
-        bar.set_position(d as u64)
-    };
+    let progress = bar_progress(&bar);
     let report = run_plan(opts, plan, &device, &progress, &mut |r: &EpochLog| {
         bar.finish_and_clear();
         // A hidden bar (output not a terminal: logs, CI, notebooks) drops println: print plainly.
@@ -128,10 +133,7 @@ pub fn crossval_command(data: &DataArgs, scheme: Scheme, recipe: &RecipeArgs, ou
     let device = pick_device();
     announce(&recipe, &device);
     let bar = feature_bar()?;
-    let progress = |d: usize, n: usize| {
-        bar.set_length(n as u64);
-        bar.set_position(d as u64)
-    };
+    let progress = bar_progress(&bar);
     let r = support::eval::crossval::crossval(
         dataset,
         &data.cache_dir,
@@ -179,10 +181,7 @@ pub fn evaluate_command(
     let device = pick_device();
     let spec = if split.given() { Some(split.spec(seed)?) } else { None };
     let bar = feature_bar()?;
-    let progress = |d: usize, n: usize| {
-        bar.set_length(n as u64);
-        bar.set_position(d as u64)
-    };
+    let progress = bar_progress(&bar);
     let e = support::eval::artifacts::evaluate_model(
         model,
         &data.data,
