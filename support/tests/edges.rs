@@ -31,7 +31,7 @@ fn absurd_flag_values_are_usage_errors_not_panics() {
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["--batch-size", "0"], "--batch-size"),
         (vec!["--epochs", "0"], "--epochs"),
-        (vec!["--epochs", "-3"], "--epochs"),
+        (vec!["--epochs", "-3"], "-3"),
         (vec!["--ensemble", "0"], "--ensemble"),
         (vec!["--ensemble", "1000000"], "--ensemble"),
         (vec!["--patience", "0"], "--patience"),

@@ -16,7 +16,8 @@ use std::collections::HashMap;
 
 use safetensors::SafeTensors;
 use support::dsp::features::trim_bounds;
-use support::{mel, FeatureConfig, FeatureExtractor};
+use support::dsp::mel;
+use support::{FeatureConfig, FeatureExtractor};
 
 struct Golden {
     tensors: HashMap<String, (Vec<usize>, Vec<f64>)>,

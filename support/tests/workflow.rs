@@ -6,8 +6,9 @@ use std::path::Path;
 
 use candle_core::Device;
 use support::data::split::SplitSpec;
+use support::eval::artifacts::evaluate_model;
 use support::train::{Recipe, RecipeName};
-use support::workflow::{evaluate_model, train_and_evaluate, TrainOptions};
+use support::workflow::{train_and_evaluate, TrainOptions};
 
 /// 3 speakers x 10 digits x 4 takes, 8 kHz; each digit its own pitch, each speaker a shift.
 fn make_dataset(root: &Path) {

@@ -35,8 +35,8 @@ pub fn write_atomically(
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))
+        // By path: a writer may have replaced the temporary file rather than written into it.
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644))
             .with_context(|| format!("setting the permissions of {}", path.display()))?;
     }
     tmp.persist(path)

@@ -493,6 +493,6 @@ mod tests {
     #[test]
     fn invalid_config_is_refused() {
         let c = FeatureConfig { fmax: Some(9000.0), ..FeatureConfig::default() };
-        assert!(FeatureExtractor::new(c).unwrap_err().contains("fmax"));
+        assert!(FeatureExtractor::new(c).unwrap_err().to_string().contains("fmax"));
     }
 }
