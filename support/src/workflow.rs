@@ -121,7 +121,8 @@ pub fn export(
     device: &Device,
 ) -> Result<Metrics> {
     let metrics = Metrics {
-        test_accuracy: evaluation.accuracy,
+        // No test speakers (`--split none`): not measured, `null` in metrics.json.
+        test_accuracy: if prep.test_rows.is_empty() { f64::NAN } else { evaluation.accuracy },
         val_accuracy: trained.best_val_acc,
         epochs: trained.log.len(),
         best_epoch: trained.best_epoch,

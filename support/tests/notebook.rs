@@ -242,7 +242,16 @@ fn notebook_runs_top_to_bottom_and_renders() {
     assert!(predicted.contains("-> digit "), "the predict cell printed: {predicted}");
     // plotly.js travels with the first figure, so the export renders offline.
     assert_eq!(html.matches("plotly.js v3").count(), 1, "plotly.js must be in the HTML export, once");
-    assert_eq!(html.matches("Plotly.newPlot(\"am-fig").count(), 5, "3 looks + curves + confusion matrix");
+    assert_eq!(
+        html.matches("Plotly.newPlot(\"am-fig").count(),
+        6,
+        "3 looks + curves + confusion matrix + robustness"
+    );
+    let robust = cell_with(&cells, "robustness(&[model_file");
+    assert!(
+        serde_json::to_string(&robust["outputs"]).unwrap().contains("babble 10 dB SNR"),
+        "no robustness figure"
+    );
     for f in [
         "model.safetensors",
         "training_metrics.png",

@@ -399,8 +399,114 @@ fn crossval_leaves_each_speaker_out_once_and_writes_the_contract() {
     assert_eq!(json["recipe"]["overrides"]["augment"], serde_json::json!(["speed", "noise"]));
     assert_eq!(json["recipe"]["channels"], serde_json::json!([32, 64, 128]));
     assert!(json["machine"]["cpu"].is_string() && json["machine"]["cache_kib"].is_array(), "{json}");
+    // k-fold needs more speakers than these three
+    let o = run(&["--scheme", "kfold:2"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("kfold:2 needs at least"));
     let o = run(&["--scheme", "kfold"]);
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("invalid value 'kfold'") && err.contains("loso"), "{err}");
+}
+
+#[test]
+fn a_model_for_deployment_trains_on_all_but_the_validation_speakers() {
+    let dir = tempfile::tempdir().unwrap();
+    make_dataset(&dir.path().join("data"));
+    let out = dir.path().join("deploy");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_audio-mnist"))
+        .arg("train")
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .arg("--cache-dir")
+        .arg(dir.path().join("cache"))
+        .arg("--out")
+        .arg(&out)
+        .args([
+            "--recipe",
+            "seed",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "16",
+            "--split",
+            "none",
+            "--val-speakers",
+            "bob",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout.contains("no test speakers") && !stdout.contains("test accuracy"), "{stdout}");
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    assert!(metrics["test_accuracy"].is_null(), "{metrics}");
+    assert_eq!(metrics["test_files"], 0);
+    assert_eq!(metrics["train_files"], 80, "ann and cat train");
+    let model = support::model::load_model(&out.join("model.safetensors"), &Device::Cpu).unwrap();
+    assert_eq!(model.meta.split["test"], serde_json::json!([]));
+    assert_eq!(model.meta.split["train"], serde_json::json!(["ann", "cat"]));
+    // Evaluating it needs a named split; --split none with test speakers is a usage error.
+    let e = evaluate_model(
+        &out.join("model.safetensors"),
+        &dir.path().join("data"),
+        &dir.path().join("eval"),
+        &dir.path().join("cache"),
+        None,
+        &Device::Cpu,
+        &|_, _| {},
+    )
+    .unwrap_err();
+    assert!(format!("{e:#}").contains("without test speakers"), "{e:#}");
+    assert!(SplitSpec::from_args("none", 1, Some("ann"), Some("bob")).is_err());
+    assert!(SplitSpec::from_args("none", 1, None, None).is_err());
+}
+
+#[test]
+fn robustness_scores_every_condition_reproducibly_and_clean_matches_the_test() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, cache, out) = (dir.path().join("data"), dir.path().join("cache"), dir.path().join("run"));
+    make_dataset(&data);
+    let report =
+        train_and_evaluate(&options(&data, &out, &cache), &Device::Cpu, &|_, _| {}, &mut |_| {}).unwrap();
+    let run = |name: &str, extra: &[&str]| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_audio-mnist"))
+            .arg("robustness")
+            .arg("--model")
+            .arg(&report.model_path)
+            .arg("--data")
+            .arg(&data)
+            .arg("--out")
+            .arg(dir.path().join(name))
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let text = std::fs::read_to_string(dir.path().join(name).join("robustness.json")).unwrap();
+        (
+            String::from_utf8_lossy(&o.stdout).to_string(),
+            serde_json::from_str::<serde_json::Value>(&text).unwrap(),
+        )
+    };
+    let (stdout, json) = run("rob1", &[]);
+    assert!(stdout.contains("| clean |") && stdout.contains("babble 10 dB SNR"), "{stdout}");
+    let model = report.model_path.display().to_string();
+    assert_eq!(json["models"], serde_json::json!([model]));
+    assert_eq!(json["files"][&model], 40, "the test speaker's 40 recordings");
+    let conditions = json["conditions"].as_array().unwrap();
+    assert_eq!(conditions.len(), 14);
+    for c in conditions {
+        let acc = c["accuracy"][&model].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&acc), "{c}");
+    }
+    // Clean is the test set itself: the same accuracy as training's evaluation.
+    assert_eq!(conditions[0]["name"], "clean");
+    assert_eq!(conditions[0]["accuracy"][&model].as_f64().unwrap(), report.evaluation.accuracy);
+    // Seeded: a second run gives the same numbers; --all scores every recording.
+    assert_eq!(run("rob2", &[]).1["conditions"], json["conditions"]);
+    let (_, all) = run("rob3", &["--all"]);
+    assert_eq!(all["files"][&model], 120);
+    let png = std::fs::read(dir.path().join("rob1/robustness.png")).unwrap();
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 5000);
 }

@@ -30,20 +30,29 @@ pub enum SplitSpec {
     Paper(usize),
     /// Named test and validation speakers; every other speaker trains.
     Explicit { test: Vec<String>, val: Vec<String> },
+    /// No test part, for a model to deploy: the named speakers validate (early stopping),
+    /// every other speaker trains. Nothing measures such a model on unseen speakers.
+    NoTest { val: Vec<String> },
 }
 
 impl SplitSpec {
-    /// Parse `--split random|paper:K` plus optional explicit speaker lists.
+    /// Parse `--split random|paper:K|none` plus optional explicit speaker lists (`none` takes
+    /// validation speakers only).
     pub fn from_args(split: &str, seed: u64, test: Option<&str>, val: Option<&str>) -> Result<Self> {
         let list = |s: &str| {
             s.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect::<Vec<_>>()
         };
-        match (test, val) {
-            (Some(t), Some(v)) => return Ok(Self::Explicit { test: list(t), val: list(v) }),
-            (Some(_), None) | (None, Some(_)) => {
+        match (split, test, val) {
+            ("none", None, Some(v)) => return Ok(Self::NoTest { val: list(v) }),
+            ("none", _, _) => {
+                let why = "--split none trains on every speaker but the --val-speakers (and takes no --test-speakers)";
+                return Err(Error::Split(why.into()));
+            }
+            (_, Some(t), Some(v)) => return Ok(Self::Explicit { test: list(t), val: list(v) }),
+            (_, Some(_), None) | (_, None, Some(_)) => {
                 return Err(Error::Split("give both --test-speakers and --val-speakers".into()))
             }
-            (None, None) => {}
+            (_, None, None) => {}
         }
         if split == "random" {
             return Ok(Self::Random { seed });
@@ -54,7 +63,7 @@ impl SplitSpec {
             check(k < 5, || format!("--split {split}: fold must be 0-4"))?;
             return Ok(Self::Paper(k));
         }
-        Err(Error::Split(format!("--split {split}: expected `random` or `paper:K` (K = 0-4)")))
+        Err(Error::Split(format!("--split {split}: expected `random`, `paper:K` (K = 0-4) or `none`")))
     }
 }
 
@@ -120,6 +129,17 @@ pub fn make_split(spec: &SplitSpec, speakers: &[String]) -> Result<Split> {
                 )
             })?;
             split
+        }
+        SplitSpec::NoTest { val } => {
+            for s in val {
+                check(all.contains(s), || {
+                    format!("speaker {s:?} is not in the data (speakers: {})", all.join(", "))
+                })?;
+            }
+            let train: Vec<String> = all.iter().filter(|s| !val.contains(s)).cloned().collect();
+            check(!train.is_empty(), || "no speakers left to train on".into())?;
+            check(!val.is_empty(), || "need at least one validation speaker".into())?;
+            Split { train, val: val.clone(), test: vec![] }
         }
         SplitSpec::Explicit { test, val } => {
             for s in test.iter().chain(val) {

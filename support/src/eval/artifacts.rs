@@ -150,6 +150,11 @@ pub fn evaluate_model(
         Some(spec) => make_split(&spec, &dataset.speaker_ids())?,
         None => serde_json::from_value(loaded.meta.split.clone()).context("the model's recorded split")?,
     };
+    ensure!(
+        !split.test.is_empty(),
+        "{} was trained without test speakers (--split none): name them with --test-speakers and --val-speakers",
+        model_path.display()
+    );
     let rows = rows_for(&set, &split.test);
     ensure!(!rows.is_empty(), "no recordings of the test speakers {:?} in {}", split.test, data.display());
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;

@@ -18,15 +18,57 @@ use crate::data::write_json;
 use crate::train::fit::{fit, MemberResult};
 use crate::train::{EpochLog, Recipe};
 
-/// How the speakers are folded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
+/// How the speakers are folded (`loso`, `paper` or `kfold:K` on the command line and in
+/// `crossval.json`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scheme {
     /// Leave one speaker out: each speaker is the test speaker once, the next speaker in
     /// sorted order validates, all others train.
     Loso,
     /// The five official AudioMNIST folds.
     Paper,
+    /// K speaker-disjoint folds of the seeded shuffled speakers, for corpora with many
+    /// speakers: each fold's speakers are tested once; the speakers after them in the shuffled
+    /// order validate (15% of all, at least one); the rest train.
+    Kfold(usize),
+}
+
+impl std::str::FromStr for Scheme {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "loso" => Ok(Self::Loso),
+            "paper" => Ok(Self::Paper),
+            _ => match s.strip_prefix("kfold:").map(str::parse::<usize>) {
+                Some(Ok(k)) if k >= 2 => Ok(Self::Kfold(k)),
+                Some(_) => Err(format!("{s}: K must be a whole number of folds, at least 2")),
+                None => Err(format!("unknown scheme {s:?}: expected loso, paper or kfold:K")),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Scheme {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Loso => write!(f, "loso"),
+            Self::Paper => write!(f, "paper"),
+            Self::Kfold(k) => write!(f, "kfold:{k}"),
+        }
+    }
+}
+
+impl Serialize for Scheme {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Scheme {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// One fold of [`crossval`].
@@ -62,8 +104,12 @@ pub struct CrossVal {
     pub seconds: f64,
 }
 
-/// The folds of a scheme over the dataset's speakers.
-pub fn crossval_folds(scheme: Scheme, speakers: &[String]) -> Result<Vec<SplitSpec>, crate::Error> {
+/// The folds of a scheme over the dataset's speakers (`seed` shuffles `kfold`'s).
+pub fn crossval_folds(
+    scheme: Scheme,
+    speakers: &[String],
+    seed: u64,
+) -> Result<Vec<SplitSpec>, crate::Error> {
     match scheme {
         Scheme::Loso => {
             let n = speakers.len();
@@ -80,7 +126,31 @@ pub fn crossval_folds(scheme: Scheme, speakers: &[String]) -> Result<Vec<SplitSp
                 .collect())
         }
         Scheme::Paper => Ok((0..5).map(SplitSpec::Paper).collect()),
+        Scheme::Kfold(k) => kfold(k, speakers, seed),
     }
+}
+
+/// [`Scheme::Kfold`]'s folds.
+fn kfold(k: usize, speakers: &[String], seed: u64) -> Result<Vec<SplitSpec>, crate::Error> {
+    use rand::seq::SliceRandom;
+    use rand::SeedableRng;
+    let n = speakers.len();
+    let n_val = ((n as f64 * 0.15).round() as usize).max(1);
+    if k < 2 || n < k + n_val + 1 {
+        let why = format!("kfold:{k} needs at least {} speakers (K test folds, {n_val} validating, one training), found {n}", k + n_val + 1);
+        return Err(crate::Error::Split(why));
+    }
+    let mut order = speakers.to_vec();
+    order.sort();
+    order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
+    Ok((0..k)
+        .map(|f| {
+            let (start, end) = (f * n / k, (f + 1) * n / k);
+            let test = order[start..end].to_vec();
+            let val = (0..n_val).map(|j| order[(end + j) % n].clone()).collect();
+            SplitSpec::Explicit { test, val }
+        })
+        .collect())
 }
 
 /// Cross-validate `recipe` on `dataset`: train and test every fold (artifacts in
@@ -101,7 +171,7 @@ pub fn crossval(
     let start = std::time::Instant::now();
     let (mut set, _) = load_features(&dataset, cache_dir, &recipe.features(), progress)?;
     let mut dataset = dataset;
-    let folds = crossval_folds(scheme, &dataset.speaker_ids())?;
+    let folds = crossval_folds(scheme, &dataset.speaker_ids(), recipe.seed)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let mut result = CrossVal {
         scheme,
@@ -124,7 +194,7 @@ pub fn crossval(
         (dataset, set) = (prep.dataset, prep.set);
     }
     let title = format!(
-        "{scheme:?} cross-validation, {} folds: mean test accuracy {:.1}%",
+        "{scheme} cross-validation, {} folds: mean test accuracy {:.1}%",
         result.folds.len(),
         100.0 * result.mean
     );
@@ -169,5 +239,47 @@ impl CrossVal {
         let acc: Vec<f64> = self.folds.iter().map(|f| f.test_accuracy).collect();
         self.mean = acc.iter().sum::<f64>() / acc.len() as f64;
         self.std = (acc.iter().map(|a| (a - self.mean).powi(2)).sum::<f64>() / acc.len() as f64).sqrt();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("s{i:02}")).collect()
+    }
+
+    #[test]
+    fn kfold_tests_every_speaker_once_and_keeps_the_parts_apart() {
+        let speakers = ids(20);
+        let folds = crossval_folds(Scheme::Kfold(5), &speakers, 7).unwrap();
+        assert_eq!(folds.len(), 5);
+        let mut tested = Vec::new();
+        for spec in &folds {
+            let SplitSpec::Explicit { test, val } = spec else { panic!("{spec:?}") };
+            assert_eq!((test.len(), val.len()), (4, 3), "{spec:?}");
+            assert!(test.iter().all(|t| !val.contains(t)), "{spec:?}");
+            let split = make_split(spec, &speakers).unwrap();
+            assert_eq!(split.train.len(), 13);
+            tested.extend(test.clone());
+        }
+        tested.sort();
+        assert_eq!(tested, speakers, "each speaker tested exactly once");
+        assert_eq!(folds, crossval_folds(Scheme::Kfold(5), &speakers, 7).unwrap(), "seeded");
+        assert_ne!(folds, crossval_folds(Scheme::Kfold(5), &speakers, 8).unwrap());
+        assert!(crossval_folds(Scheme::Kfold(5), &ids(6), 7).is_err(), "too few speakers");
+    }
+
+    #[test]
+    fn schemes_parse_print_and_serialise() {
+        for s in ["loso", "paper", "kfold:5"] {
+            let scheme: Scheme = s.parse().unwrap();
+            assert_eq!(scheme.to_string(), s);
+            assert_eq!(serde_json::to_value(scheme).unwrap(), s);
+        }
+        for bad in ["kfold", "kfold:1", "kfold:x", "LOSO", ""] {
+            assert!(bad.parse::<Scheme>().is_err(), "{bad}");
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! Evaluation: accuracy, confusion matrix, scikit-learn-style classification report,
 //! per-speaker accuracy (here); the artifacts written for a model ([`artifacts`]),
-//! cross-validation ([`crossval`]) and the PNG figures ([`plots`]).
+//! cross-validation ([`crossval`]), accuracy under noise, rooms and phone lines
+//! ([`robustness`]) and the PNG figures ([`plots`]).
 
 #[cfg(feature = "train")]
 pub mod artifacts;
@@ -8,6 +9,8 @@ pub mod artifacts;
 pub mod crossval;
 #[cfg(feature = "train")]
 pub mod plots;
+#[cfg(feature = "train")]
+pub mod robustness;
 
 use anyhow::Result;
 use candle_core::Tensor;

@@ -163,3 +163,58 @@ pub fn confusion_matrix(confusion: &[Vec<usize>], names: &[String], title: &str,
     root.present().map_err(err(path))?;
     Ok(())
 }
+
+/// Accuracy per condition (rows, clean at the top), one coloured line with dots per model.
+pub fn robustness(report: &super::robustness::Robustness, path: &Path) -> Result<()> {
+    register_fonts();
+    let n = report.conditions.len();
+    let root = BitMapBackend::new(path, (900, 120 + 34 * n as u32)).into_drawing_area();
+    root.fill(&WHITE).map_err(err(path))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("accuracy under each condition", ("sans-serif", 22))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(200)
+        .build_cartesian_2d(0f64..1f64, -0.5f64..n as f64 - 0.5)
+        .map_err(err(path))?;
+    let label = |v: &f64| {
+        let i = n as isize - 1 - v.round() as isize;
+        match (v - v.round()).abs() < 1e-6 && i >= 0 && (i as usize) < n {
+            true => report.conditions[i as usize].name.clone(),
+            false => String::new(),
+        }
+    };
+    chart
+        .configure_mesh()
+        .y_labels(n)
+        .y_label_formatter(&label)
+        .x_desc("accuracy")
+        .draw()
+        .map_err(err(path))?;
+    let palette = [BLUE, RED, RGBColor(0, 140, 0), RGBColor(200, 120, 0), MAGENTA, CYAN];
+    for (m, model) in report.models.iter().enumerate() {
+        let color = palette[m % palette.len()];
+        let points: Vec<(f64, f64)> = report
+            .conditions
+            .iter()
+            .enumerate()
+            .map(|(k, c)| (c.accuracy.get(model).copied().unwrap_or(f64::NAN), (n - 1 - k) as f64))
+            .filter(|p| p.0.is_finite())
+            .collect();
+        chart
+            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
+            .map_err(err(path))?
+            .label(model.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+        chart.draw_series(points.iter().map(|p| Circle::new(*p, 4, color.filled()))).map_err(err(path))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err(path))?;
+    root.present().map_err(err(path))?;
+    Ok(())
+}

@@ -258,6 +258,24 @@ pub fn training_curves(logs: &[&[EpochLog]]) -> Html {
     Html(figure_html(&plot.to_json(), 420, ""))
 }
 
+/// Accuracy under each condition of `audio-mnist robustness`, one line per model.
+pub fn robustness_figure(r: &crate::eval::robustness::Robustness) -> Html {
+    let names: Vec<String> = r.conditions.iter().map(|c| c.name.clone()).collect();
+    let mut plot = Plot::new();
+    for m in &r.models {
+        let acc: Vec<f64> =
+            r.conditions.iter().map(|c| c.accuracy.get(m).copied().unwrap_or(f64::NAN)).collect();
+        plot.add_trace(Scatter::new(names.clone(), acc).mode(Mode::LinesMarkers).name(m.as_str()));
+    }
+    plot.set_layout(
+        Layout::new()
+            .title(Title::with_text("accuracy under noise, babble, rooms, a phone line, level and clipping"))
+            .x_axis(Axis::new().title(Title::with_text("condition")))
+            .y_axis(Axis::new().title(Title::with_text("accuracy")).range(vec![0.0, 1.0])),
+    );
+    Html(figure_html(&plot.to_json(), 420, ""))
+}
+
 /// The epoch line printed during training.
 pub fn epoch_line(r: &EpochLog) {
     println!("{}", r.line());

@@ -65,8 +65,9 @@ enum Command {
     Crossval {
         #[command(flatten)]
         data: DataArgs,
-        /// `loso` (every speaker tested once; the next speaker validates) or `paper`.
-        #[arg(long, value_enum, default_value_t = support::eval::crossval::Scheme::Loso)]
+        /// `loso` (every speaker tested once; the next speaker validates), `paper` (the five
+        /// official AudioMNIST folds) or `kfold:K` (K seeded speaker-disjoint folds).
+        #[arg(long, default_value = "loso", value_parser = |s: &str| s.parse::<support::eval::crossval::Scheme>())]
         scheme: support::eval::crossval::Scheme,
         /// Output folder (crossval.json, confusion_matrix.png, fold-K/).
         #[arg(long, default_value = "crossval")]
@@ -146,6 +147,26 @@ enum Command {
         /// Instead: time each layer's forward and backward alone (one JSON line).
         #[arg(long)]
         layers: bool,
+    },
+    #[cfg(feature = "train")]
+    /// Accuracy of one or more models under noise, babble, reverberation, a phone line, a
+    /// level change and clipping (a fixed, seeded grid); writes OUT/robustness.json and a plot.
+    Robustness {
+        /// A model file; repeat to compare models side by side.
+        #[arg(long = "model", required = true)]
+        models: Vec<PathBuf>,
+        /// Dataset folder; each model is scored on its own test speakers found there.
+        #[arg(long, env = "AUDIO_MNIST_DATA")]
+        data: PathBuf,
+        /// Score every recording of --data instead (for data no model trained on).
+        #[arg(long)]
+        all: bool,
+        /// Output folder (robustness.json, robustness.png).
+        #[arg(long, default_value = "robustness")]
+        out: PathBuf,
+        /// Seed of the noise, babble and rooms.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
     },
     #[cfg(feature = "train")]
     /// List the recordings and their metadata (writes metadata.csv).
@@ -233,6 +254,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Predict { .. } => unreachable!("handled in main"),
         #[cfg(feature = "train")]
         Command::Scan { data, csv } => data::scan_command(&data, &csv),
+        #[cfg(feature = "train")]
+        Command::Robustness { models, data, all, out, seed } => {
+            train::robustness_command(&models, &data, all, &out, seed)
+        }
         Command::BenchFeatures { data, limit, threads, repeat } => {
             bench::bench_features(&data, limit.map(|l| l as usize), threads as usize, repeat as usize)
         }

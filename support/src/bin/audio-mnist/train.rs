@@ -1,7 +1,7 @@
 //! `train`, `run`, `crossval` and `evaluate`: say what was found and what will be done, then
 //! train with a progress line per epoch, then print the results.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -83,32 +83,36 @@ pub fn train_command(opts: &TrainOptions) -> Result<()> {
     })?;
     epochs.finish_and_clear();
     let m = &report.metrics;
-    if m.test_files == 0 {
-        println!("no test speakers: this model was not tested (validation accuracy only)");
-    } else {
-        print!("{}", report.evaluation.report(&digit_names()));
-    }
     for (k, member) in m.members.iter().enumerate().filter(|_| m.members.len() > 1) {
+        let alone = match member.test_accuracy {
+            a if a.is_nan() => String::new(),
+            a => format!(", alone on test {:.2}%", 100.0 * a),
+        };
         println!(
-            "  network {}: val {} {:.2}% (epoch {}/{}), alone on test {:.2}%",
+            "  network {}: val {} {:.2}% (epoch {}/{}){alone}",
             k + 1,
             member.val_speaker,
             100.0 * member.val_accuracy,
             member.best_epoch,
-            member.epochs,
-            100.0 * member.test_accuracy
+            member.epochs
         );
     }
-    println!(
-        "test accuracy {:.2}% ({} files), best val accuracy {:.2}% at epoch {}/{}; {:.0} s, {:.1} train samples/s",
-        100.0 * m.test_accuracy,
-        m.test_files,
-        100.0 * m.val_accuracy,
-        m.best_epoch,
-        m.epochs,
-        m.train_seconds,
-        m.train_samples_per_second
-    );
+    let (val, best, epochs, secs, rate) =
+        (100.0 * m.val_accuracy, m.best_epoch, m.epochs, m.train_seconds, m.train_samples_per_second);
+    if m.test_files == 0 {
+        println!("no test speakers (--split none): this model was not measured on unseen speakers");
+        println!(
+            "best val accuracy {val:.2}% at epoch {best}/{epochs}; {secs:.0} s, {rate:.1} train samples/s"
+        );
+    } else {
+        print!("{}", report.evaluation.report(&digit_names()));
+        println!(
+            "test accuracy {:.2}% ({} files), best val accuracy {val:.2}% at epoch {best}/{epochs}; \
+             {secs:.0} s, {rate:.1} train samples/s",
+            100.0 * m.test_accuracy,
+            m.test_files
+        );
+    }
     println!("model: {}; artifacts in {}", report.model_path.display(), opts.out.display());
     Ok(())
 }
@@ -194,5 +198,30 @@ pub fn evaluate_command(
     bar.finish_and_clear();
     print!("{}", e.report(&digit_names()));
     println!("test accuracy {:.2}%; files written to {}", 100.0 * e.accuracy, out.display());
+    Ok(())
+}
+
+/// `audio-mnist robustness`: the table, `robustness.json` and `robustness.png`.
+pub fn robustness_command(models: &[PathBuf], data: &Path, all: bool, out: &Path, seed: u64) -> Result<()> {
+    let device = pick_device();
+    let r = support::eval::robustness::robustness(models, data, all, seed, &device, &|done, total| {
+        if done < total {
+            eprintln!("condition {}/{total}", done + 1);
+        }
+    })?;
+    let header: Vec<String> = r.models.iter().map(|m| format!("{m} ({} files)", r.files[m])).collect();
+    println!("| condition | {} |", header.join(" | "));
+    println!("|---|{}", "---|".repeat(r.models.len()));
+    for c in &r.conditions {
+        let cells: Vec<String> = r
+            .models
+            .iter()
+            .map(|m| format!("{:.1}%", 100.0 * c.accuracy.get(m).copied().unwrap_or(f64::NAN)))
+            .collect();
+        println!("| {} | {} |", c.name, cells.join(" | "));
+    }
+    support::data::write_json(&out.join("robustness.json"), &r)?;
+    support::eval::plots::robustness(&r, &out.join("robustness.png"))?;
+    println!("robustness.json and robustness.png in {}", out.display());
     Ok(())
 }
