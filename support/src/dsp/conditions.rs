@@ -83,6 +83,64 @@ pub fn standard_grid() -> Vec<Condition> {
     grid
 }
 
+/// The colour of additive noise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Colour {
+    /// Flat spectrum.
+    White,
+    /// Power falling 3 dB per octave (1/f), like most room and fan noise.
+    Pink,
+    /// Power falling 6 dB per octave (1/f²), like rumble and wind.
+    Brown,
+    /// Mains hum: 50 or 60 Hz and its first harmonics.
+    Hum,
+}
+
+/// `len` samples of noise of `colour` at `rate` Hz (unit-free; scale with [`add_at_snr`]).
+pub fn coloured_noise(len: usize, colour: Colour, rate: u32, rng: &mut StdRng) -> Vec<f32> {
+    match colour {
+        Colour::White => (0..len).map(|_| gaussian(rng)).collect(),
+        Colour::Hum => {
+            let f0 = if rng.random::<bool>() { 50.0 } else { 60.0 };
+            let phase: Vec<f32> = (0..4).map(|_| rng.random_range(0.0..std::f32::consts::TAU)).collect();
+            (0..len)
+                .map(|i| {
+                    let t = i as f32 / rate as f32;
+                    (1..=4)
+                        .map(|h| (std::f32::consts::TAU * f0 * h as f32 * t + phase[h - 1]).sin() / h as f32)
+                        .sum()
+                })
+                .collect()
+        }
+        Colour::Pink | Colour::Brown => {
+            let white: Vec<f32> = (0..len).map(|_| gaussian(rng)).collect();
+            let slope = if colour == Colour::Pink { 0.5 } else { 1.0 };
+            shape_spectrum(&white, |bin| if bin == 0 { 0.0 } else { (bin as f32).powf(-slope) })
+        }
+    }
+}
+
+/// `x` with the amplitude of FFT bin `k` multiplied by `gain(k)`.
+fn shape_spectrum(x: &[f32], gain: impl Fn(usize) -> f32) -> Vec<f32> {
+    let n = x.len().max(2).next_power_of_two();
+    let mut planner = RealFftPlanner::<f32>::new();
+    let (fwd, inv) = (planner.plan_fft_forward(n), planner.plan_fft_inverse(n));
+    let mut buf = x.to_vec();
+    buf.resize(n, 0.0);
+    let mut spec = fwd.make_output_vec();
+    if fwd.process(&mut buf, &mut spec).is_err() {
+        return x.to_vec();
+    }
+    spec.iter_mut().enumerate().for_each(|(k, c)| *c *= gain(k));
+    let mut out = inv.make_output_vec();
+    if inv.process(&mut spec, &mut out).is_err() {
+        return x.to_vec();
+    }
+    out.truncate(x.len());
+    out
+}
+
 /// A standard normal number (Box-Muller).
 pub fn gaussian(rng: &mut StdRng) -> f32 {
     let u1: f32 = rng.random_range(f32::EPSILON..1.0);
@@ -161,27 +219,9 @@ pub fn reverberate(y: &[f32], h: &[f32]) -> Vec<f32> {
 /// domain, over the whole signal).
 pub fn band_pass(y: &[f32], rate: u32, lo: f32, hi: f32) -> Vec<f32> {
     let n = y.len().max(2).next_power_of_two();
-    let mut planner = RealFftPlanner::<f32>::new();
-    let (fwd, inv) = (planner.plan_fft_forward(n), planner.plan_fft_inverse(n));
-    let mut buf = y.to_vec();
-    buf.resize(n, 0.0);
-    let mut spec = fwd.make_output_vec();
-    if fwd.process(&mut buf, &mut spec).is_err() {
-        return y.to_vec();
-    }
     let bin_hz = rate as f32 / n as f32;
-    for (k, c) in spec.iter_mut().enumerate() {
-        let f = k as f32 * bin_hz;
-        if f < lo || f > hi {
-            *c = Complex::new(0.0, 0.0);
-        }
-    }
-    let mut out = inv.make_output_vec();
-    if inv.process(&mut spec, &mut out).is_err() {
-        return y.to_vec();
-    }
-    out.truncate(y.len());
-    out.iter().map(|v| v / n as f32).collect()
+    let pass = |k: usize| (lo..=hi).contains(&(k as f32 * bin_hz));
+    shape_spectrum(y, |k| if pass(k) { 1.0 / n as f32 } else { 0.0 })
 }
 
 #[cfg(test)]
@@ -228,6 +268,22 @@ mod tests {
         assert_ne!(z, y);
         let c = Condition::Clip { at: 0.3 }.apply(&y, 16000, &[], &mut StdRng::seed_from_u64(3));
         assert!(c.iter().all(|v| v.abs() <= 0.3) && c.iter().any(|v| v.abs() == 0.3));
+    }
+
+    #[test]
+    fn noise_colours_have_their_slopes() {
+        let rate = 16000;
+        let band = |x: &[f32], lo: f32, hi: f32| power(&band_pass(x, rate, lo, hi));
+        for (colour, low_over_high) in
+            [(Colour::White, (0.5, 2.0)), (Colour::Pink, (5.0, 30.0)), (Colour::Brown, (50.0, 1e5))]
+        {
+            let x = coloured_noise(1 << 15, colour, rate, &mut StdRng::seed_from_u64(4));
+            // equal-width bands at 250-500 Hz and 4000-4250 Hz
+            let ratio = band(&x, 250.0, 500.0) / band(&x, 4000.0, 4250.0);
+            assert!((low_over_high.0..low_over_high.1).contains(&ratio), "{colour:?}: {ratio}");
+        }
+        let hum = coloured_noise(16000, Colour::Hum, rate, &mut StdRng::seed_from_u64(4));
+        assert!(band(&hum, 40.0, 200.0) / power(&hum) > 0.95);
     }
 
     #[test]

@@ -3,10 +3,11 @@
 //!
 //! The steps ([`AugmentConfig`]) run on the trimmed, peak-normalised 16 kHz clip, in this
 //! order: speed perturbation (resampling by a random factor, which changes tempo and pitch
-//! together, as Kaldi's and sox's `speed`), additive white noise at a random SNR; then the
-//! log-Mel image is computed as for clean input and standardised. Every random number comes
-//! from a generator seeded by (seed, epoch, row): the same seed gives the same epochs on any
-//! number of threads.
+//! together, as Kaldi's and sox's `speed`), babble (other training clips), reverberation, noise
+//! (white, pink, brown or hum), the telephone band, clipping ([`crate::dsp::conditions`]); then
+//! the log-Mel image is computed as for clean input, its mel axis warped (VTLP) and
+//! standardised. Every random number comes from a generator seeded by (seed, epoch, row): the
+//! same seed gives the same epochs on any number of threads.
 
 use std::path::Path;
 
@@ -16,6 +17,7 @@ use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
 pub use super::recipe::AugmentConfig;
+use crate::dsp::conditions::{add_at_snr, coloured_noise, Colour, Condition};
 use crate::dsp::features::{normalize, trim_bounds, FeatureExtractor};
 
 /// The trimmed, peak-normalised clip of every file (paths relative to `root`), at the
@@ -66,62 +68,83 @@ fn speed(y: &[f32], factor: f32) -> Vec<f32> {
         .collect()
 }
 
-/// A standard normal number (Box-Muller).
-fn gaussian(rng: &mut StdRng) -> f32 {
-    let u1: f32 = rng.random_range(f32::EPSILON..1.0);
-    let u2: f32 = rng.random();
-    (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
-}
-
-/// One augmented, standardised log-Mel image of `clip`.
+/// One augmented, standardised log-Mel image of `clip`; `pool` holds the other training
+/// clips babble draws from.
 pub fn augment_one(
     fx: &FeatureExtractor,
     clip: &[f32],
+    pool: &[Vec<f32>],
     cfg: &AugmentConfig,
     rng: &mut StdRng,
     (mean, std): (f32, f32),
 ) -> Vec<f32> {
     let c = fx.config();
-    let mut y = if cfg.speed > 0.0 {
+    let y = if cfg.speed > 0.0 {
         speed(clip, rng.random_range(1.0 - cfg.speed..=1.0 + cfg.speed))
     } else {
         clip.to_vec()
     };
+    let y = degrade(y, pool, cfg, c.sample_rate, rng);
     let mut img = if c.framing == crate::dsp::features::Framing::Stretch {
-        // The frames follow the word: the noise covers the word.
-        add_noise(&mut y, cfg, rng);
+        // The frames follow the word.
         fx.log_mel_of_word(&y)
     } else {
-        // The word at the start of its 1-s window, noise over the whole window.
+        // The word at the start of its 1-s window.
         let len = y.len().min(c.clip_samples);
         let mut window = vec![0f32; c.clip_samples];
         window[..len].copy_from_slice(&y[..len]);
-        if let Some(sigma) = noise_sigma(&y[..len], cfg, rng) {
-            window.iter_mut().for_each(|v| *v += sigma * gaussian(rng));
-        }
         fx.log_mel(&window)
     };
+    if cfg.vtlp > 0.0 {
+        img = warp_mel_axis(&img, c.n_mels, c.n_frames(), rng.random_range(1.0 - cfg.vtlp..=1.0 + cfg.vtlp));
+    }
     let inv = 1.0 / std;
     img.iter_mut().for_each(|v| *v = (*v - mean) * inv);
     img
 }
 
-/// With probability `noise_p`, the standard deviation of white noise at a random SNR
-/// against the power of `y`.
-fn noise_sigma(y: &[f32], cfg: &AugmentConfig, rng: &mut StdRng) -> Option<f32> {
-    if cfg.noise_p > 0.0 && rng.random::<f32>() < cfg.noise_p && !y.is_empty() {
-        let power = y.iter().map(|v| v * v).sum::<f32>() / y.len() as f32;
-        let snr = rng.random_range(cfg.snr_min_db..=cfg.snr_max_db.max(cfg.snr_min_db));
-        Some((power / 10f32.powf(snr / 10.0)).sqrt())
-    } else {
-        None
+/// The waveform steps after speed: each with its probability, in a fixed order.
+fn degrade(mut y: Vec<f32>, pool: &[Vec<f32>], cfg: &AugmentConfig, rate: u32, rng: &mut StdRng) -> Vec<f32> {
+    let mut happens = |p: f32| p > 0.0 && rng.random::<f32>() < p;
+    let (babble, reverb, noise) = (happens(cfg.babble_p), happens(cfg.reverb_p), happens(cfg.noise_p));
+    let (telephone, clip) = (happens(cfg.telephone_p), happens(cfg.clip_p));
+    let snr = |rng: &mut StdRng| rng.random_range(cfg.snr_min_db..=cfg.snr_max_db.max(cfg.snr_min_db));
+    if babble && !pool.is_empty() {
+        let others: Vec<&[f32]> = (0..5).map(|_| pool[rng.random_range(0..pool.len())].as_slice()).collect();
+        let snr_db = snr(rng);
+        y = Condition::Babble { snr_db }.apply(&y, rate, &others, rng);
     }
+    if reverb {
+        let rt60_s = rng.random_range(cfg.rt60_min_s..=cfg.rt60_max_s.max(cfg.rt60_min_s));
+        y = Condition::Reverb { rt60_s }.apply(&y, rate, &[], rng);
+    }
+    if noise {
+        let colour = [Colour::White, Colour::Pink, Colour::Brown, Colour::Hum][rng.random_range(0..4)];
+        let n = coloured_noise(y.len(), colour, rate, rng);
+        y = add_at_snr(&y, &n, snr(rng));
+    }
+    if telephone {
+        y = Condition::Telephone.apply(&y, rate, &[], rng);
+    }
+    if clip {
+        y = Condition::Clip { at: rng.random_range(0.2..=0.8) }.apply(&y, rate, &[], rng);
+    }
+    y
 }
 
-fn add_noise(y: &mut [f32], cfg: &AugmentConfig, rng: &mut StdRng) {
-    if let Some(sigma) = noise_sigma(y, cfg, rng) {
-        y.iter_mut().for_each(|v| *v += sigma * gaussian(rng));
+/// Vocal-tract-length perturbation on a log-Mel image (`n_mels x n_frames`, row-major): band
+/// `m` takes the value at band `m / alpha`, linearly interpolated (the top band repeats).
+pub fn warp_mel_axis(img: &[f32], n_mels: usize, n_frames: usize, alpha: f32) -> Vec<f32> {
+    let mut out = vec![0f32; img.len()];
+    for m in 0..n_mels {
+        let src = (m as f32 / alpha).min((n_mels - 1) as f32);
+        let (lo, f) = (src.floor() as usize, src.fract());
+        let hi = (lo + 1).min(n_mels - 1);
+        for t in 0..n_frames {
+            out[m * n_frames + t] = img[lo * n_frames + t] * (1.0 - f) + img[hi * n_frames + t] * f;
+        }
     }
+    out
 }
 
 /// Standardised features `N x n_mels x n_frames` of every clip for one epoch.
@@ -136,7 +159,7 @@ pub fn epoch_features(
     let len = fx.config().feature_len();
     let mut out = vec![0f32; clips.len() * len];
     out.par_chunks_mut(len).zip(clips.par_iter()).enumerate().for_each(|(i, (o, clip))| {
-        o.copy_from_slice(&augment_one(fx, clip, cfg, &mut rng_for(seed, epoch, i), norm));
+        o.copy_from_slice(&augment_one(fx, clip, clips, cfg, &mut rng_for(seed, epoch, i), norm));
     });
     out
 }

@@ -27,8 +27,18 @@ pub enum RecipeName {
 pub enum AugmentStep {
     /// Speed perturbation: resampling by a random factor (tempo and pitch together).
     Speed,
-    /// Additive white noise at a random SNR.
+    /// Additive noise, white, pink, brown or mains hum, at a random SNR.
     Noise,
+    /// Other training recordings mixed in at a random SNR (a room full of voices).
+    Babble,
+    /// A room: a synthetic impulse response with a random RT60.
+    Reverb,
+    /// The telephone band (300-3400 Hz).
+    Telephone,
+    /// Clipping at a random fraction of the peak.
+    Clip,
+    /// Vocal-tract-length perturbation: the mel axis warped by a random factor.
+    Vtlp,
 }
 
 /// What to augment, and how much. A zero turns a step off; the default augments nothing.
@@ -37,46 +47,79 @@ pub enum AugmentStep {
 pub struct AugmentConfig {
     /// Speed perturbation: factor uniform in `[1 - speed, 1 + speed]`.
     pub speed: f32,
-    /// Probability of adding white noise, at an SNR uniform in `[snr_min_db, snr_max_db]`.
+    /// Probability of adding noise of a random colour, at an SNR uniform in
+    /// `[snr_min_db, snr_max_db]` (also babble's range).
     pub noise_p: f32,
     pub snr_min_db: f32,
     pub snr_max_db: f32,
+    /// Probability of mixing in 3-5 other training recordings.
+    pub babble_p: f32,
+    /// Probability of reverberation, RT60 uniform in `[rt60_min_s, rt60_max_s]`.
+    pub reverb_p: f32,
+    pub rt60_min_s: f32,
+    pub rt60_max_s: f32,
+    /// Probability of the telephone band.
+    pub telephone_p: f32,
+    /// Probability of clipping at a fraction of the peak uniform in [0.2, 0.8].
+    pub clip_p: f32,
+    /// Vocal-tract-length perturbation: mel-axis warp factor uniform in `[1 - vtlp, 1 + vtlp]`.
+    pub vtlp: f32,
 }
 
 impl Default for AugmentConfig {
     fn default() -> Self {
-        Self { speed: 0.0, noise_p: 0.0, snr_min_db: 10.0, snr_max_db: 40.0 }
+        Self {
+            speed: 0.0,
+            noise_p: 0.0,
+            snr_min_db: 0.0,
+            snr_max_db: 30.0,
+            babble_p: 0.0,
+            reverb_p: 0.0,
+            rt60_min_s: 0.1,
+            rt60_max_s: 0.8,
+            telephone_p: 0.0,
+            clip_p: 0.0,
+            vtlp: 0.0,
+        }
     }
 }
 
 impl AugmentConfig {
-    /// The given steps at their standard strengths (speed ±15%, noise on half the clips at
-    /// 10-40 dB SNR).
+    /// The given steps at their standard strengths: speed ±15%; noise on half the clips and
+    /// babble on a third at 0-30 dB SNR; reverberation on a third (RT60 0.1-0.8 s); the
+    /// telephone band and clipping on a fifth each; VTLP ±10%.
     pub fn with_steps(steps: &[AugmentStep]) -> Self {
         let mut cfg = Self::default();
         for step in steps {
             match step {
                 AugmentStep::Speed => cfg.speed = 0.15,
                 AugmentStep::Noise => cfg.noise_p = 0.5,
+                AugmentStep::Babble => cfg.babble_p = 0.33,
+                AugmentStep::Reverb => cfg.reverb_p = 0.33,
+                AugmentStep::Telephone => cfg.telephone_p = 0.2,
+                AugmentStep::Clip => cfg.clip_p = 0.2,
+                AugmentStep::Vtlp => cfg.vtlp = 0.1,
             }
         }
         cfg
     }
 
     pub fn is_off(&self) -> bool {
-        self.speed == 0.0 && self.noise_p == 0.0
+        self.names().is_empty()
     }
 
     /// Names of the steps that are on.
     pub fn names(&self) -> Vec<&'static str> {
-        let mut on = Vec::new();
-        if self.speed > 0.0 {
-            on.push("speed");
-        }
-        if self.noise_p > 0.0 {
-            on.push("noise");
-        }
-        on
+        let on = [
+            ("speed", self.speed),
+            ("noise", self.noise_p),
+            ("babble", self.babble_p),
+            ("reverb", self.reverb_p),
+            ("telephone", self.telephone_p),
+            ("clip", self.clip_p),
+            ("vtlp", self.vtlp),
+        ];
+        on.iter().filter(|(_, v)| *v > 0.0).map(|(n, _)| *n).collect()
     }
 }
 

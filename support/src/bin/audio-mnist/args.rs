@@ -90,7 +90,8 @@ pub struct RecipeArgs {
     /// Output channels of each conv block, comma-separated (the seed's: 32,64).
     #[arg(long, value_delimiter = ',', num_args = 1..)]
     pub channels: Option<Vec<usize>>,
-    /// On-the-fly augmentation steps, comma-separated (speed, noise), or `none`.
+    /// On-the-fly augmentation steps, comma-separated (speed, noise, babble, reverb,
+    /// telephone, clip, vtlp), or `none`.
     #[arg(long, value_parser = parse_steps)]
     pub augment: Option<Steps>,
 }
@@ -103,7 +104,9 @@ fn parse_steps(s: &str) -> Result<Steps, String> {
     use clap::ValueEnum;
     let names = s.split(',').map(str::trim).filter(|n| !n.is_empty() && *n != "none");
     let steps = names.map(|n| {
-        AugmentStep::from_str(n, true).map_err(|_| format!("unknown step {n:?}; known: speed, noise, none"))
+        AugmentStep::from_str(n, true).map_err(|_| {
+            format!("unknown step {n:?}; known: speed, noise, babble, reverb, telephone, clip, vtlp, none")
+        })
     });
     Ok(Steps(steps.collect::<Result<_, _>>()?))
 }
