@@ -392,6 +392,9 @@ fn crossval_leaves_each_speaker_out_once_and_writes_the_contract() {
     assert_eq!(confusion, 120);
     assert!(std::fs::metadata(out.join("confusion_matrix.png")).unwrap().len() > 1000);
     assert!(out.join("fold-0/member-1/model.safetensors").exists());
+    // Each fold's whole ensemble is one model file too.
+    let fold0 = support::model::load_model(&out.join("fold-0/model.safetensors"), &Device::Cpu).unwrap();
+    assert_eq!(fold0.model.members.len(), 2);
     // The scheme, the recipe (with what the flags changed) and the machine, as data.
     assert_eq!(json["scheme"], "loso");
     assert_eq!(json["recipe"]["name"], "best");

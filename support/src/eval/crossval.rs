@@ -216,6 +216,14 @@ fn run_fold(
     let fitted = fit(prep, &arch, recipe, out, device, on_epoch)?;
     let tested = test(&fitted.model, prep, device, out)?;
     let members = fitted.member_results(prep, device)?;
+    if fitted.members.len() > 1 {
+        // The fold's whole model, so `predict` and `robustness` can use it.
+        let metrics = serde_json::json!({"test_accuracy": tested.evaluation.accuracy, "members": members});
+        let mut meta = prep.model_meta(&arch, recipe, metrics);
+        meta.members = fitted.members.iter().map(|m| (m.mean, m.std)).collect();
+        let varmaps: Vec<&candle_nn::VarMap> = fitted.members.iter().map(|m| &m.trained.varmap).collect();
+        crate::model::save_ensemble(&out.join("model.safetensors"), &varmaps, &meta)?;
+    }
     let fold = FoldResult {
         test_speaker: prep.split.test.join(","),
         val_speaker: members[0].val_speaker.clone(),
