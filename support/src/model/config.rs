@@ -107,7 +107,7 @@ impl CnnConfig {
             (m, t) = (m / 2, t / 2);
             out.push(LayerSpec {
                 name: format!("bn{n}"),
-                op: "batch-norm + relu + max-pool 2x2".into(),
+                op: "bn + relu + pool 2x2".into(),
                 output: vec![cout, m, t],
                 tensors: ["weight", "bias", "running_mean", "running_var"]
                     .iter()
@@ -116,7 +116,7 @@ impl CnnConfig {
             });
         }
         let flat = self.flat_dim();
-        out.push(linear("fc1", flat, self.hidden, "flatten + linear + relu + dropout"));
+        out.push(linear("fc1", flat, self.hidden, "linear (+relu, dropout)"));
         out.push(linear("fc2", self.hidden, self.classes, "linear"));
         out
     }

@@ -270,7 +270,8 @@ pub fn robustness_figure(r: &crate::eval::robustness::Robustness) -> Html {
     plot.set_layout(
         Layout::new()
             .title(Title::with_text("accuracy under noise, babble, rooms, a phone line, level and clipping"))
-            .x_axis(Axis::new().title(Title::with_text("condition")))
+            .margin(plotly::layout::Margin::new().bottom(150))
+            .x_axis(Axis::new())
             .y_axis(Axis::new().title(Title::with_text("accuracy")).range(vec![0.0, 1.0])),
     );
     Html(figure_html(&plot.to_json(), 420, ""))
