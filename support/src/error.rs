@@ -43,11 +43,20 @@ impl Error {
     }
 }
 
-/// `Err(Error::Config(..))` unless `ok`.
-pub(crate) fn config_check(ok: bool, message: impl FnOnce() -> String) -> Result<(), Error> {
+/// `Err(kind(message()))` unless `ok`.
+pub(crate) fn check(
+    ok: bool,
+    kind: fn(String) -> Error,
+    message: impl FnOnce() -> String,
+) -> Result<(), Error> {
     if ok {
         Ok(())
     } else {
-        Err(Error::Config(message()))
+        Err(kind(message()))
     }
+}
+
+/// `Err(Error::Config(..))` unless `ok`.
+pub(crate) fn config_check(ok: bool, message: impl FnOnce() -> String) -> Result<(), Error> {
+    check(ok, Error::Config, message)
 }

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use candle_core::Device;
-use candle_nn::VarMap;
 use serde::Serialize;
 
 use crate::data::dataset::{scan, Dataset};
@@ -16,7 +15,7 @@ use crate::data::split::{make_split, Split, SplitSpec};
 use crate::data::write_json;
 use crate::eval::artifacts::test;
 use crate::eval::Evaluation;
-use crate::model::{describe_device, save_ensemble, CnnConfig};
+use crate::model::{describe_device, CnnConfig};
 use crate::train::fit::{fit, Fitted, MemberResult};
 use crate::train::{EpochLog, Recipe};
 
@@ -137,12 +136,13 @@ pub fn export(
     };
     let out = &opts.out;
     write_json(&out.join("metrics.json"), &metrics)?;
-    let mut meta = prep.model_meta(arch, &opts.recipe, serde_json::to_value(&metrics)?);
-    if trained.members.len() > 1 {
-        meta.members = trained.members.iter().map(|m| (m.mean, m.std)).collect();
-    }
-    let varmaps: Vec<&VarMap> = trained.members.iter().map(|m| &m.trained.varmap).collect();
-    save_ensemble(&out.join("model.safetensors"), &varmaps, &meta)?;
+    trained.save(
+        &out.join("model.safetensors"),
+        prep,
+        arch,
+        &opts.recipe,
+        serde_json::to_value(&metrics)?,
+    )?;
     write_manifest(&out.join("run_manifest.json"), prep, arch, opts, device)?;
     Ok(metrics)
 }

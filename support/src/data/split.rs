@@ -14,11 +14,7 @@ type Result<T> = std::result::Result<T, Error>;
 
 /// `Err(Error::Split(message))` unless `ok`.
 fn check(ok: bool, message: impl FnOnce() -> String) -> Result<()> {
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::Split(message()))
-    }
+    crate::error::check(ok, Error::Split, message)
 }
 
 /// How to split the speakers.

@@ -121,11 +121,22 @@ pub fn coloured_noise(len: usize, colour: Colour, rate: u32, rng: &mut StdRng) -
     }
 }
 
+thread_local! {
+    // Augmentation filters every clip of every epoch: plan each FFT size once per thread.
+    static PLANNER: std::cell::RefCell<RealFftPlanner<f32>> = std::cell::RefCell::new(RealFftPlanner::new());
+}
+
+/// Forward and inverse real FFTs of size `n`, planned once per thread.
+type Plans =
+    (std::sync::Arc<dyn realfft::RealToComplex<f32>>, std::sync::Arc<dyn realfft::ComplexToReal<f32>>);
+fn plans(n: usize) -> Plans {
+    PLANNER.with_borrow_mut(|p| (p.plan_fft_forward(n), p.plan_fft_inverse(n)))
+}
+
 /// `x` with the amplitude of FFT bin `k` multiplied by `gain(k)`.
 fn shape_spectrum(x: &[f32], gain: impl Fn(usize) -> f32) -> Vec<f32> {
     let n = x.len().max(2).next_power_of_two();
-    let mut planner = RealFftPlanner::<f32>::new();
-    let (fwd, inv) = (planner.plan_fft_forward(n), planner.plan_fft_inverse(n));
+    let (fwd, inv) = plans(n);
     let mut buf = x.to_vec();
     buf.resize(n, 0.0);
     let mut spec = fwd.make_output_vec();
@@ -194,8 +205,7 @@ pub fn impulse_response(rt60_s: f32, rate: u32, rng: &mut StdRng) -> Vec<f32> {
 /// `y * h`, cut to `y`'s length and scaled back to `y`'s peak (a room does not clip).
 pub fn reverberate(y: &[f32], h: &[f32]) -> Vec<f32> {
     let n = (y.len() + h.len()).next_power_of_two();
-    let mut planner = RealFftPlanner::<f32>::new();
-    let (fwd, inv) = (planner.plan_fft_forward(n), planner.plan_fft_inverse(n));
+    let (fwd, inv) = plans(n);
     let spectrum = |x: &[f32]| {
         let mut buf = x.to_vec();
         buf.resize(n, 0.0);

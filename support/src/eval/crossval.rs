@@ -219,10 +219,7 @@ fn run_fold(
     if fitted.members.len() > 1 {
         // The fold's whole model, so `predict` and `robustness` can use it.
         let metrics = serde_json::json!({"test_accuracy": tested.evaluation.accuracy, "members": members});
-        let mut meta = prep.model_meta(&arch, recipe, metrics);
-        meta.members = fitted.members.iter().map(|m| (m.mean, m.std)).collect();
-        let varmaps: Vec<&candle_nn::VarMap> = fitted.members.iter().map(|m| &m.trained.varmap).collect();
-        crate::model::save_ensemble(&out.join("model.safetensors"), &varmaps, &meta)?;
+        fitted.save(&out.join("model.safetensors"), prep, &arch, recipe, metrics)?;
     }
     let fold = FoldResult {
         test_speaker: prep.split.test.join(","),

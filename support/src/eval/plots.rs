@@ -17,6 +17,9 @@ fn register_fonts() {
     });
 }
 
+/// Line colours, one per network or model.
+const PALETTE: [RGBColor; 6] = [BLUE, RED, RGBColor(0, 140, 0), RGBColor(200, 120, 0), MAGENTA, CYAN];
+
 fn err<E: std::fmt::Display>(path: &Path) -> impl Fn(E) -> anyhow::Error + '_ {
     move |e| anyhow!("drawing {}: {e}", path.display())
 }
@@ -48,7 +51,6 @@ pub fn training_curves(logs: &[&[EpochLog]], path: &Path) -> Result<()> {
         (&left, "loss", max_loss, [|r| r.train_loss, |r| r.val_loss], SeriesLabelPosition::UpperRight),
         (&right, "accuracy", 1.0, [|r| r.train_acc, |r| r.val_acc], SeriesLabelPosition::LowerRight),
     ];
-    let palette = [BLUE, RED, RGBColor(0, 140, 0), RGBColor(200, 120, 0), MAGENTA, CYAN];
     for (area, name, top, series, legend) in panels {
         let mut chart = ChartBuilder::on(area)
             .caption(format!("training {name}"), ("sans-serif", 22))
@@ -69,7 +71,7 @@ pub fn training_curves(logs: &[&[EpochLog]], path: &Path) -> Result<()> {
             let member = if logs.len() > 1 { format!("net {} ", k + 1) } else { String::new() };
             for (s, (get, part)) in series.iter().zip(["train", "validation"]).enumerate() {
                 // A single network keeps the classic blue/red pair; members get one colour each.
-                let color = if logs.len() > 1 { palette[k % palette.len()] } else { palette[s] };
+                let color = if logs.len() > 1 { PALETTE[k % PALETTE.len()] } else { PALETTE[s] };
                 let width = if s == 1 || logs.len() == 1 { 2 } else { 1 };
                 let points: Vec<(f64, f64)> =
                     log.iter().map(|r| (r.epoch as f64, get(r))).filter(|p| p.1.is_finite()).collect();
@@ -191,9 +193,8 @@ pub fn robustness(report: &super::robustness::Robustness, path: &Path) -> Result
         .x_desc("accuracy")
         .draw()
         .map_err(err(path))?;
-    let palette = [BLUE, RED, RGBColor(0, 140, 0), RGBColor(200, 120, 0), MAGENTA, CYAN];
     for (m, model) in report.models.iter().enumerate() {
-        let color = palette[m % palette.len()];
+        let color = PALETTE[m % PALETTE.len()];
         let points: Vec<(f64, f64)> = report
             .conditions
             .iter()

@@ -199,6 +199,23 @@ pub struct MemberResult {
 }
 
 impl Fitted {
+    /// Write the whole model (every member with its own normalisation) to one model file.
+    pub fn save(
+        &self,
+        path: &Path,
+        prep: &Prepared,
+        arch: &CnnConfig,
+        recipe: &Recipe,
+        metrics: serde_json::Value,
+    ) -> Result<()> {
+        let mut meta = prep.model_meta(arch, recipe, metrics);
+        if self.members.len() > 1 {
+            meta.members = self.members.iter().map(|m| (m.mean, m.std)).collect();
+        }
+        let varmaps: Vec<&candle_nn::VarMap> = self.members.iter().map(|m| &m.trained.varmap).collect();
+        crate::model::save_ensemble(path, &varmaps, &meta)
+    }
+
     /// Every member's training log, member 0 first.
     pub fn logs(&self) -> Vec<&[EpochLog]> {
         self.members.iter().map(|m| m.trained.log.as_slice()).collect()
