@@ -2,19 +2,21 @@
 //! training -> evaluation -> artifacts -> exported model. The CLI and the notebook both call
 //! these functions; each step lives in its module (data, train, eval, model).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use candle_core::Device;
 use serde::Serialize;
 
-use crate::data::dataset::{scan, Dataset};
+use crate::data::dataset::Dataset;
 use crate::data::extract::Progress;
 use crate::data::prepare::{load_features, Prepared};
 use crate::data::split::{make_split, Split, SplitSpec};
+use crate::data::union::scan_all;
 use crate::data::write_json;
-use crate::eval::artifacts::test;
-use crate::eval::Evaluation;
+use crate::eval::artifacts::{test, Tested};
+use crate::eval::{Evaluation, FolderAccuracy};
 use crate::model::{describe_device, CnnConfig};
 use crate::train::fit::{fit, Fitted, MemberResult};
 use crate::train::{EpochLog, Recipe};
@@ -22,7 +24,8 @@ use crate::train::{EpochLog, Recipe};
 /// What a training run needs besides the data: where things go, the split and the recipe.
 #[derive(Clone, Debug)]
 pub struct TrainOptions {
-    pub data: PathBuf,
+    /// One dataset folder, or several trained on as one ([`crate::data::union`]).
+    pub data: Vec<PathBuf>,
     pub out: PathBuf,
     pub cache_dir: PathBuf,
     pub split: SplitSpec,
@@ -39,7 +42,7 @@ pub struct Plan {
 impl TrainOptions {
     /// Scan the data and split its speakers.
     pub fn plan(&self) -> Result<Plan> {
-        let dataset = scan(&self.data)?;
+        let dataset = scan_all(&self.data)?;
         let split = make_split(&self.split, &dataset.speaker_ids())?;
         Ok(Plan { dataset, split })
     }
@@ -62,6 +65,9 @@ pub struct Metrics {
     pub val_files: usize,
     pub test_files: usize,
     pub device: String,
+    /// Test accuracy per dataset folder (several with repeated `--data`; empty without test
+    /// speakers).
+    pub per_dataset: BTreeMap<String, FolderAccuracy>,
     /// Every network of the model: its validation speaker(s), best validation accuracy,
     /// epochs, and its own test accuracy.
     pub members: Vec<MemberResult>,
@@ -99,7 +105,7 @@ pub fn run_plan(
     let arch = prep.architecture(&opts.recipe);
     let trained = fit(&prep, &arch, &opts.recipe, &opts.out, device, on_epoch)?;
     let tested = test(&trained.model, &prep, device, &opts.out)?;
-    let metrics = export(&prep, &arch, &trained, &tested.evaluation, opts, device)?;
+    let metrics = export(&prep, &arch, &trained, &tested, opts, device)?;
     Ok(RunReport {
         metrics,
         split: prep.split,
@@ -115,10 +121,11 @@ pub fn export(
     prep: &Prepared,
     arch: &CnnConfig,
     trained: &Fitted,
-    evaluation: &Evaluation,
+    tested: &Tested,
     opts: &TrainOptions,
     device: &Device,
 ) -> Result<Metrics> {
+    let evaluation = &tested.evaluation;
     let metrics = Metrics {
         // No test speakers (`--split none`): not measured, `null` in metrics.json.
         test_accuracy: if prep.test_rows.is_empty() { f64::NAN } else { evaluation.accuracy },
@@ -132,6 +139,7 @@ pub fn export(
         val_files: prep.val_rows.len(),
         test_files: prep.test_rows.len(),
         device: describe_device(device),
+        per_dataset: tested.per_dataset.clone(),
         members: trained.member_results(prep, device)?,
     };
     let out = &opts.out;
@@ -164,7 +172,7 @@ fn write_manifest(
             "features": prep.set.config,
             "split_spec": opts.split,
             "split": prep.split,
-            "data": opts.data.display().to_string(),
+            "data": opts.data.iter().map(|d| d.display().to_string()).collect::<Vec<_>>(),
             "data_fingerprint": prep.set.fingerprint,
             "files": prep.set.len(),
             "skipped": prep.set.skipped.len(),

@@ -13,7 +13,8 @@ fn fsdd_clips() -> Option<(std::path::PathBuf, Vec<&'static str>, FeatureExtract
     let root = common::shared_data()?.join("fsdd/recordings");
     let files = vec!["0_george_0.wav", "3_jackson_7.wav", "7_theo_3.wav", "9_lucas_12.wav"];
     let fx = FeatureExtractor::new(FeatureConfig::default()).unwrap();
-    let clips = load_clips(&fx, &root, &files).unwrap();
+    let paths: Vec<_> = files.iter().map(|f| root.join(f)).collect();
+    let clips = load_clips(&fx, &paths).unwrap();
     Some((root, files, fx, clips))
 }
 

@@ -33,7 +33,7 @@ fn audiomnist_layout_with_metadata() {
     audiomnist(dir.path());
     wav(&dir.path().join("01/badname.wav"));
     let ds = scan(dir.path()).unwrap();
-    assert_eq!(ds.layout, Layout::AudioMnist);
+    assert_eq!(ds.sources[0].layout, Layout::AudioMnist);
     assert_eq!(ds.recordings.len(), 6);
     assert_eq!(ds.speaker_ids(), vec!["01", "02"]);
     assert_eq!(ds.recordings[0].path, Path::new("01/0_01_0.wav"));
@@ -71,7 +71,7 @@ fn audiomnist_layout_with_metadata() {
     let csv = dir.path().join("out/metadata.csv");
     write_csv(&mut df, &csv).unwrap();
     let text = std::fs::read_to_string(&csv).unwrap();
-    assert!(text.starts_with("path,digit,speaker,take,sample_rate"));
+    assert!(text.starts_with("dataset,path,digit,speaker,take,sample_rate"), "{text}");
     assert_eq!(text.lines().count(), 7);
 }
 
@@ -80,7 +80,7 @@ fn kaggle_unzip_one_level_deeper_is_found_without_edits() {
     let dir = tempfile::tempdir().unwrap();
     audiomnist(&dir.path().join("data/data"));
     let ds = scan(dir.path()).unwrap();
-    assert_eq!(ds.layout, Layout::AudioMnist);
+    assert_eq!(ds.sources[0].layout, Layout::AudioMnist);
     assert_eq!(ds.recordings.len(), 6);
     assert_eq!(ds.recordings[0].path, Path::new("data/data/01/0_01_0.wav"));
     assert_eq!(ds.speakers.len(), 2);
@@ -94,7 +94,7 @@ fn fsdd_layouts_recordings_folder_and_flat() {
     }
     std::fs::write(dir.path().join("README.md"), "fsdd").unwrap();
     let ds = scan(dir.path()).unwrap();
-    assert_eq!(ds.layout, Layout::Fsdd);
+    assert_eq!(ds.sources[0].layout, Layout::Fsdd);
     assert_eq!(ds.recordings.len(), 3);
     assert_eq!(ds.speaker_ids(), vec!["george", "jackson", "theo"]);
     assert!(ds.speakers.is_empty());
@@ -134,7 +134,7 @@ fn real_shared_datasets_scan() {
         return;
     };
     let am = scan(&data.join("audiomnist-samples")).unwrap();
-    assert_eq!(am.layout, Layout::AudioMnist);
+    assert_eq!(am.sources[0].layout, Layout::AudioMnist);
     assert_eq!(am.recordings.len(), 6);
     assert_eq!(am.speakers.len(), 60);
     assert_eq!(am.speakers["45"].age, None, "speaker 45's recorded age is 1234");
@@ -142,8 +142,97 @@ fn real_shared_datasets_scan() {
     let rates = df.column("sample_rate").unwrap().i64().unwrap().clone();
     assert!((0..rates.len()).all(|i| rates.get(i) == Some(48000)));
     let fsdd = scan(&data.join("fsdd")).unwrap();
-    assert_eq!(fsdd.layout, Layout::Fsdd);
+    assert_eq!(fsdd.sources[0].layout, Layout::Fsdd);
     assert_eq!(fsdd.recordings.len(), 3000);
     assert_eq!(fsdd.speaker_ids().len(), 6);
     assert!(fsdd.skipped.is_empty());
+}
+
+/// Folders of different layouts as one dataset: names from the folders, speakers and paths
+/// prefixed, metadata kept, each part as a scan of its folder alone.
+#[test]
+fn several_folders_are_one_dataset_with_namespaced_speakers() {
+    use support::data::union::scan_all;
+    let dir = tempfile::tempdir().unwrap();
+    let fsdd = dir.path().join("fsdd/recordings");
+    for (d, spk) in [(0, "george"), (1, "george"), (2, "anna")] {
+        wav(&fsdd.join(format!("{d}_{spk}_0.wav")));
+    }
+    let am = dir.path().join("audiomnist");
+    audiomnist(&am);
+    let mine = dir.path().join("mine");
+    wav(&mine.join("3_george_0.wav"));
+    let roots = vec![fsdd.clone(), am.clone(), mine.clone()];
+    let ds = scan_all(&roots).unwrap();
+    let names: Vec<_> = ds.sources.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["fsdd", "audiomnist", "mine"]);
+    assert_eq!(ds.recordings.len(), 3 + 6 + 1);
+    assert_eq!(
+        ds.speaker_ids(),
+        ["audiomnist/01", "audiomnist/02", "fsdd/anna", "fsdd/george", "mine/george"]
+    );
+    for r in &ds.recordings {
+        assert!(ds.absolute(r).is_file(), "{r:?}");
+        assert_eq!(ds.source_of_speaker(&r.speaker), ds.sources[r.source].name);
+    }
+    assert_eq!(ds.recordings[0].path, Path::new("fsdd/0_george_0.wav"));
+    assert_eq!(ds.path_of("mine/3_george_0.wav"), mine.join("3_george_0.wav"));
+    assert_eq!(ds.speakers["audiomnist/01"].gender.as_deref(), Some("male"));
+    assert!(ds.warnings.iter().any(|w| w.starts_with("audiomnist: speaker 02")), "{:?}", ds.warnings);
+    let table = ds.metadata_frame().unwrap();
+    let col = table.column("dataset").unwrap().str().unwrap();
+    let folders: Vec<_> = col.iter().map(|v| v.unwrap().to_string()).collect();
+    assert_eq!(folders.iter().filter(|f| *f == "audiomnist").count(), 6);
+    assert_eq!(table.column("gender").unwrap().null_count(), 4, "metadata only where the folder has it");
+    for (i, root) in roots.iter().enumerate() {
+        let alone = scan(root).unwrap();
+        let part = ds.part(i);
+        assert_eq!((part.recordings, part.speakers), (alone.recordings, alone.speakers), "{root:?}");
+    }
+    // A single folder is itself, unprefixed; the same folder twice and no folder are errors.
+    assert_eq!(scan_all(&[mine.clone()]).unwrap().speaker_ids(), ["george"]);
+    let e = scan_all(&[mine.clone(), mine.join("../mine")]).unwrap_err().to_string();
+    assert!(e.contains("given twice"), "{e}");
+    assert!(scan_all(&[]).unwrap_err().to_string().contains("--data"));
+    // Same folder names in different places stay apart.
+    let other = dir.path().join("x/mine");
+    wav(&other.join("4_george_0.wav"));
+    let two = scan_all(&[mine, other]).unwrap();
+    assert_eq!(two.speaker_ids(), ["mine-2/george", "mine/george"]);
+}
+
+/// `--data` repeated, or a list in AUDIO_MNIST_DATA, on the command line.
+#[test]
+fn cli_takes_several_data_folders() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    wav(&a.join("0_george_0.wav"));
+    wav(&b.join("1_george_0.wav"));
+    let bin = env!("CARGO_BIN_EXE_audio-mnist");
+    let csv = dir.path().join("m.csv");
+    let o = std::process::Command::new(bin)
+        .args(["scan", "--csv"])
+        .arg(&csv)
+        .arg("--data")
+        .arg(&a)
+        .arg("--data")
+        .arg(&b)
+        .env_remove("AUDIO_MNIST_DATA")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{stdout}{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout.contains("together: 2 recordings, 2 speakers"), "{stdout}");
+    assert!(std::fs::read_to_string(&csv).unwrap().contains("b,b/1_george_0.wav,1,b/george"));
+    let list = std::env::join_paths([&a, &b]).unwrap();
+    let o = std::process::Command::new(bin)
+        .args(["scan", "--csv"])
+        .arg(&csv)
+        .env("AUDIO_MNIST_DATA", list)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stdout).contains("together: 2 recordings, 2 speakers"));
+    let o = std::process::Command::new(bin).args(["scan"]).env_remove("AUDIO_MNIST_DATA").output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("AUDIO_MNIST_DATA"));
 }

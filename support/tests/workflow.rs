@@ -27,7 +27,7 @@ fn make_dataset(root: &Path) {
 
 fn options(data: &Path, out: &Path, cache: &Path) -> TrainOptions {
     TrainOptions {
-        data: data.to_path_buf(),
+        data: vec![data.to_path_buf()],
         out: out.to_path_buf(),
         cache_dir: cache.to_path_buf(),
         split: SplitSpec::Explicit { test: vec!["cat".into()], val: vec!["bob".into()] },
@@ -86,7 +86,10 @@ fn train_writes_every_artifact_deterministically_and_evaluate_agrees() {
     let report = std::fs::read_to_string(out1.join("classification_report.txt")).unwrap();
     assert!(report.contains("weighted avg") && report.contains("macro avg") && report.contains("support"));
     let per_speaker = std::fs::read_to_string(out1.join("per_speaker_accuracy.csv")).unwrap();
-    assert!(per_speaker.starts_with("speaker,correct,total,accuracy") && per_speaker.contains("cat,"));
+    assert!(
+        per_speaker.starts_with("dataset,speaker,correct,total,accuracy")
+            && per_speaker.contains("data,cat,")
+    );
     let metrics: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out1.join("metrics.json")).unwrap()).unwrap();
     for k in
@@ -134,7 +137,9 @@ fn train_writes_every_artifact_deterministically_and_evaluate_agrees() {
 
     // evaluate: the exported model alone reproduces the test accuracy (its own split by default)
     let eval_out = dir.path().join("eval");
-    let e = evaluate_model(&r1.model_path, &data, &eval_out, &cache, None, &Device::Cpu, &|_, _| {}).unwrap();
+    let e =
+        evaluate_model(&r1.model_path, &[data.clone()], &eval_out, &cache, None, &Device::Cpu, &|_, _| {})
+            .unwrap();
     assert_eq!(e, r1.evaluation);
     assert!(
         eval_out.join("confusion_matrix.png").is_file()
@@ -191,7 +196,7 @@ fn predict_command_and_predictor_agree_with_training_and_handle_bad_input() {
         .skip(1)
         .map(|l| {
             let f: Vec<&str> = l.split(',').collect();
-            (f[0].to_string(), f[3].parse().unwrap())
+            (f[1].to_string(), f[4].parse().unwrap())
         })
         .collect();
     let paths: Vec<_> = rows.iter().map(|(f, _)| data.join(f)).collect();
@@ -317,7 +322,7 @@ fn an_ensemble_run_exports_one_file_that_evaluate_and_predict_use() {
     assert_eq!(loaded.meta.members.len(), 2);
     let eval = evaluate_model(
         &report.model_path,
-        &dir.path().join("data"),
+        &[dir.path().join("data")],
         &dir.path().join("eval"),
         &dir.path().join("cache"),
         None,
@@ -453,7 +458,7 @@ fn a_model_for_deployment_trains_on_all_but_the_validation_speakers() {
     // Evaluating it needs a named split; --split none with test speakers is a usage error.
     let e = evaluate_model(
         &out.join("model.safetensors"),
-        &dir.path().join("data"),
+        &[dir.path().join("data")],
         &dir.path().join("eval"),
         &dir.path().join("cache"),
         None,
@@ -512,4 +517,46 @@ fn robustness_scores_every_condition_reproducibly_and_clean_matches_the_test() {
     assert_eq!(all["files"][&model], 120);
     let png = std::fs::read(dir.path().join("rob1/robustness.png")).unwrap();
     assert!(png.starts_with(b"\x89PNG") && png.len() > 5000);
+}
+
+/// Two folders with the same speaker names train as one: six speakers, the split over the
+/// union, accuracy per folder, and each folder cached on its own (a later single-folder run
+/// reuses it).
+#[test]
+fn two_folders_train_as_one_with_namespaced_speakers() {
+    use support::data::cache::CacheStatus;
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, cache) = (dir.path().join("studio"), dir.path().join("kitchen"), dir.path().join("cache"));
+    make_dataset(&a);
+    make_dataset(&b);
+    let out = dir.path().join("out");
+    let opts = TrainOptions {
+        data: vec![a.clone(), b.clone()],
+        split: SplitSpec::Explicit {
+            test: vec!["studio/cat".into(), "kitchen/ann".into()],
+            val: vec!["kitchen/bob".into()],
+        },
+        ..options(&a, &out, &cache)
+    };
+    let plan = opts.plan().unwrap();
+    assert_eq!(plan.dataset.speaker_ids().len(), 6, "two corpora's ann are two people");
+    assert_eq!(plan.split.train, vec!["kitchen/cat", "studio/ann", "studio/bob"]);
+    let r = train_and_evaluate(&opts, &Device::Cpu, &|_, _| {}, &mut |_| {}).unwrap();
+    let per = &r.metrics.per_dataset;
+    assert_eq!(per.keys().collect::<Vec<_>>(), vec!["kitchen", "studio"], "{per:?}");
+    assert_eq!((per["kitchen"].total, per["studio"].total), (40, 40));
+    let overall = (per["kitchen"].correct + per["studio"].correct) as f64 / 80.0;
+    assert!((overall - r.metrics.test_accuracy).abs() < 1e-9);
+    let predictions = std::fs::read_to_string(out.join("predictions.csv")).unwrap();
+    assert!(predictions.starts_with("dataset,file,speaker,"), "{predictions}");
+    assert!(predictions.contains("kitchen,kitchen/recordings/0_ann_0.wav,kitchen/ann,"), "{predictions}");
+    let table = std::fs::read_to_string(cache.join("metadata.csv")).unwrap();
+    assert!(table.starts_with("dataset,path,digit,speaker,"), "{table}");
+    assert_eq!(table.lines().filter(|l| l.starts_with("studio,")).count(), 120);
+    // One feature file per folder, and the studio alone is a cache hit.
+    let ds = support::scan(&a).unwrap();
+    let config = opts.recipe.features();
+    let (set, status) = support::data::prepare::load_features(&ds, &cache, &config, &|_, _| {}).unwrap();
+    assert!(matches!(status, CacheStatus::Hit(_)), "{status:?}");
+    assert_eq!(set.speakers[0], "ann", "a folder alone keeps its own names");
 }

@@ -90,6 +90,39 @@ impl FeatureSet {
         }
     }
 
+    /// The rows of several sets (same features config), one after the other, each set's
+    /// files and speakers prefixed with its folder's name: the features of a union of folders.
+    pub fn concat(parts: Vec<(String, FeatureSet)>) -> Result<FeatureSet> {
+        let mut iter = parts.into_iter();
+        let (name, first) = iter.next().ok_or_else(|| anyhow!("no feature sets to join"))?;
+        let prefix =
+            |name: &str, v: Vec<String>| v.into_iter().map(|s| format!("{name}/{s}")).collect::<Vec<_>>();
+        let mut out = FeatureSet {
+            files: prefix(&name, first.files),
+            speakers: prefix(&name, first.speakers),
+            skipped: first
+                .skipped
+                .into_iter()
+                .map(|s| Skipped { file: format!("{name}/{}", s.file), ..s })
+                .collect(),
+            ..first
+        };
+        let mut h = Sha256::new();
+        h.update(&out.fingerprint);
+        for (name, set) in iter {
+            ensure!(set.config == out.config, "the folders' features were computed differently");
+            out.features.extend(set.features);
+            out.digits.extend(set.digits);
+            out.files.extend(prefix(&name, set.files));
+            out.speakers.extend(prefix(&name, set.speakers));
+            out.skipped
+                .extend(set.skipped.into_iter().map(|s| Skipped { file: format!("{name}/{}", s.file), ..s }));
+            h.update(format!("+{}", set.fingerprint));
+        }
+        out.fingerprint = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        Ok(out)
+    }
+
     /// Write the safetensors file atomically (temporary file in the same folder, then rename).
     pub fn save(&self, path: &Path) -> Result<()> {
         let n = self.len();
@@ -239,7 +272,7 @@ pub fn load_or_extract(
         bail!(
             "none of the {} recordings under {} could be read",
             dataset.recordings.len(),
-            dataset.root.display()
+            dataset.describe()
         );
     }
     set.save(&path)?;

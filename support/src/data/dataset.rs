@@ -32,14 +32,29 @@ pub enum Layout {
     Fsdd,
 }
 
+/// One dataset folder of a [`Dataset`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Source {
+    /// Short name: the folder's name (its parent's for `recordings`/`data`), unique in a union.
+    pub name: String,
+    pub root: PathBuf,
+    pub layout: Layout,
+}
+
 /// One usable recording.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Recording {
-    /// Path relative to the dataset root given to [`scan`].
+    /// Path relative to its folder's root; in a union of several folders, prefixed with the
+    /// folder's name (`fsdd/recordings/0_george_0.wav`), so every path is unique.
     pub path: PathBuf,
     pub digit: u8,
+    /// Speaker id; in a union prefixed with the folder's name (`fsdd/george`): two corpora's
+    /// `george` are two people.
     pub speaker: String,
     pub take: u32,
+    /// Index of its folder in [`Dataset::sources`].
+    #[serde(default)]
+    pub source: usize,
 }
 
 /// A file that was passed over, and why.
@@ -70,12 +85,13 @@ pub struct SpeakerMeta {
 /// The result of [`scan`].
 #[derive(Clone, Debug)]
 pub struct Dataset {
-    pub root: PathBuf,
-    pub layout: Layout,
+    /// The folders scanned: one, or several for a union ([`super::union::scan_all`]).
+    pub sources: Vec<Source>,
     /// Sorted by path, so row order is stable across runs and machines.
     pub recordings: Vec<Recording>,
     pub skipped: Vec<Skipped>,
-    /// Speaker metadata, keyed by speaker id ("01"...), empty when the dataset has none.
+    /// Speaker metadata, keyed by speaker id ("01"..., prefixed in a union), empty when the
+    /// dataset has none.
     pub speakers: BTreeMap<String, SpeakerMeta>,
     /// Oddities worth telling the user (implausible metadata values, ...).
     pub warnings: Vec<String>,
@@ -133,7 +149,8 @@ pub fn scan(root: &Path) -> Result<Dataset, Error> {
         Some(p) => read_speaker_meta(p, &mut warnings)?,
         None => BTreeMap::new(),
     };
-    Ok(Dataset { root: root.to_path_buf(), layout, recordings, skipped, speakers, warnings })
+    let source = Source { name: super::union::source_name(root), root: root.to_path_buf(), layout };
+    Ok(Dataset { sources: vec![source], recordings, skipped, speakers, warnings })
 }
 
 /// What a walk of the data folder found.
@@ -176,7 +193,7 @@ fn walk(root: &Path) -> Found {
                 None => {
                     seen.insert(key.clone(), rel_path.clone());
                     let (digit, speaker, take) = key;
-                    found.recordings.push(Recording { path: rel_path, digit, speaker, take });
+                    found.recordings.push(Recording { path: rel_path, digit, speaker, take, source: 0 });
                     continue;
                 }
             },
@@ -249,8 +266,33 @@ impl Dataset {
         s
     }
 
+    /// Where the recording is on disk.
     pub fn absolute(&self, r: &Recording) -> PathBuf {
-        self.root.join(&r.path)
+        self.path_of(&r.path.to_string_lossy())
+    }
+
+    /// Where the file of a path as recorded ([`Recording::path`], the feature set's `files`)
+    /// is on disk.
+    pub fn path_of(&self, file: &str) -> PathBuf {
+        if self.sources.len() == 1 {
+            return self.sources[0].root.join(file);
+        }
+        let (name, rest) = file.split_once('/').unwrap_or(("", file));
+        let source = self.sources.iter().find(|s| s.name == name).unwrap_or(&self.sources[0]);
+        source.root.join(rest)
+    }
+
+    /// The name of the folder a speaker id (as in [`Recording::speaker`]) belongs to.
+    pub fn source_of_speaker(&self, speaker: &str) -> &str {
+        let name = speaker.split_once('/').map(|(n, _)| n);
+        let found = self.sources.iter().find(|s| Some(s.name.as_str()) == name && self.sources.len() > 1);
+        &found.unwrap_or(&self.sources[0]).name
+    }
+
+    /// One line per folder: name, layout and where it is.
+    pub fn describe(&self) -> String {
+        let line = |s: &Source| format!("{} ({:?} layout, {})", s.name, s.layout, s.root.display());
+        self.sources.iter().map(line).collect::<Vec<_>>().join(" + ")
     }
 
     #[cfg(feature = "train")]
@@ -264,6 +306,13 @@ impl Dataset {
             .collect();
         let col = |name: &str, v: Series| -> Column { v.with_name(name.into()).into() };
         let mut cols = vec![
+            col(
+                "dataset",
+                Series::new(
+                    "".into(),
+                    self.recordings.iter().map(|r| self.sources[r.source].name.clone()).collect::<Vec<_>>(),
+                ),
+            ),
             col(
                 "path",
                 Series::new(

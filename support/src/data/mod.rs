@@ -1,7 +1,7 @@
 //! Recordings on disk and what is derived from them: dataset layouts and metadata
 //! ([`dataset`]), speaker-independent splits ([`split`]), parallel feature extraction
 //! ([`extract`]), the safetensors feature file and cache ([`cache`]), the AudioMNIST download
-//! ([`download`]) and a run's prepared data ([`prepare`]).
+//! ([`download`]), several folders at once ([`union`]) and a run's prepared data ([`prepare`]).
 
 pub mod cache;
 pub mod dataset;
@@ -11,6 +11,7 @@ pub mod extract;
 #[cfg(feature = "train")]
 pub mod prepare;
 pub mod split;
+pub mod union;
 
 use std::path::Path;
 

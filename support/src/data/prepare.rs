@@ -24,7 +24,21 @@ pub fn load_features(
     let fx = FeatureExtractor::new(config.clone())?;
     let mut table = dataset.metadata_frame()?;
     write_csv(&mut table, &cache_dir.join("metadata.csv"))?;
-    load_or_extract(dataset, &fx, cache_dir, progress)
+    if dataset.sources.len() == 1 {
+        return load_or_extract(dataset, &fx, cache_dir, progress);
+    }
+    // A union: each folder cached on its own, so adding a folder re-extracts nothing else.
+    let mut parts = Vec::new();
+    let mut status = None;
+    for (i, source) in dataset.sources.iter().enumerate() {
+        let (set, s) = load_or_extract(&dataset.part(i), &fx, cache_dir, progress)?;
+        if status.is_none() || matches!(s, CacheStatus::Miss(_)) {
+            status = Some(s);
+        }
+        parts.push((source.name.clone(), set));
+    }
+    let status = status.ok_or_else(|| anyhow::anyhow!("no data folders"))?;
+    Ok((FeatureSet::concat(parts)?, status))
 }
 
 /// The data of a run: recordings, their features, the speaker split and the training part's

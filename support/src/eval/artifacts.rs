@@ -7,7 +7,11 @@ use anyhow::{ensure, Context, Result};
 use candle_core::Device;
 use polars::prelude::*;
 
-use super::{argmax, digit_names, per_speaker, predict_probabilities, Evaluation};
+use std::collections::BTreeMap;
+
+use super::{
+    argmax, digit_names, per_dataset, per_speaker, predict_probabilities, Evaluation, FolderAccuracy,
+};
 use crate::data::cache::FeatureSet;
 use crate::data::dataset::{write_csv, Dataset};
 use crate::data::extract::Progress;
@@ -25,6 +29,8 @@ pub struct Tested {
     pub predicted: Vec<usize>,
     pub probabilities: Vec<Vec<f32>>,
     pub evaluation: Evaluation,
+    /// Accuracy per dataset folder (one entry unless several folders were given).
+    pub per_dataset: BTreeMap<String, FolderAccuracy>,
 }
 
 impl Tested {
@@ -45,6 +51,7 @@ pub fn test(model: &Classifier, prep: &Prepared, device: &Device, out: &Path) ->
             predicted: vec![],
             probabilities: vec![],
             evaluation,
+            per_dataset: BTreeMap::new(),
         });
     }
     evaluate_rows(model, &prep.set, &prep.dataset, &prep.test_rows, device, out, "test")
@@ -72,9 +79,12 @@ fn evaluate_rows(
     let speakers: Vec<String> = rows.iter().map(|&i| set.speakers[i].clone()).collect();
     let mut df = per_speaker_frame(dataset, &per_speaker(&speakers, &truth, &predicted))?;
     write_csv(&mut df, &out.join("per_speaker_accuracy.csv"))?;
-    let tested = Tested { rows: rows.to_vec(), truth, predicted, probabilities, evaluation };
+    let per_dataset = per_dataset(dataset, &speakers, &truth, &predicted);
+    let tested = Tested { rows: rows.to_vec(), truth, predicted, probabilities, evaluation, per_dataset };
     // Per-file predictions, for error analysis.
+    let folders = speakers.iter().map(|s| dataset.source_of_speaker(s).to_string()).collect::<Vec<_>>();
     let mut pred = DataFrame::new_infer_height(vec![
+        Column::new("dataset".into(), folders),
         Column::new("file".into(), rows.iter().map(|&i| set.files[i].clone()).collect::<Vec<_>>()),
         Column::new("speaker".into(), speakers),
         Column::new("digit".into(), tested.truth.iter().map(|&d| d as i32).collect::<Vec<_>>()),
@@ -109,7 +119,9 @@ fn per_speaker_frame(dataset: &Dataset, rows: &[(String, usize, usize)]) -> Resu
     let meta = |f: fn(&crate::data::dataset::SpeakerMeta) -> Option<String>| -> Vec<Option<String>> {
         rows.iter().map(|(s, _, _)| dataset.speakers.get(s).and_then(f)).collect()
     };
+    let folder = |s: &String| dataset.source_of_speaker(s).to_string();
     let mut cols = vec![
+        Column::new("dataset".into(), rows.iter().map(|r| folder(&r.0)).collect::<Vec<_>>()),
         Column::new("speaker".into(), rows.iter().map(|r| r.0.clone()).collect::<Vec<_>>()),
         Column::new("correct".into(), rows.iter().map(|r| r.1 as i64).collect::<Vec<_>>()),
         Column::new("total".into(), rows.iter().map(|r| r.2 as i64).collect::<Vec<_>>()),
@@ -136,7 +148,7 @@ fn per_speaker_frame(dataset: &Dataset, rows: &[(String, usize, usize)]) -> Resu
 /// evaluation files as training does.
 pub fn evaluate_model(
     model_path: &Path,
-    data: &Path,
+    data: &[std::path::PathBuf],
     out: &Path,
     cache_dir: &Path,
     split: Option<SplitSpec>,
@@ -144,7 +156,7 @@ pub fn evaluate_model(
     progress: Progress,
 ) -> Result<Evaluation> {
     let loaded = load_model(model_path, device)?;
-    let dataset = crate::data::dataset::scan(data)?;
+    let dataset = crate::data::union::scan_all(data)?;
     let (set, _) = load_features(&dataset, cache_dir, &loaded.meta.features, progress)?;
     let split: Split = match split {
         Some(spec) => make_split(&spec, &dataset.speaker_ids())?,
@@ -156,13 +168,18 @@ pub fn evaluate_model(
         model_path.display()
     );
     let rows = rows_for(&set, &split.test);
-    ensure!(!rows.is_empty(), "no recordings of the test speakers {:?} in {}", split.test, data.display());
+    ensure!(
+        !rows.is_empty(),
+        "no recordings of the test speakers {:?} in {}",
+        split.test,
+        dataset.describe()
+    );
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let tested = evaluate_rows(&loaded.model, &set, &dataset, &rows, device, out, "test")?;
     let evaluation = tested.evaluation;
     write_json(
         &out.join("metrics.json"),
-        &serde_json::json!({"test_accuracy": evaluation.accuracy, "test_files": rows.len(), "model": model_path.display().to_string(), "split": split}),
+        &serde_json::json!({"test_accuracy": evaluation.accuracy, "test_files": rows.len(), "per_dataset": tested.per_dataset, "model": model_path.display().to_string(), "split": split}),
     )?;
     Ok(evaluation)
 }

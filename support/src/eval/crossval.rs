@@ -2,14 +2,15 @@
 //! after each fold (an interrupted run keeps the folds it finished), a combined confusion
 //! matrix at the end.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
-use super::artifacts::test;
-use super::digit_names;
+use super::artifacts::{test, Tested};
+use super::{digit_names, FolderAccuracy};
 use crate::data::dataset::Dataset;
 use crate::data::extract::Progress;
 use crate::data::prepare::{load_features, Prepared};
@@ -101,6 +102,8 @@ pub struct CrossVal {
     pub std: f64,
     /// Summed over the folds: every recording tested exactly once (LOSO).
     pub confusion: Vec<Vec<usize>>,
+    /// Test accuracy per dataset folder over all folds (several with repeated `--data`).
+    pub per_dataset: BTreeMap<String, FolderAccuracy>,
     pub seconds: f64,
 }
 
@@ -181,6 +184,7 @@ pub fn crossval(
         mean: f64::NAN,
         std: f64::NAN,
         confusion: vec![vec![0; 10]; 10],
+        per_dataset: BTreeMap::new(),
         seconds: 0.0,
     };
     for (k, spec) in folds.iter().enumerate() {
@@ -188,7 +192,8 @@ pub fn crossval(
         let split = make_split(spec, &dataset.speaker_ids())?;
         let prep = Prepared::new(dataset, set, split)?;
         let fold = run_fold(&prep, recipe, &out.join(format!("fold-{k}")), device, on_epoch)?;
-        result.add(fold.0, &fold.1);
+        result.add(fold.0, &fold.1.evaluation.confusion);
+        super::add_counts(&mut result.per_dataset, &fold.1.per_dataset);
         result.seconds = start.elapsed().as_secs_f64();
         write_json(&out.join("crossval.json"), &result)?;
         (dataset, set) = (prep.dataset, prep.set);
@@ -210,7 +215,7 @@ fn run_fold(
     out: &Path,
     device: &Device,
     on_epoch: &mut dyn FnMut(&EpochLog),
-) -> Result<(FoldResult, Vec<Vec<usize>>)> {
+) -> Result<(FoldResult, Tested)> {
     let t0 = std::time::Instant::now();
     let arch = prep.architecture(recipe);
     let fitted = fit(prep, &arch, recipe, out, device, on_epoch)?;
@@ -231,7 +236,7 @@ fn run_fold(
         seconds: t0.elapsed().as_secs_f64(),
         members,
     };
-    Ok((fold, tested.evaluation.confusion))
+    Ok((fold, tested))
 }
 
 impl CrossVal {

@@ -12,10 +12,13 @@ pub mod plots;
 #[cfg(feature = "train")]
 pub mod robustness;
 
+use std::collections::BTreeMap;
+
 use anyhow::Result;
 use candle_core::Tensor;
 use serde::Serialize;
 
+use crate::data::dataset::Dataset;
 use crate::model::Classifier;
 
 /// Class names of the digit task.
@@ -128,6 +131,39 @@ pub fn per_speaker(speakers: &[String], truth: &[usize], predicted: &[usize]) ->
         e.1 += 1;
     }
     map.into_iter().map(|(s, (c, n))| (s.to_string(), c, n)).collect()
+}
+
+/// Test accuracy on one dataset folder (of a union of several).
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct FolderAccuracy {
+    pub correct: usize,
+    pub total: usize,
+    pub accuracy: f64,
+}
+
+/// Accuracy per dataset folder, from each row's speaker id; `add` sums another's counts in.
+pub fn per_dataset(
+    dataset: &Dataset,
+    speakers: &[String],
+    truth: &[usize],
+    predicted: &[usize],
+) -> BTreeMap<String, FolderAccuracy> {
+    let mut out = BTreeMap::new();
+    for (speaker, correct, total) in per_speaker(speakers, truth, predicted) {
+        let name = dataset.source_of_speaker(&speaker).to_string();
+        add_counts(&mut out, &BTreeMap::from([(name, FolderAccuracy { correct, total, accuracy: 0.0 })]));
+    }
+    out
+}
+
+/// Sum `more`'s counts into `into` (crossval adds up its folds) and update the accuracies.
+pub fn add_counts(into: &mut BTreeMap<String, FolderAccuracy>, more: &BTreeMap<String, FolderAccuracy>) {
+    for (name, m) in more {
+        let e = into.entry(name.clone()).or_default();
+        e.correct += m.correct;
+        e.total += m.total;
+        e.accuracy = e.correct as f64 / e.total.max(1) as f64;
+    }
 }
 
 #[cfg(test)]

@@ -13,7 +13,8 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use super::argmax;
-use crate::data::dataset::{scan, Dataset, Recording};
+use crate::data::dataset::{Dataset, Recording};
+use crate::data::union::scan_all;
 use crate::dsp::conditions::{standard_grid, Condition};
 use crate::dsp::features::FeatureExtractor;
 use crate::model::{load_model, LoadedModel};
@@ -41,13 +42,13 @@ pub struct ConditionResult {
 /// speakers, or on every recording with `all`. `progress(done, total)` counts conditions.
 pub fn robustness(
     models: &[PathBuf],
-    data: &Path,
+    data: &[PathBuf],
     all: bool,
     seed: u64,
     device: &Device,
     progress: &dyn Fn(usize, usize),
 ) -> Result<Robustness> {
-    let dataset = scan(data)?;
+    let dataset = scan_all(data)?;
     let grid = standard_grid();
     let mut report = Robustness { models: Vec::new(), conditions: Vec::new(), files: BTreeMap::new(), seed };
     for c in &grid {
@@ -90,7 +91,7 @@ fn recordings_for<'a>(
         !chosen.is_empty(),
         "{}: none of its test speakers {test:?} is in {}; pass --all to score every recording",
         path.display(),
-        dataset.root.display()
+        dataset.describe()
     );
     Ok(chosen)
 }

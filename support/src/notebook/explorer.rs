@@ -52,7 +52,7 @@ impl ConfusionExplorer {
             .enumerate()
             .map(|(k, &row)| Entry {
                 file: set.files[row].clone(),
-                path: prep.dataset.root.join(&set.files[row]),
+                path: prep.dataset.path_of(&set.files[row]),
                 speaker: set.speakers[row].clone(),
                 truth: tested.truth[k],
                 predicted: tested.predicted[k],

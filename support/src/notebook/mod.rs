@@ -25,8 +25,9 @@ pub use candle_core::Device;
 pub use polars::prelude::DataFrame;
 
 use crate::data::cache::{CacheStatus, FeatureSet};
-use crate::data::dataset::{scan, Dataset};
+use crate::data::dataset::Dataset;
 use crate::data::prepare::load_features;
+use crate::data::union::scan_all;
 use crate::dsp::features::FeatureConfig;
 use crate::train::{Recipe, RecipeName};
 
@@ -79,8 +80,9 @@ impl Html {
 /// `notebooks/` (where Jupyter starts the kernel).
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// `AUDIO_MNIST_DATA`, default `../data` (where `audio-mnist download` puts AudioMNIST).
-    pub data: PathBuf,
+    /// `AUDIO_MNIST_DATA`, default `../data` (where `audio-mnist download` puts AudioMNIST); a
+    /// list separated like PATH (`a:b` on Unix) trains on several folders at once.
+    pub data: Vec<PathBuf>,
     /// `AUDIO_MNIST_CACHE`, default `../cache`: feature files, reused between runs.
     pub cache: PathBuf,
     /// `AUDIO_MNIST_OUT`, default `../out/notebook`: model, logs, figures, reports.
@@ -134,20 +136,25 @@ impl Config {
             (number("AUDIO_MNIST_EPOCHS", "50")? as usize, number("AUDIO_MNIST_SEED", "42")?);
         let overrides = crate::train::Overrides { epochs: Some(epochs), ..Default::default() };
         let cfg = Self {
-            data: PathBuf::from(var("AUDIO_MNIST_DATA", "../data")),
+            data: std::env::split_paths(&var("AUDIO_MNIST_DATA", "../data"))
+                .filter(|p| !p.as_os_str().is_empty())
+                .collect(),
             cache: PathBuf::from(var("AUDIO_MNIST_CACHE", "../cache")),
             out: PathBuf::from(var("AUDIO_MNIST_OUT", "../out/notebook")),
             epochs,
             seed,
             recipe: Recipe::new(name, seed, overrides)?,
         };
-        if !cfg.data.is_dir() {
+        if cfg.data.is_empty() {
+            return Err(anyhow::anyhow!("AUDIO_MNIST_DATA is empty: name one or more data folders").into());
+        }
+        if let Some(missing) = cfg.data.iter().find(|d| !d.is_dir()) {
             return Err(anyhow::anyhow!(
                 "data folder {} does not exist. Get AudioMNIST with `audio-mnist download --dest {}`, \
                  or point AUDIO_MNIST_DATA at a folder of recordings (AudioMNIST or FSDD layout) \
                  before starting Jupyter",
-                cfg.data.display(),
-                cfg.data.display()
+                missing.display(),
+                missing.display()
             )
             .into());
         }
@@ -183,17 +190,16 @@ pub fn setup() -> Device {
 /// Find the recordings under `cfg.data` and write `metadata.csv` to the cache folder. A
 /// folder without recordings stops the run here with the reason (see [`stop`]).
 pub fn scan_data(cfg: &Config) -> Result<(Dataset, DataFrame)> {
-    let dataset = match scan(&cfg.data) {
+    let dataset = match scan_all(&cfg.data) {
         Ok(d) => d,
         Err(e) => stop(e.into()),
     };
     let table = dataset.metadata_frame()?;
     println!(
-        "{} recordings of {} speakers ({:?} layout) under {}",
+        "{} recordings of {} speakers: {}",
         dataset.recordings.len(),
         dataset.speaker_ids().len(),
-        dataset.layout,
-        cfg.data.display()
+        dataset.describe()
     );
     if !dataset.skipped.is_empty() {
         println!("{} files skipped, e.g. {}", dataset.skipped.len(), dataset.skipped[0]);

@@ -9,7 +9,7 @@
 //! standardised. Every random number comes from a generator seeded by (seed, epoch, row): the
 //! same seed gives the same epochs on any number of threads.
 
-use std::path::Path;
+use std::path::PathBuf;
 
 use anyhow::Result;
 use rand::rngs::StdRng;
@@ -22,12 +22,11 @@ use crate::dsp::features::{normalize, trim_bounds, FeatureExtractor};
 
 /// The trimmed, peak-normalised clip of every file (paths relative to `root`), at the
 /// extractor's rate and not yet padded: what augmentation starts from.
-pub fn load_clips(fx: &FeatureExtractor, root: &Path, files: &[&str]) -> Result<Vec<Vec<f32>>> {
+pub fn load_clips(fx: &FeatureExtractor, paths: &[PathBuf]) -> Result<Vec<Vec<f32>>> {
     let c = fx.config();
-    files
+    paths
         .par_iter()
-        .map(|f| {
-            let path = root.join(f);
+        .map(|path| {
             let audio = crate::dsp::audio::load_wav(&path, c.max_duration_s)?;
             let mut resampled = Vec::new();
             crate::dsp::audio::resample_into(

@@ -143,8 +143,8 @@ fn fit_member(
     let clips = if cfg.augment.is_off() {
         Vec::new()
     } else {
-        let files: Vec<&str> = train_rows.iter().map(|&i| prep.set.files[i].as_str()).collect();
-        crate::train::augment::load_clips(&fx, &prep.dataset.root, &files)?
+        let paths: Vec<_> = train_rows.iter().map(|&i| prep.dataset.path_of(&prep.set.files[i])).collect();
+        crate::train::augment::load_clips(&fx, &paths)?
     };
     let (n, m, t) = (train_rows.len(), prep.set.n_mels, prep.set.n_frames);
     let augmented = |epoch: usize| -> Result<Tensor> {

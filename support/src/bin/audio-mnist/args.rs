@@ -9,17 +9,46 @@ use support::train::{AugmentStep, Overrides, Recipe, RecipeName};
 
 #[derive(clap::Args)]
 pub struct DataArgs {
-    /// Dataset folder (AudioMNIST, its Kaggle unzip, or FSDD).
-    #[arg(long, env = "AUDIO_MNIST_DATA")]
-    pub data: PathBuf,
+    #[command(flatten)]
+    pub data: DataFolders,
     /// Feature cache folder.
     #[arg(long, env = "AUDIO_MNIST_CACHE", default_value = "cache")]
     pub cache_dir: PathBuf,
 }
 
+/// `--data`, repeatable, or the list in `AUDIO_MNIST_DATA`.
+#[derive(clap::Args)]
+pub struct DataFolders {
+    /// Dataset folder (AudioMNIST, its Kaggle unzip, FSDD, or any folder of
+    /// `{digit}_{speaker}_{take}.wav`); repeat to train on several at once (speakers are
+    /// named `folder/speaker`). Default: AUDIO_MNIST_DATA, a list separated like PATH.
+    #[arg(long = "data", value_name = "DIR")]
+    pub folders: Vec<PathBuf>,
+}
+
+/// The environment variable that lists the default data folders.
+pub const DATA_ENV: &str = "AUDIO_MNIST_DATA";
+
+impl DataFolders {
+    /// The folders given, else those of `AUDIO_MNIST_DATA`, else `default`.
+    pub fn resolve(&self, default: Option<&str>) -> Result<Vec<PathBuf>> {
+        if !self.folders.is_empty() {
+            return Ok(self.folders.clone());
+        }
+        if let Some(list) = std::env::var_os(DATA_ENV).filter(|v| !v.is_empty()) {
+            return Ok(std::env::split_paths(&list).filter(|p| !p.as_os_str().is_empty()).collect());
+        }
+        match default {
+            Some(d) => Ok(vec![PathBuf::from(d)]),
+            None => anyhow::bail!("no data folder: pass --data DIR (repeatable) or set {DATA_ENV}"),
+        }
+    }
+}
+
 #[derive(clap::Args)]
 pub struct SplitArgs {
-    /// `random` (70/15/15 of the speakers, seeded) or `paper:K` (official AudioMNIST fold K, 0-4).
+    /// `random` (70/15/15 of the speakers, seeded), `paper:K` (official AudioMNIST fold K,
+    /// 0-4) or `none` (train on every speaker but --val-speakers: a model for deployment).
     #[arg(long, default_value = "random")]
     pub split: String,
     /// Explicit test speakers (comma-separated); needs --val-speakers.
@@ -131,7 +160,7 @@ impl RecipeArgs {
 }
 
 impl TrainArgs {
-    pub fn options(&self, data: PathBuf, cache_dir: PathBuf) -> Result<support::workflow::TrainOptions> {
+    pub fn options(&self, data: Vec<PathBuf>, cache_dir: PathBuf) -> Result<support::workflow::TrainOptions> {
         Ok(support::workflow::TrainOptions {
             data,
             out: self.out.clone(),

@@ -1,6 +1,6 @@
 //! `features`, `scan` and `download`: the dataset commands.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -8,10 +8,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use support::data::cache::CacheStatus;
 use support::data::dataset::{scan, write_csv, Dataset};
 use support::data::prepare::load_features;
+use support::data::union::scan_all;
 use support::train::Recipe;
 
 /// `audio-mnist scan`: the metadata table, printed and written as CSV.
-pub fn scan_command(data: &Path, csv: &Path) -> Result<()> {
+pub fn scan_command(data: &[PathBuf], csv: &Path) -> Result<()> {
     let dataset = scan_verbose(data)?;
     let mut df = dataset.metadata_frame()?;
     println!("{df}");
@@ -20,22 +21,30 @@ pub fn scan_command(data: &Path, csv: &Path) -> Result<()> {
     Ok(())
 }
 
-pub fn scan_verbose(data: &Path) -> Result<Dataset> {
-    let dataset = scan(data)?;
-    println!(
-        "{}: {} recordings, {} speakers, layout {:?}",
-        data.display(),
-        dataset.recordings.len(),
-        dataset.speaker_ids().len(),
-        dataset.layout
-    );
+/// Scan the folders and say what was found: per folder, then the union.
+pub fn scan_verbose(data: &[PathBuf]) -> Result<Dataset> {
+    let dataset = scan_all(data)?;
+    for (i, s) in dataset.sources.iter().enumerate() {
+        let part = dataset.part(i);
+        let (n, speakers) = (part.recordings.len(), part.speaker_ids().len());
+        println!(
+            "{}: {:?} layout, {n} recordings, {speakers} speakers ({})",
+            s.name,
+            s.layout,
+            s.root.display()
+        );
+    }
+    if dataset.sources.len() > 1 {
+        let (n, speakers) = (dataset.recordings.len(), dataset.speaker_ids().len());
+        println!("together: {n} recordings, {speakers} speakers (named folder/speaker)");
+    }
     for w in &dataset.warnings {
         eprintln!("warning: {w}");
     }
     Ok(dataset)
 }
 
-pub fn features(data: &Path, out: &Path, cache_dir: &Path, recipe: &Recipe) -> Result<()> {
+pub fn features(data: &[PathBuf], out: &Path, cache_dir: &Path, recipe: &Recipe) -> Result<()> {
     let dataset = scan_verbose(data)?;
     let config = recipe.features();
     let framing = format!("{:?}", config.framing).to_lowercase();

@@ -38,9 +38,8 @@ enum Command {
     #[cfg(feature = "train")]
     /// Extract log-Mel features of every recording into one safetensors file.
     Features {
-        /// Dataset folder (AudioMNIST, its Kaggle unzip, or FSDD).
-        #[arg(long, env = "AUDIO_MNIST_DATA")]
-        data: PathBuf,
+        #[command(flatten)]
+        data: args::DataFolders,
         /// Output safetensors file (tensors `features`, `digits`; metadata `files`).
         #[arg(long)]
         out: PathBuf,
@@ -79,9 +78,10 @@ enum Command {
     /// The whole job: download AudioMNIST into --data when it holds no dataset, then features
     /// (cached), training, evaluation and export. Offline with any dataset already in --data.
     Run {
-        /// Dataset folder; AudioMNIST is downloaded into it when it is empty or missing.
-        #[arg(long, env = "AUDIO_MNIST_DATA", default_value = "data")]
-        data: PathBuf,
+        /// Dataset folder(s), default `data`; AudioMNIST is downloaded into the first when it is
+        /// empty or missing.
+        #[command(flatten)]
+        data: args::DataFolders,
         /// Feature cache folder.
         #[arg(long, env = "AUDIO_MNIST_CACHE", default_value = "cache")]
         cache_dir: PathBuf,
@@ -155,9 +155,10 @@ enum Command {
         /// A model file; repeat to compare models side by side.
         #[arg(long = "model", required = true)]
         models: Vec<PathBuf>,
-        /// Dataset folder; each model is scored on its own test speakers found there.
-        #[arg(long, env = "AUDIO_MNIST_DATA")]
-        data: PathBuf,
+        /// Dataset folder(s), as the model was trained on: each model is scored on its own
+        /// test speakers found there.
+        #[command(flatten)]
+        data: args::DataFolders,
         /// Score every recording of --data instead (for data no model trained on).
         #[arg(long)]
         all: bool,
@@ -171,8 +172,8 @@ enum Command {
     #[cfg(feature = "train")]
     /// List the recordings and their metadata (writes metadata.csv).
     Scan {
-        #[arg(long, env = "AUDIO_MNIST_DATA")]
-        data: PathBuf,
+        #[command(flatten)]
+        data: args::DataFolders,
         /// Where to write the CSV table.
         #[arg(long, default_value = "cache/metadata.csv")]
         csv: PathBuf,
@@ -225,20 +226,23 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         #[cfg(feature = "train")]
         Command::Features { data, out, cache_dir, recipe } => {
-            data::features(&data, &out, &cache_dir, &support::train::Recipe::named(recipe))
+            data::features(&data.resolve(None)?, &out, &cache_dir, &support::train::Recipe::named(recipe))
         }
         #[cfg(feature = "train")]
         Command::Crossval { data, scheme, out, recipe } => {
             train::crossval_command(&data, scheme, &recipe, &out)
         }
         #[cfg(feature = "train")]
-        Command::Train { data, train } => train::train_command(&train.options(data.data, data.cache_dir)?),
+        Command::Train { data, train } => {
+            train::train_command(&train.options(data.data.resolve(None)?, data.cache_dir)?)
+        }
         #[cfg(feature = "train")]
         Command::Run { data, cache_dir, url, train } => {
-            let opts = train.options(data.clone(), cache_dir)?;
-            if data::needs_download(&data)? {
-                println!("no dataset in {}: downloading AudioMNIST from {url}", data.display());
-                data::download_command(&data, &url)?;
+            let folders = data.resolve(Some("data"))?;
+            let opts = train.options(folders.clone(), cache_dir)?;
+            if data::needs_download(&folders[0])? {
+                println!("no dataset in {}: downloading AudioMNIST from {url}", folders[0].display());
+                data::download_command(&folders[0], &url)?;
             }
             train::train_command(&opts)
         }
@@ -253,10 +257,10 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Predict { .. } => unreachable!("handled in main"),
         #[cfg(feature = "train")]
-        Command::Scan { data, csv } => data::scan_command(&data, &csv),
+        Command::Scan { data, csv } => data::scan_command(&data.resolve(None)?, &csv),
         #[cfg(feature = "train")]
         Command::Robustness { models, data, all, out, seed } => {
-            train::robustness_command(&models, &data, all, &out, seed)
+            train::robustness_command(&models, &data.resolve(None)?, all, &out, seed)
         }
         Command::BenchFeatures { data, limit, threads, repeat } => {
             bench::bench_features(&data, limit.map(|l| l as usize), threads as usize, repeat as usize)

@@ -60,7 +60,7 @@ fn announce_split(split: &Split) {
 /// `audio-mnist train` (and `run` after its download): plan, announce, train, report.
 pub fn train_command(opts: &TrainOptions) -> Result<()> {
     let plan = opts.plan()?;
-    report_dataset(&opts.data, &plan.dataset);
+    report_dataset(&plan.dataset);
     announce_split(&plan.split);
     let device = pick_device();
     announce(&opts.recipe, &device);
@@ -113,15 +113,22 @@ pub fn train_command(opts: &TrainOptions) -> Result<()> {
             m.test_files
         );
     }
+    print_per_dataset(&m.per_dataset);
     println!("model: {}; artifacts in {}", report.model_path.display(), opts.out.display());
     Ok(())
 }
 
-fn report_dataset(data: &Path, dataset: &Dataset) {
+/// Test accuracy per dataset folder, when there are several.
+fn print_per_dataset(per: &std::collections::BTreeMap<String, support::eval::FolderAccuracy>) {
+    for (name, a) in per.iter().filter(|_| per.len() > 1) {
+        println!("  {name}: {:.2}% of {} test recordings", 100.0 * a.accuracy, a.total);
+    }
+}
+
+fn report_dataset(dataset: &Dataset) {
     println!(
-        "{}: {:?} layout, {} recordings, {} speakers",
-        data.display(),
-        dataset.layout,
+        "{}: {} recordings, {} speakers",
+        dataset.describe(),
         dataset.recordings.len(),
         dataset.speaker_ids().len()
     );
@@ -132,7 +139,7 @@ fn report_dataset(data: &Path, dataset: &Dataset) {
 
 /// `audio-mnist crossval`: every fold, a line per epoch, the summary table.
 pub fn crossval_command(data: &DataArgs, scheme: Scheme, recipe: &RecipeArgs, out: &Path) -> Result<()> {
-    let dataset = scan_verbose(&data.data)?;
+    let dataset = scan_verbose(&data.data.resolve(None)?)?;
     let recipe = recipe.recipe()?;
     let device = pick_device();
     announce(&recipe, &device);
@@ -170,6 +177,7 @@ pub fn crossval_command(data: &DataArgs, scheme: Scheme, recipe: &RecipeArgs, ou
         r.seconds,
         out.display()
     );
+    print_per_dataset(&r.per_dataset);
     println!("computed on {} ({}, caches {:?} KiB)", r.machine.cpu, r.machine.simd, r.machine.cache_kib);
     Ok(())
 }
@@ -188,7 +196,7 @@ pub fn evaluate_command(
     let progress = bar_progress(&bar);
     let e = support::eval::artifacts::evaluate_model(
         model,
-        &data.data,
+        &data.data.resolve(None)?,
         out,
         &data.cache_dir,
         spec,
@@ -202,7 +210,13 @@ pub fn evaluate_command(
 }
 
 /// `audio-mnist robustness`: the table, `robustness.json` and `robustness.png`.
-pub fn robustness_command(models: &[PathBuf], data: &Path, all: bool, out: &Path, seed: u64) -> Result<()> {
+pub fn robustness_command(
+    models: &[PathBuf],
+    data: &[PathBuf],
+    all: bool,
+    out: &Path,
+    seed: u64,
+) -> Result<()> {
     let device = pick_device();
     let r = support::eval::robustness::robustness(models, data, all, seed, &device, &|done, total| {
         if done < total {
