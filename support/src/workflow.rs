@@ -16,6 +16,7 @@ use crate::data::split::{make_split, Split, SplitSpec};
 use crate::data::union::scan_all;
 use crate::data::write_json;
 use crate::eval::artifacts::{test, Tested};
+use crate::eval::calibration::Calibration;
 use crate::eval::{Evaluation, FolderAccuracy};
 use crate::model::{describe_device, CnnConfig};
 use crate::train::fit::{fit, Fitted, MemberResult};
@@ -68,6 +69,9 @@ pub struct Metrics {
     /// Test accuracy per dataset folder (several with repeated `--data`; empty without test
     /// speakers).
     pub per_dataset: BTreeMap<String, FolderAccuracy>,
+    /// The networks' temperatures and the test confidences' calibration error before and
+    /// after them (`null` without test speakers).
+    pub calibration: Option<Calibration>,
     /// Every network of the model: its validation speaker(s), best validation accuracy,
     /// epochs, and its own test accuracy.
     pub members: Vec<MemberResult>,
@@ -140,6 +144,7 @@ pub fn export(
         test_files: prep.test_rows.len(),
         device: describe_device(device),
         per_dataset: tested.per_dataset.clone(),
+        calibration: tested.calibration.clone(),
         members: trained.member_results(prep, device)?,
     };
     let out = &opts.out;

@@ -115,6 +115,7 @@ fn write_model(path: &Path) {
         mean: -40.0,
         std: 15.0,
         members: vec![],
+        temperatures: vec![],
         classes: (0..10).map(|d| d.to_string()).collect(),
         recipe: None,
         split: serde_json::json!({}),

@@ -180,6 +180,7 @@ fn meta(arch: &CnnConfig) -> ModelMeta {
         mean: -40.0,
         std: 15.0,
         members: Vec::new(),
+        temperatures: Vec::new(),
         classes: (0..10).map(|d| d.to_string()).collect(),
         recipe: Some(Recipe::named(RecipeName::Best)),
         split: serde_json::json!({"train": ["a"], "val": ["b"], "test": ["c"]}),
@@ -288,6 +289,34 @@ fn an_ensemble_file_averages_its_members_each_with_its_own_normalisation() {
     safetensors::serialize_to_file(st.tensors(), Some(md), &bad).unwrap();
     let e = format!("{:#}", load_model(&bad, &Device::Cpu).err().expect("refused"));
     assert!(e.contains("member2.") && e.contains("missing"), "{e}");
+}
+
+/// Each network's stored temperature divides its logits; a bad one is refused.
+#[test]
+fn stored_temperatures_soften_each_member() {
+    let arch = small_arch();
+    let (x, _) = toy_data(8, &arch, 5);
+    let (a, net) = init_varmap(&arch, 1, &Device::Cpu).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("warm.safetensors");
+    let meta = ModelMeta { mean: 0.0, std: 1.0, temperatures: vec![2.5], ..meta(&arch) };
+    save_model(&path, &a, &meta).unwrap();
+    let loaded = load_model(&path, &Device::Cpu).unwrap();
+    assert_eq!(loaded.meta.temperatures, vec![2.5]);
+    let got = loaded.model.probabilities(&x).unwrap().to_vec2::<f32>().unwrap();
+    let logits = (net.forward_t(&x, None).unwrap() / 2.5).unwrap();
+    let want = candle_nn::ops::softmax(&logits, 1).unwrap().to_vec2::<f32>().unwrap();
+    for (g, w) in got.iter().flatten().zip(want.iter().flatten()) {
+        assert!((g - w).abs() < 1e-6, "{g} vs {w}");
+    }
+    let raw = loaded.model.uncalibrated().probabilities(&x).unwrap().to_vec2::<f32>().unwrap();
+    assert_eq!(raw, net.probabilities(&x).unwrap().to_vec2::<f32>().unwrap());
+    for bad in [vec![0.0f32], vec![-1.0], vec![1.0, 1.0]] {
+        let p = dir.path().join("bad.safetensors");
+        save_model(&p, &a, &ModelMeta { temperatures: bad.clone(), ..meta.clone() }).unwrap();
+        let e = format!("{:#}", load_model(&p, &Device::Cpu).err().expect("refused"));
+        assert!(e.contains("temperatures"), "{bad:?}: {e}");
+    }
 }
 
 #[test]

@@ -126,6 +126,17 @@ fn train_writes_every_artifact_deterministically_and_evaluate_agrees() {
     // Every network of the model is reported.
     assert_eq!(metrics["members"].as_array().map(Vec::len), Some(1), "{metrics}");
     assert_eq!(metrics["members"][0]["val_speaker"], "bob");
+    // Calibration: one temperature per network, fitted on bob; the test ECE before and after.
+    let cal = &metrics["calibration"];
+    let t = cal["temperatures"][0].as_f64().unwrap();
+    assert!(t > 0.0 && t != 1.0, "{cal}");
+    for k in ["ece_before", "ece_after"] {
+        assert!(cal[k].as_f64().is_some_and(|e| (0.0..=1.0).contains(&e)), "{cal}");
+    }
+    assert_eq!(
+        support::model::load_model(&r1.model_path, &Device::Cpu).unwrap().meta.temperatures,
+        vec![t as f32]
+    );
     let loaded = support::model::load_model(&r1.model_path, &Device::Cpu).unwrap();
     assert_eq!(loaded.meta.recipe.as_ref().map(|r| r.epochs), Some(2));
 
@@ -381,7 +392,11 @@ fn crossval_leaves_each_speaker_out_once_and_writes_the_contract() {
         let acc = f["test_accuracy"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&acc));
         accs.push(acc);
+        assert_eq!(f["calibration"]["temperatures"].as_array().map(Vec::len), Some(2), "fold {f}");
     }
+    let eces: Vec<f64> = folds.iter().map(|f| f["calibration"]["ece_after"].as_f64().unwrap()).collect();
+    assert!((json["ece_after"].as_f64().unwrap() - eces.iter().sum::<f64>() / 3.0).abs() < 1e-12);
+    assert!(json["ece_before"].as_f64().is_some_and(|e| (0.0..=1.0).contains(&e)), "{json}");
     let mean = accs.iter().sum::<f64>() / 3.0;
     let std = (accs.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / 3.0).sqrt();
     assert!((json["mean"].as_f64().unwrap() - mean).abs() < 1e-12);

@@ -86,6 +86,7 @@ impl Prepared {
             mean: self.mean,
             std: self.std,
             members: Vec::new(),
+            temperatures: Vec::new(),
             classes: crate::eval::digit_names(),
             recipe: Some(recipe.clone()),
             split: serde_json::to_value(&self.split).unwrap_or_default(),

@@ -4,11 +4,12 @@
 use std::path::Path;
 
 use anyhow::{ensure, Context, Result};
-use candle_core::Device;
+use candle_core::{Device, Tensor};
 use polars::prelude::*;
 
 use std::collections::BTreeMap;
 
+use super::calibration::{ece_of, Calibration};
 use super::{
     argmax, digit_names, per_dataset, per_speaker, predict_probabilities, Evaluation, FolderAccuracy,
 };
@@ -31,6 +32,9 @@ pub struct Tested {
     pub evaluation: Evaluation,
     /// Accuracy per dataset folder (one entry unless several folders were given).
     pub per_dataset: BTreeMap<String, FolderAccuracy>,
+    /// Expected calibration error of the confidences with and without the temperatures
+    /// (`None` without test recordings).
+    pub calibration: Option<Calibration>,
 }
 
 impl Tested {
@@ -52,6 +56,7 @@ pub fn test(model: &Classifier, prep: &Prepared, device: &Device, out: &Path) ->
             probabilities: vec![],
             evaluation,
             per_dataset: BTreeMap::new(),
+            calibration: None,
         });
     }
     evaluate_rows(model, &prep.set, &prep.dataset, &prep.test_rows, device, out, "test")
@@ -75,12 +80,14 @@ fn evaluate_rows(
     let truth: Vec<usize> = rows.iter().map(|&i| set.digits[i] as usize).collect();
     let predicted: Vec<usize> = probabilities.iter().map(|p| argmax(p)).collect();
     let evaluation = Evaluation::new(&truth, &predicted, 10);
+    let calibration = calibration(model, &x, &probabilities, &truth)?;
     write_evaluation(&evaluation, out, part)?;
     let speakers: Vec<String> = rows.iter().map(|&i| set.speakers[i].clone()).collect();
     let mut df = per_speaker_frame(dataset, &per_speaker(&speakers, &truth, &predicted))?;
     write_csv(&mut df, &out.join("per_speaker_accuracy.csv"))?;
     let per_dataset = per_dataset(dataset, &speakers, &truth, &predicted);
-    let tested = Tested { rows: rows.to_vec(), truth, predicted, probabilities, evaluation, per_dataset };
+    let tested =
+        Tested { rows: rows.to_vec(), truth, predicted, probabilities, evaluation, per_dataset, calibration };
     // Per-file predictions, for error analysis.
     let folders = speakers.iter().map(|s| dataset.source_of_speaker(s).to_string()).collect::<Vec<_>>();
     let mut pred = DataFrame::new_infer_height(vec![
@@ -93,6 +100,26 @@ fn evaluate_rows(
     ])?;
     write_csv(&mut pred, &out.join("predictions.csv"))?;
     Ok(tested)
+}
+
+/// How well the confidences match accuracy, with the model's temperatures and without.
+fn calibration(
+    model: &Classifier,
+    x: &Tensor,
+    calibrated: &[Vec<f32>],
+    truth: &[usize],
+) -> Result<Option<Calibration>> {
+    if truth.is_empty() {
+        return Ok(None);
+    }
+    let temperatures = model.temperatures();
+    let ece_after = ece_of(calibrated, truth);
+    let ece_before = if temperatures.iter().all(|&t| t == 1.0) {
+        ece_after
+    } else {
+        ece_of(&predict_probabilities(&model.uncalibrated(), x, 256)?, truth)
+    };
+    Ok(Some(Calibration { temperatures, ece_before, ece_after }))
 }
 
 /// `out/classification_report.txt` and `out/confusion_matrix.png`.
@@ -179,7 +206,7 @@ pub fn evaluate_model(
     let evaluation = tested.evaluation;
     write_json(
         &out.join("metrics.json"),
-        &serde_json::json!({"test_accuracy": evaluation.accuracy, "test_files": rows.len(), "per_dataset": tested.per_dataset, "model": model_path.display().to_string(), "split": split}),
+        &serde_json::json!({"test_accuracy": evaluation.accuracy, "test_files": rows.len(), "per_dataset": tested.per_dataset, "calibration": tested.calibration, "model": model_path.display().to_string(), "split": split}),
     )?;
     Ok(evaluation)
 }

@@ -10,6 +10,7 @@ use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
 use super::artifacts::{test, Tested};
+use super::calibration::Calibration;
 use super::{digit_names, FolderAccuracy};
 use crate::data::dataset::Dataset;
 use crate::data::extract::Progress;
@@ -87,6 +88,8 @@ pub struct FoldResult {
     pub seconds: f64,
     /// Every network trained for the fold (one unless the recipe is an ensemble).
     pub members: Vec<MemberResult>,
+    /// Temperatures and the test confidences' calibration error before and after them.
+    pub calibration: Option<Calibration>,
 }
 
 /// `crossval.json`.
@@ -100,6 +103,10 @@ pub struct CrossVal {
     /// Mean and (population) standard deviation of the folds' test accuracies.
     pub mean: f64,
     pub std: f64,
+    /// The folds' mean expected calibration error (15 bins) before and after temperature
+    /// scaling.
+    pub ece_before: f64,
+    pub ece_after: f64,
     /// Summed over the folds: every recording tested exactly once (LOSO).
     pub confusion: Vec<Vec<usize>>,
     /// Test accuracy per dataset folder over all folds (several with repeated `--data`).
@@ -183,6 +190,8 @@ pub fn crossval(
         folds: Vec::new(),
         mean: f64::NAN,
         std: f64::NAN,
+        ece_before: f64::NAN,
+        ece_after: f64::NAN,
         confusion: vec![vec![0; 10]; 10],
         per_dataset: BTreeMap::new(),
         seconds: 0.0,
@@ -235,6 +244,7 @@ fn run_fold(
         epochs: members[0].epochs,
         seconds: t0.elapsed().as_secs_f64(),
         members,
+        calibration: tested.calibration.clone(),
     };
     Ok((fold, tested))
 }
@@ -249,6 +259,11 @@ impl CrossVal {
         let acc: Vec<f64> = self.folds.iter().map(|f| f.test_accuracy).collect();
         self.mean = acc.iter().sum::<f64>() / acc.len() as f64;
         self.std = (acc.iter().map(|a| (a - self.mean).powi(2)).sum::<f64>() / acc.len() as f64).sqrt();
+        let mean_of = |f: fn(&Calibration) -> f64| {
+            let v: Vec<f64> = self.folds.iter().filter_map(|f| f.calibration.as_ref()).map(f).collect();
+            v.iter().sum::<f64>() / v.len() as f64
+        };
+        (self.ece_before, self.ece_after) = (mean_of(|c| c.ece_before), mean_of(|c| c.ece_after));
     }
 }
 

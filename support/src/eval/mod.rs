@@ -5,6 +5,7 @@
 
 #[cfg(feature = "train")]
 pub mod artifacts;
+pub mod calibration;
 #[cfg(feature = "train")]
 pub mod crossval;
 #[cfg(feature = "train")]

@@ -36,6 +36,9 @@ pub struct ModelMeta {
     /// An ensemble's members' own (mean, std), member 0 first; empty for a single network
     /// (which uses `mean`/`std`).
     pub members: Vec<(f32, f32)>,
+    /// Each network's softmax temperature, fitted on its validation speakers (empty: 1, as
+    /// in files written before calibration).
+    pub temperatures: Vec<f32>,
     pub classes: Vec<String>,
     /// The recipe that trained it (absent in version 1 files).
     pub recipe: Option<Recipe>,
@@ -105,6 +108,9 @@ pub fn save_ensemble(path: &Path, varmaps: &[&VarMap], meta: &ModelMeta) -> Resu
     if !meta.members.is_empty() {
         metadata.insert("members".to_string(), serde_json::to_string(&meta.members)?);
     }
+    if !meta.temperatures.is_empty() {
+        metadata.insert("temperatures".to_string(), serde_json::to_string(&meta.temperatures)?);
+    }
     if let Some(recipe) = &meta.recipe {
         metadata.insert("recipe".to_string(), serde_json::to_string(recipe)?);
     }
@@ -116,6 +122,8 @@ pub struct Member {
     pub net: Cnn,
     pub mean: f32,
     pub std: f32,
+    /// Softmax temperature (1: as trained).
+    pub temperature: f32,
 }
 
 /// What predicts from log-Mel dB features: one network, or an ensemble whose class
@@ -130,7 +138,8 @@ impl Classifier {
         let mut sum: Option<Tensor> = None;
         for m in &self.members {
             let x = ((x_db - m.mean as f64)? * (1.0 / m.std) as f64)?;
-            let p = m.net.probabilities(&x)?;
+            let logits = (m.net.forward_t(&x, None)? * (1.0 / m.temperature as f64))?;
+            let p = candle_nn::ops::softmax(&logits, candle_core::D::Minus1)?;
             sum = Some(match sum {
                 None => p,
                 Some(s) => (s + p)?,
@@ -142,6 +151,16 @@ impl Classifier {
 
     pub fn config(&self) -> &CnnConfig {
         self.members[0].net.config()
+    }
+
+    /// The same networks without their temperatures (as trained), to measure calibration.
+    pub fn uncalibrated(&self) -> Classifier {
+        let member = |m: &Member| Member { net: m.net.clone(), temperature: 1.0, ..*m };
+        Classifier { members: self.members.iter().map(member).collect() }
+    }
+
+    pub fn temperatures(&self) -> Vec<f32> {
+        self.members.iter().map(|m| m.temperature).collect()
     }
 }
 
@@ -201,7 +220,8 @@ fn load_model_bytes(bytes: &[u8], device: &Device) -> Result<LoadedModel> {
         .map(|k| {
             let tensors = member_tensors(&st, &meta.architecture, k, norms.len(), device)?;
             let net = Cnn::new(&meta.architecture, VarBuilder::from_tensors(tensors, DType::F32, device))?;
-            Ok(Member { net, mean: norms[k].0, std: norms[k].1 })
+            let temperature = meta.temperatures.get(k).copied().unwrap_or(1.0);
+            Ok(Member { net, mean: norms[k].0, std: norms[k].1, temperature })
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(LoadedModel { model: Classifier { members }, meta })
@@ -235,6 +255,10 @@ fn read_meta(md: &HashMap<String, String>) -> Result<ModelMeta> {
             Some(m) => serde_json::from_str(m).context("bad `members`")?,
             None => Vec::new(),
         },
+        temperatures: match md.get("temperatures") {
+            Some(t) => serde_json::from_str(t).context("bad `temperatures`")?,
+            None => Vec::new(),
+        },
         recipe: match md.get("recipe") {
             Some(r) => Some(serde_json::from_str(r).context("bad `recipe`")?),
             None => None,
@@ -256,6 +280,11 @@ fn read_meta(md: &HashMap<String, String>) -> Result<ModelMeta> {
     ensure!(
         meta.members.iter().all(|(m, s)| s.is_finite() && *s > 0.0 && m.is_finite()),
         "bad member normalisation mean/std"
+    );
+    ensure!(
+        meta.temperatures.iter().all(|t| t.is_finite() && *t > 0.0)
+            && (meta.temperatures.is_empty() || meta.temperatures.len() == meta.members.len().max(1)),
+        "bad `temperatures`: one positive number per network"
     );
     Ok(meta)
 }

@@ -37,6 +37,19 @@ pub struct FittedMember {
     pub split: Split,
     pub mean: f32,
     pub std: f32,
+    /// Softmax temperature fitted on its validation speakers.
+    pub temperature: f32,
+}
+
+impl FittedMember {
+    fn member(&self) -> Member {
+        Member {
+            net: self.trained.model.clone(),
+            mean: self.mean,
+            std: self.std,
+            temperature: self.temperature,
+        }
+    }
 }
 
 /// The split of ensemble member `m`: the same test speakers; validation moves on by `m`
@@ -99,12 +112,7 @@ pub fn fit(
         let logs: Vec<&[EpochLog]> = members.iter().map(|m| m.trained.log.as_slice()).collect();
         crate::eval::plots::training_curves(&logs, &out.join("training_metrics.png"))?;
     }
-    let model = Classifier {
-        members: members
-            .iter()
-            .map(|m| Member { net: m.trained.model.clone(), mean: m.mean, std: m.std })
-            .collect(),
-    };
+    let model = Classifier { members: members.iter().map(FittedMember::member).collect() };
     let first = &members[0].trained;
     Ok(Fitted {
         model,
@@ -184,7 +192,24 @@ fn fit_member(
     }
     write_training_log(&out.join("training_log.csv"), &trained.log)?;
     crate::eval::plots::training_curves(&[trained.log.as_slice()], &out.join("training_metrics.png"))?;
-    Ok(FittedMember { trained, split, mean, std })
+    let temperature = fit_temperature(&logits(&trained.model, &val_t.0)?, &val_t.1.to_vec1::<u32>()?);
+    Ok(FittedMember { trained, split, mean, std, temperature })
+}
+
+/// The network's logits for every row of `x`, in batches.
+fn logits(net: &crate::model::Cnn, x: &Tensor) -> Result<Vec<Vec<f32>>> {
+    let mut out = Vec::new();
+    for start in (0..x.dim(0)?).step_by(256) {
+        let len = 256.min(x.dim(0)? - start);
+        out.extend(net.forward_t(&x.narrow(0, start, len)?, None)?.to_vec2::<f32>()?);
+    }
+    Ok(out)
+}
+
+/// The temperature of softmax(logits / T) that best explains the validation labels.
+fn fit_temperature(logits: &[Vec<f32>], labels: &[u32]) -> f32 {
+    let labels: Vec<usize> = labels.iter().map(|&y| y as usize).collect();
+    crate::eval::calibration::fit_temperature(logits, &labels)
 }
 
 /// One network of a fitted model, for `metrics.json` and `crossval.json`.
@@ -212,6 +237,7 @@ impl Fitted {
         if self.members.len() > 1 {
             meta.members = self.members.iter().map(|m| (m.mean, m.std)).collect();
         }
+        meta.temperatures = self.members.iter().map(|m| m.temperature).collect();
         let varmaps: Vec<&candle_nn::VarMap> = self.members.iter().map(|m| &m.trained.varmap).collect();
         crate::model::save_ensemble(path, &varmaps, &meta)
     }
@@ -228,9 +254,7 @@ impl Fitted {
         self.members
             .iter()
             .map(|m| {
-                let single = Classifier {
-                    members: vec![Member { net: m.trained.model.clone(), mean: m.mean, std: m.std }],
-                };
+                let single = Classifier { members: vec![m.member()] };
                 let test_accuracy = if truth.is_empty() {
                     f64::NAN
                 } else {
