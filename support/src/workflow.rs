@@ -17,6 +17,7 @@ use crate::data::union::scan_all;
 use crate::data::write_json;
 use crate::eval::artifacts::{test, Tested};
 use crate::eval::calibration::Calibration;
+use crate::eval::rejection::Rejection;
 use crate::eval::{Evaluation, FolderAccuracy};
 use crate::model::{describe_device, CnnConfig};
 use crate::train::fit::{fit, Fitted, MemberResult};
@@ -72,6 +73,8 @@ pub struct Metrics {
     /// The networks' temperatures and the test confidences' calibration error before and
     /// after them (`null` without test speakers).
     pub calibration: Option<Calibration>,
+    /// False rejects of test digits, false accepts of test negatives per kind.
+    pub rejection: Option<Rejection>,
     /// Every network of the model: its validation speaker(s), best validation accuracy,
     /// epochs, and its own test accuracy.
     pub members: Vec<MemberResult>,
@@ -145,6 +148,7 @@ pub fn export(
         device: describe_device(device),
         per_dataset: tested.per_dataset.clone(),
         calibration: tested.calibration.clone(),
+        rejection: tested.rejection.clone(),
         members: trained.member_results(prep, device)?,
     };
     let out = &opts.out;

@@ -212,16 +212,24 @@ fn predict_command_and_predictor_agree_with_training_and_handle_bad_input() {
         .collect();
     let paths: Vec<_> = rows.iter().map(|(f, _)| data.join(f)).collect();
     for ((_, want), (_, got)) in rows.iter().zip(predictor.predict_files(&paths)) {
-        assert_eq!(got.unwrap().digit, *want);
+        assert_eq!(got.unwrap().digit, Some(*want));
     }
     // a 1-second window at another rate, and silence
     let window = common::tone(44100, 1.0, 180.0);
     let p = predictor.predict_samples(&window, 44100).unwrap();
     assert!(
-        (p.probabilities.iter().sum::<f32>() - 1.0).abs() < 1e-4 && p.confidence == p.probabilities[p.digit]
+        (p.probabilities.iter().sum::<f32>() - 1.0).abs() < 1e-4
+            && p.confidence == p.probabilities[p.digit.unwrap()]
+            && p.label == p.digit.unwrap().to_string()
     );
-    let silent = predictor.predict_samples(&vec![0.0; 16000], 16000).unwrap_err();
-    assert!(silent.to_string().contains("no speech"), "{silent}");
+    let silent = predictor.predict_samples(&vec![0.0; 16000], 16000).unwrap();
+    assert_eq!((silent.digit, silent.label.as_str()), (None, "not a digit"));
+    assert!(silent.reason.as_ref().is_some_and(|r| r.contains("no speech")), "{silent:?}");
+    // A threshold above every confidence rejects everything that the model would accept.
+    let strict = support::infer::Predictor::load_on(&model, &Device::Cpu).unwrap().with_threshold(1.01);
+    let q = strict.predict_samples(&window, 44100).unwrap();
+    assert_eq!(q.digit, None);
+    assert!((q.confidence - (1.0 - p.confidence)).abs() < 1e-6, "{q:?}");
 
     // the command line
     let bad = dir.path().join("bad");
@@ -268,7 +276,9 @@ fn predict_command_and_predictor_agree_with_training_and_handle_bad_input() {
             .to_string()
     };
     assert!(error_of("text.wav").contains("not a WAV"));
-    assert!(error_of("silent.wav").contains("no speech"));
+    let silent = lines.iter().find(|l| l["file"].as_str().unwrap().ends_with("silent.wav")).unwrap();
+    assert!(silent["digit"].is_null() && silent["label"] == "not a digit", "{silent}");
+    assert!(silent["reason"].as_str().unwrap().contains("no speech"), "{silent}");
     assert!(error_of("truncated.wav").contains("truncated"));
     assert!(error_of("missing.wav").contains("cannot read"));
     assert!(error_of("long.wav").contains("600.0 s long, over the 60 s limit"));
@@ -574,4 +584,79 @@ fn two_folders_train_as_one_with_namespaced_speakers() {
     let (set, status) = support::data::prepare::load_features(&ds, &cache, &config, &|_, _| {}).unwrap();
     assert!(matches!(status, CacheStatus::Hit(_)), "{status:?}");
     assert_eq!(set.speakers[0], "ann", "a folder alone keeps its own names");
+}
+
+/// `--reject`: an eleventh class learned from generated negatives; the model file, the
+/// metrics and the predictor carry it.
+#[test]
+fn a_rejecting_model_has_a_not_a_digit_class_and_reports_false_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, cache, out) = (dir.path().join("data"), dir.path().join("cache"), dir.path().join("run"));
+    make_dataset(&data);
+    let mut opts = options(&data, &out, &cache);
+    opts.recipe.reject = true;
+    let r = train_and_evaluate(&opts, &Device::Cpu, &|_, _| {}, &mut |_| {}).unwrap();
+    let loaded = support::model::load_model(&r.model_path, &Device::Cpu).unwrap();
+    assert_eq!(loaded.meta.architecture.classes, 11);
+    assert_eq!(loaded.meta.classes.last().map(String::as_str), Some("not a digit"));
+    assert_eq!(r.evaluation.confusion.len(), 11);
+    let rej = r.metrics.rejection.as_ref().unwrap();
+    let kinds: Vec<&str> = rej.false_accept.keys().map(String::as_str).collect();
+    assert_eq!(kinds, ["chord", "clicks", "music", "noise", "reversed", "silence", "spliced", "tone"]);
+    assert!(rej.negatives >= 8 * 5 && (0.0..=1.0).contains(&rej.false_reject), "{rej:?}");
+    let report = std::fs::read_to_string(out.join("classification_report.txt")).unwrap();
+    assert!(report.contains("not a digit"), "{report}");
+    let p = support::infer::Predictor::load_on(&r.model_path, &Device::Cpu).unwrap();
+    let q = p.predict_samples(&common::tone(16000, 0.5, 300.0), 16000).unwrap();
+    assert_eq!(q.probabilities.len(), 11);
+    assert_eq!(q.label, q.digit.map_or("not a digit".to_string(), |d| d.to_string()));
+    // Without --reject the same run rejects nothing: every negative is taken for a digit.
+    let plain = train_and_evaluate(
+        &options(&data, &dir.path().join("plain"), &cache),
+        &Device::Cpu,
+        &|_, _| {},
+        &mut |_| {},
+    )
+    .unwrap();
+    let rej = plain.metrics.rejection.unwrap();
+    assert_eq!((rej.false_reject, rej.false_accept_non_speech, rej.false_accept_speech), (0.0, 1.0, 1.0));
+}
+
+/// `audio-mnist negatives`: every kind, seeded, with a manifest.
+#[test]
+fn negatives_command_writes_every_kind_reproducibly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    make_dataset(&data);
+    let make = |out: &Path, seed: &str| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_audio-mnist"))
+            .args(["negatives", "--count", "3", "--seed", seed, "--out"])
+            .arg(out)
+            .arg("--from")
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    let (a, b, c) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("c"));
+    make(&a, "7");
+    make(&b, "7");
+    make(&c, "8");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(a.join("negatives.json")).unwrap()).unwrap();
+    let files = manifest["files"].as_array().unwrap();
+    assert_eq!(files.len(), 8 * 3);
+    for f in files {
+        let name = f["file"].as_str().unwrap();
+        let audio = support::dsp::audio::load_wav(&a.join(name), 60.0).unwrap();
+        assert_eq!(audio.sample_rate, 16000);
+        assert!(name.starts_with(f["kind"].as_str().unwrap()), "{f}");
+        assert_eq!(
+            std::fs::read(a.join(name)).unwrap(),
+            std::fs::read(b.join(name)).unwrap(),
+            "seeded: {name}"
+        );
+    }
+    assert_ne!(std::fs::read(a.join("tone_0.wav")).unwrap(), std::fs::read(c.join("tone_0.wav")).unwrap());
+    assert!(files.iter().any(|f| f["kind"] == "spliced" && f["source"].as_str().unwrap().contains(" + ")));
 }

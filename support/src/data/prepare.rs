@@ -73,6 +73,18 @@ impl Prepared {
         Ok(FeatureExtractor::new(self.set.config.clone())?)
     }
 
+    /// The clean, trimmed, peak-normalised clips of `rows` at the extractor's rate (what
+    /// augmentation and the "not a digit" examples start from).
+    pub fn clips(&self, fx: &FeatureExtractor, rows: &[usize]) -> Result<Vec<Vec<f32>>> {
+        let paths: Vec<_> = rows.iter().map(|&i| self.dataset.path_of(&self.set.files[i])).collect();
+        crate::train::augment::load_clips(fx, &paths)
+    }
+
+    /// The digit of each of `rows`.
+    pub fn digits(&self, rows: &[usize]) -> Vec<u8> {
+        rows.iter().map(|&i| self.set.digits[i] as u8).collect()
+    }
+
     /// The network `recipe` trains on these features.
     pub fn architecture(&self, recipe: &Recipe) -> CnnConfig {
         recipe.network(self.set.n_mels, self.set.n_frames)
@@ -87,7 +99,7 @@ impl Prepared {
             std: self.std,
             members: Vec::new(),
             temperatures: Vec::new(),
-            classes: crate::eval::digit_names(),
+            classes: crate::eval::class_names(arch.classes),
             recipe: Some(recipe.clone()),
             split: serde_json::to_value(&self.split).unwrap_or_default(),
             metrics,

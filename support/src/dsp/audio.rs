@@ -170,6 +170,24 @@ pub fn wav_info(path: &Path) -> Result<WavInfo, AudioError> {
     })
 }
 
+/// Write mono 32-bit float samples as a WAV file (through a temporary file, renamed into
+/// place).
+pub fn write_wav(path: &Path, sample_rate: u32, samples: &[f32]) -> anyhow::Result<()> {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate,
+        bits_per_sample: 32,
+        sample_format: hound::SampleFormat::Float,
+    };
+    crate::data::write_atomically(path, |tmp| {
+        let mut w = hound::WavWriter::new(std::io::BufWriter::new(tmp.as_file_mut()), spec)?;
+        for &s in samples {
+            w.write_sample(s)?;
+        }
+        Ok(w.finalize()?)
+    })
+}
+
 /// Load a WAV file as mono f32 at its own sample rate.
 ///
 /// Accepts 8/16/24/32-bit integer PCM and 32/64-bit float, any channel count (averaged to

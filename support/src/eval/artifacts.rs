@@ -10,8 +10,9 @@ use polars::prelude::*;
 use std::collections::BTreeMap;
 
 use super::calibration::{ece_of, Calibration};
+use super::rejection::{rejection, Rejection, TEST_SEED};
 use super::{
-    argmax, digit_names, per_dataset, per_speaker, predict_probabilities, Evaluation, FolderAccuracy,
+    argmax, class_names, per_dataset, per_speaker, predict_probabilities, Evaluation, FolderAccuracy,
 };
 use crate::data::cache::FeatureSet;
 use crate::data::dataset::{write_csv, Dataset};
@@ -35,6 +36,8 @@ pub struct Tested {
     /// Expected calibration error of the confidences with and without the temperatures
     /// (`None` without test recordings).
     pub calibration: Option<Calibration>,
+    /// False rejects of the test digits and false accepts of negatives made for the test.
+    pub rejection: Option<Rejection>,
 }
 
 impl Tested {
@@ -57,9 +60,13 @@ pub fn test(model: &Classifier, prep: &Prepared, device: &Device, out: &Path) ->
             evaluation,
             per_dataset: BTreeMap::new(),
             calibration: None,
+            rejection: None,
         });
     }
-    evaluate_rows(model, &prep.set, &prep.dataset, &prep.test_rows, device, out, "test")
+    let mut tested = evaluate_rows(model, &prep.set, &prep.dataset, &prep.test_rows, device, out, "test")?;
+    let r = rejection(model, prep, &tested.rows, &tested.probabilities, 0.0, TEST_SEED, device)?;
+    tested.rejection = Some(r);
+    Ok(tested)
 }
 
 /// Predict `rows` and write the evaluation files (report, confusion matrix PNG, per-speaker
@@ -79,15 +86,24 @@ fn evaluate_rows(
     let probabilities = predict_probabilities(model, &x, 256)?;
     let truth: Vec<usize> = rows.iter().map(|&i| set.digits[i] as usize).collect();
     let predicted: Vec<usize> = probabilities.iter().map(|p| argmax(p)).collect();
-    let evaluation = Evaluation::new(&truth, &predicted, 10);
+    let evaluation = Evaluation::new(&truth, &predicted, model.config().classes);
     let calibration = calibration(model, &x, &probabilities, &truth)?;
     write_evaluation(&evaluation, out, part)?;
     let speakers: Vec<String> = rows.iter().map(|&i| set.speakers[i].clone()).collect();
     let mut df = per_speaker_frame(dataset, &per_speaker(&speakers, &truth, &predicted))?;
     write_csv(&mut df, &out.join("per_speaker_accuracy.csv"))?;
     let per_dataset = per_dataset(dataset, &speakers, &truth, &predicted);
-    let tested =
-        Tested { rows: rows.to_vec(), truth, predicted, probabilities, evaluation, per_dataset, calibration };
+    let (kept, rejection) = (rows.to_vec(), None);
+    let tested = Tested {
+        rows: kept,
+        truth,
+        predicted,
+        probabilities,
+        evaluation,
+        per_dataset,
+        calibration,
+        rejection,
+    };
     // Per-file predictions, for error analysis.
     let folders = speakers.iter().map(|s| dataset.source_of_speaker(s).to_string()).collect::<Vec<_>>();
     let mut pred = DataFrame::new_infer_height(vec![
@@ -124,7 +140,7 @@ fn calibration(
 
 /// `out/classification_report.txt` and `out/confusion_matrix.png`.
 fn write_evaluation(evaluation: &Evaluation, out: &Path, part: &str) -> Result<()> {
-    let names = digit_names();
+    let names = class_names(evaluation.confusion.len());
     std::fs::write(out.join("classification_report.txt"), evaluation.report(&names))
         .with_context(|| format!("writing {}", out.join("classification_report.txt").display()))?;
     let title = format!("{part} confusion matrix (accuracy {:.2}%)", 100.0 * evaluation.accuracy);

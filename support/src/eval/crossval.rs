@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use super::artifacts::{test, Tested};
 use super::calibration::Calibration;
-use super::{digit_names, FolderAccuracy};
+use super::rejection::Rejection;
+use super::{class_names, FolderAccuracy};
 use crate::data::dataset::Dataset;
 use crate::data::extract::Progress;
 use crate::data::prepare::{load_features, Prepared};
@@ -90,6 +91,8 @@ pub struct FoldResult {
     pub members: Vec<MemberResult>,
     /// Temperatures and the test confidences' calibration error before and after them.
     pub calibration: Option<Calibration>,
+    /// False rejects of the test digits, false accepts of the test negatives per kind.
+    pub rejection: Option<Rejection>,
 }
 
 /// `crossval.json`.
@@ -107,6 +110,8 @@ pub struct CrossVal {
     /// scaling.
     pub ece_before: f64,
     pub ece_after: f64,
+    /// The folds' rejection rates, averaged.
+    pub rejection: Option<Rejection>,
     /// Summed over the folds: every recording tested exactly once (LOSO).
     pub confusion: Vec<Vec<usize>>,
     /// Test accuracy per dataset folder over all folds (several with repeated `--data`).
@@ -192,7 +197,8 @@ pub fn crossval(
         std: f64::NAN,
         ece_before: f64::NAN,
         ece_after: f64::NAN,
-        confusion: vec![vec![0; 10]; 10],
+        rejection: None,
+        confusion: vec![vec![0; 10 + recipe.reject as usize]; 10 + recipe.reject as usize],
         per_dataset: BTreeMap::new(),
         seconds: 0.0,
     };
@@ -213,7 +219,7 @@ pub fn crossval(
         100.0 * result.mean
     );
     let png = out.join("confusion_matrix.png");
-    super::plots::confusion_matrix(&result.confusion, &digit_names(), &title, &png)?;
+    super::plots::confusion_matrix(&result.confusion, &class_names(result.confusion.len()), &title, &png)?;
     Ok(result)
 }
 
@@ -245,6 +251,7 @@ fn run_fold(
         seconds: t0.elapsed().as_secs_f64(),
         members,
         calibration: tested.calibration.clone(),
+        rejection: tested.rejection.clone(),
     };
     Ok((fold, tested))
 }
@@ -264,6 +271,8 @@ impl CrossVal {
             v.iter().sum::<f64>() / v.len() as f64
         };
         (self.ece_before, self.ece_after) = (mean_of(|c| c.ece_before), mean_of(|c| c.ece_after));
+        let rejections: Vec<&Rejection> = self.folds.iter().filter_map(|f| f.rejection.as_ref()).collect();
+        self.rejection = Rejection::mean(&rejections);
     }
 }
 

@@ -11,6 +11,8 @@ pub mod crossval;
 #[cfg(feature = "train")]
 pub mod plots;
 #[cfg(feature = "train")]
+pub mod rejection;
+#[cfg(feature = "train")]
 pub mod robustness;
 
 use std::collections::BTreeMap;
@@ -24,7 +26,15 @@ use crate::model::Classifier;
 
 /// Class names of the digit task.
 pub fn digit_names() -> Vec<String> {
-    (0..10).map(|d| d.to_string()).collect()
+    class_names(10)
+}
+
+/// The name of the eleventh class of a model that can reject.
+pub const NOT_A_DIGIT: &str = "not a digit";
+
+/// Names of `classes` outputs: the ten digits, then "not a digit" for an eleventh.
+pub fn class_names(classes: usize) -> Vec<String> {
+    (0..classes).map(|d| if d < 10 { d.to_string() } else { NOT_A_DIGIT.to_string() }).collect()
 }
 
 /// Class probabilities for every row of `x` (`[N, 1, M, T]`, unstandardised log-Mel dB), in

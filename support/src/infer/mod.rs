@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::dsp::audio::{AudioError, AudioErrorKind};
 use crate::dsp::features::FeatureExtractor;
-use crate::eval::argmax;
+use crate::eval::{argmax, NOT_A_DIGIT};
 use crate::model::{load_model, pick_device, Classifier, ModelMeta};
 
 /// Recordings whose peak is below this (dBFS) are "no speech" rather than a guess.
@@ -19,18 +19,48 @@ pub const SILENCE_DBFS: f32 = -60.0;
 /// One prediction.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Prediction {
-    pub digit: usize,
+    /// The digit, or `None`: not a digit.
+    pub digit: Option<usize>,
+    /// `"7"`, or `"not a digit"`.
+    pub label: String,
+    /// Probability of the answer: the digit's, or "not a digit"'s (its class's, or one minus
+    /// the best digit's when that is under the threshold; 1 for a recording without sound).
     pub confidence: f32,
+    /// Every class's probability (the ten digits, then "not a digit" when the model has that
+    /// class); empty for a recording without sound.
     pub probabilities: Vec<f32>,
+    /// Why it is not a digit: no sound, or the best digit under the threshold.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl Prediction {
-    /// The `k` most likely classes, best first: (class, probability).
-    pub fn top(&self, k: usize) -> Vec<(usize, f32)> {
+    /// The open-set decision on class probabilities at `threshold` ([`decide`]).
+    pub fn from_probabilities(probabilities: Vec<f32>, threshold: f32) -> Self {
+        let best = argmax(&probabilities);
+        let (digit, confidence, reason) = match decide(&probabilities, threshold) {
+            Some(d) => (Some(d), probabilities[d], None),
+            None if best >= 10 => (None, probabilities[best], None),
+            None => {
+                (None, 1.0 - probabilities[best], Some(format!("best digit under the threshold {threshold}")))
+            }
+        };
+        let label = digit.map_or_else(|| NOT_A_DIGIT.to_string(), |d| d.to_string());
+        Self { digit, label, confidence, probabilities, reason }
+    }
+
+    /// A recording without sound: not a digit, and why.
+    pub fn silence(peak_dbfs: f32) -> Self {
+        let reason = Some(format!("no speech: peak {peak_dbfs:.1} dBFS, under {SILENCE_DBFS} dBFS"));
+        Self { digit: None, label: NOT_A_DIGIT.into(), confidence: 1.0, probabilities: Vec::new(), reason }
+    }
+
+    /// The `k` most likely classes, best first: (name, probability).
+    pub fn top(&self, k: usize) -> Vec<(String, f32)> {
+        let names = crate::eval::class_names(self.probabilities.len());
         let mut v: Vec<(usize, f32)> = self.probabilities.iter().cloned().enumerate().collect();
         v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        v.truncate(k);
-        v
+        v.into_iter().take(k).map(|(i, p)| (names[i].clone(), p)).collect()
     }
 }
 
@@ -40,6 +70,8 @@ pub struct Predictor {
     meta: ModelMeta,
     extractor: FeatureExtractor,
     device: Device,
+    /// Reject when the best digit's probability is under this (0: the model's own decision).
+    threshold: f32,
 }
 
 impl Predictor {
@@ -52,7 +84,14 @@ impl Predictor {
         let loaded = load_model(path, device)?;
         let extractor = FeatureExtractor::new(loaded.meta.features.clone())
             .map_err(|e| anyhow::anyhow!("model file {}: {e}", path.display()))?;
-        Ok(Self { model: loaded.model, meta: loaded.meta, extractor, device: device.clone() })
+        Ok(Self { model: loaded.model, meta: loaded.meta, extractor, device: device.clone(), threshold: 0.0 })
+    }
+
+    /// Also answer "not a digit" when the best digit's probability is under `threshold`
+    /// (overrides the model's own decision, which rejects only by its "not a digit" class).
+    pub fn with_threshold(mut self, threshold: f32) -> Self {
+        self.threshold = threshold;
+        self
     }
 
     pub fn meta(&self) -> &ModelMeta {
@@ -67,7 +106,9 @@ impl Predictor {
 
     /// Predict a mono signal at any sample rate (e.g. a 1-second window from a microphone).
     pub fn predict_samples(&self, samples: &[f32], sample_rate: u32) -> Result<Prediction, AudioErrorKind> {
-        check_speech(samples)?;
+        if let Some(peak) = silent(samples) {
+            return Ok(Prediction::silence(peak));
+        }
         let features = self.extractor.extract_samples(samples, sample_rate)?;
         let mut p = self.forward(&[features]).map_err(|e| AudioErrorKind::Model(e.to_string()))?;
         Ok(p.remove(0))
@@ -76,17 +117,22 @@ impl Predictor {
     /// Predict many files: features in parallel, then batched forward passes. Results are in
     /// input order; a file that cannot be read gets its error and the rest go on.
     pub fn predict_files(&self, paths: &[PathBuf]) -> Vec<(PathBuf, Result<Prediction, AudioError>)> {
-        let features: Vec<Result<Vec<f32>, AudioError>> = paths
+        // Ok(None): a recording without sound (its peak), answered without the network.
+        let features: Vec<Result<Result<Vec<f32>, f32>, AudioError>> = paths
             .par_iter()
             .map(|p| {
                 let audio = crate::dsp::audio::load_wav(p, self.extractor.config().max_duration_s)?;
-                check_speech(&audio.samples).map_err(|k| AudioError::new(p, k))?;
+                if let Some(peak) = silent(&audio.samples) {
+                    return Ok(Err(peak));
+                }
                 self.extractor
                     .extract_samples(&audio.samples, audio.sample_rate)
+                    .map(Ok)
                     .map_err(|k| AudioError::new(p, k))
             })
             .collect();
-        let ok: Vec<Vec<f32>> = features.iter().filter_map(|f| f.as_ref().ok().cloned()).collect();
+        let ok: Vec<Vec<f32>> =
+            features.iter().filter_map(|f| f.as_ref().ok()?.as_ref().ok().cloned()).collect();
         let mut predictions = match self.forward(&ok) {
             Ok(p) => p.into_iter(),
             Err(e) => {
@@ -102,7 +148,8 @@ impl Predictor {
             .zip(features)
             .map(|(p, f)| {
                 let r = match f {
-                    Ok(_) => predictions.next().ok_or_else(|| AudioError::new(p, AudioErrorKind::Empty)),
+                    Ok(Ok(_)) => predictions.next().ok_or_else(|| AudioError::new(p, AudioErrorKind::Empty)),
+                    Ok(Err(peak)) => Ok(Prediction::silence(peak)),
                     Err(e) => Err(e),
                 };
                 (p.clone(), r)
@@ -118,22 +165,26 @@ impl Predictor {
             let x: Vec<f32> = chunk.iter().flat_map(|f| f.iter().copied()).collect();
             let x = Tensor::from_vec(x, (chunk.len(), 1, arch.n_mels, arch.n_frames), &self.device)?;
             for p in self.model.probabilities(&x)?.to_vec2::<f32>()? {
-                let digit = argmax(&p);
-                out.push(Prediction { digit, confidence: p[digit], probabilities: p });
+                out.push(Prediction::from_probabilities(p, self.threshold));
             }
         }
         Ok(out)
     }
 }
 
-/// A recording with no sound gives no prediction instead of a confident guess.
-fn check_speech(samples: &[f32]) -> Result<(), AudioErrorKind> {
+/// The open-set decision: the most likely digit, or `None` ("not a digit") when the model's
+/// "not a digit" class wins or the digit's probability is below `threshold`.
+pub fn decide(probabilities: &[f32], threshold: f32) -> Option<usize> {
+    let best = argmax(probabilities);
+    (best < 10 && probabilities[best] >= threshold).then_some(best)
+}
+
+/// The peak (dBFS) of a recording with no sound, which is "not a digit" without asking the
+/// network; `None` when there is sound.
+fn silent(samples: &[f32]) -> Option<f32> {
     let peak = samples.iter().fold(0f32, |m, s| m.max(s.abs()));
     let dbfs = 20.0 * peak.max(1e-12).log10();
-    if dbfs < SILENCE_DBFS {
-        return Err(AudioErrorKind::NoSpeech { peak_dbfs: dbfs });
-    }
-    Ok(())
+    (dbfs < SILENCE_DBFS).then_some(dbfs)
 }
 
 /// The WAV files named by `inputs`: files as given, folders searched recursively for `*.wav`

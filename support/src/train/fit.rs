@@ -9,6 +9,7 @@ use candle_core::{Device, Tensor};
 use polars::prelude::*;
 use serde::Serialize;
 
+use super::negatives::{negatives, Negatives, Part};
 use super::{norm_stats, rows_for, tensors, train, EpochLog, Recipe, Trained};
 use crate::data::dataset::write_csv;
 use crate::data::prepare::Prepared;
@@ -143,22 +144,32 @@ fn fit_member(
     );
     let (mean, std) =
         if split == prep.split { (prep.mean, prep.std) } else { norm_stats(&prep.set, &train_rows) };
-    let train_t = tensors(&prep.set, &train_rows, mean, std, device)?;
-    let val_t = tensors(&prep.set, &val_rows, mean, std, device)?;
+    let mut train_t = tensors(&prep.set, &train_rows, mean, std, device)?;
+    let mut val_t = tensors(&prep.set, &val_rows, mean, std, device)?;
     let model_path = out.join("model.safetensors");
-    // Augmentation works on the clean training clips, re-featurised every epoch.
+    // Augmentation and "not a digit" examples work on the clean training clips (augmented
+    // ones re-featurised every epoch).
     let fx = prep.fx()?;
-    let clips = if cfg.augment.is_off() {
-        Vec::new()
-    } else {
-        let paths: Vec<_> = train_rows.iter().map(|&i| prep.dataset.path_of(&prep.set.files[i])).collect();
-        crate::train::augment::load_clips(&fx, &paths)?
-    };
+    let clips = if cfg.augment.is_off() && !cfg.reject { Vec::new() } else { prep.clips(&fx, &train_rows)? };
     let (n, m, t) = (train_rows.len(), prep.set.n_mels, prep.set.n_frames);
+    let mut negative_x = None;
+    if cfg.reject {
+        let train_neg = negatives(&fx, &clips, &prep.digits(&train_rows), Part::Train, cfg.seed);
+        let val_neg =
+            negatives(&fx, &prep.clips(&fx, &val_rows)?, &prep.digits(&val_rows), Part::Val, cfg.seed);
+        let train_neg = negative_tensors(&train_neg, (mean, std), (m, t), device)?;
+        val_t = append(val_t, negative_tensors(&val_neg, (mean, std), (m, t), device)?)?;
+        negative_x = Some(train_neg.0.clone());
+        train_t = append(train_t, train_neg)?;
+    }
     let augmented = |epoch: usize| -> Result<Tensor> {
         let x =
             crate::train::augment::epoch_features(&fx, &clips, &cfg.augment, cfg.seed, epoch, (mean, std));
-        Ok(Tensor::from_vec(x, (n, 1, m, t), device)?)
+        let x = Tensor::from_vec(x, (n, 1, m, t), device)?;
+        Ok(match &negative_x {
+            Some(neg) => Tensor::cat(&[&x, neg], 0)?,
+            None => x,
+        })
     };
     let augmented: Option<&dyn Fn(usize) -> Result<Tensor>> =
         if cfg.augment.is_off() { None } else { Some(&augmented) };
@@ -194,6 +205,25 @@ fn fit_member(
     crate::eval::plots::training_curves(&[trained.log.as_slice()], &out.join("training_metrics.png"))?;
     let temperature = fit_temperature(&logits(&trained.model, &val_t.0)?, &val_t.1.to_vec1::<u32>()?);
     Ok(FittedMember { trained, split, mean, std, temperature })
+}
+
+/// Standardised negatives `[N, 1, M, T]` labelled "not a digit" (class 10).
+pub fn negative_tensors(
+    neg: &Negatives,
+    (mean, std): (f32, f32),
+    (m, t): (usize, usize),
+    device: &Device,
+) -> Result<(Tensor, Tensor)> {
+    let x: Vec<f32> = neg.features.iter().map(|v| (v - mean) / std).collect();
+    Ok((
+        Tensor::from_vec(x, (neg.len(), 1, m, t), device)?,
+        Tensor::from_vec(vec![10u32; neg.len()], neg.len(), device)?,
+    ))
+}
+
+/// Rows of `b` after those of `a`.
+fn append(a: (Tensor, Tensor), b: (Tensor, Tensor)) -> Result<(Tensor, Tensor)> {
+    Ok((Tensor::cat(&[&a.0, &b.0], 0)?, Tensor::cat(&[&a.1, &b.1], 0)?))
 }
 
 /// The network's logits for every row of `x`, in batches.

@@ -1,11 +1,13 @@
 //! Training: the [`Recipe`] (what to train), on-the-fly augmentation ([`augment`]), the fused
-//! AdamW ([`optim`]), one network's training loop ([`trainer`]) and the ensembles of a run
-//! with their checkpoints ([`fit`]).
+//! AdamW ([`optim`]), one network's training loop ([`trainer`]), "not a digit" examples
+//! ([`negatives`]) and the ensembles of a run with their checkpoints ([`fit`]).
 
 #[cfg(feature = "train")]
 pub mod augment;
 #[cfg(feature = "train")]
 pub mod fit;
+#[cfg(feature = "train")]
+pub mod negatives;
 pub mod optim;
 pub mod recipe;
 #[cfg(feature = "train")]

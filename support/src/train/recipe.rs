@@ -145,6 +145,8 @@ pub struct Overrides {
     pub channels: Option<Vec<usize>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub augment: Option<Vec<AugmentStep>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reject: Option<bool>,
 }
 
 /// Everything that decides how a model is trained.
@@ -182,6 +184,10 @@ pub struct Recipe {
     /// Networks trained and averaged (their probabilities): member `k` early-stops on the
     /// `k`-th next training speaker and trains on the others. 1 = a single network.
     pub ensemble: usize,
+    /// An eleventh class, "not a digit", learned from generated non-speech sounds and from
+    /// the training speakers' digits played backwards and spliced ([`super::negatives`]).
+    #[serde(default)]
+    pub reject: bool,
 }
 
 impl Recipe {
@@ -205,6 +211,7 @@ impl Recipe {
             clip_norm: 1.0,
             augment: AugmentConfig::default(),
             ensemble: 1,
+            reject: false,
         };
         match name {
             RecipeName::Seed => seed,
@@ -233,6 +240,7 @@ impl Recipe {
         r.top_db = o.top_db.unwrap_or(r.top_db);
         r.lifter = o.lifter.unwrap_or(r.lifter);
         r.channels = o.channels.clone().unwrap_or(r.channels);
+        r.reject = o.reject.unwrap_or(r.reject);
         if let Some(steps) = &o.augment {
             r.augment = AugmentConfig::with_steps(steps);
         }
@@ -270,6 +278,7 @@ impl Recipe {
             n_frames,
             channels: self.channels.clone(),
             lifter: self.lifter,
+            classes: 10 + self.reject as usize,
             ..CnnConfig::default()
         }
     }

@@ -123,6 +123,10 @@ pub struct RecipeArgs {
     /// telephone, clip, vtlp), or `none`.
     #[arg(long, value_parser = parse_steps)]
     pub augment: Option<Steps>,
+    /// Learn an eleventh class, "not a digit", from generated sounds and reversed or spliced
+    /// training words (`true`/`false`).
+    #[arg(long)]
+    pub reject: Option<bool>,
 }
 
 /// A parsed `--augment` list.
@@ -154,6 +158,7 @@ impl RecipeArgs {
             lifter: self.lifter,
             channels: self.channels.clone(),
             augment: self.augment.as_ref().map(|s| s.0.clone()),
+            reject: self.reject,
         };
         Ok(Recipe::new(self.recipe, self.seed, overrides)?)
     }

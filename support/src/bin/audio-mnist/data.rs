@@ -132,3 +132,69 @@ pub fn download_command(dest: &Path, url: &str) -> Result<()> {
     }
     Ok(())
 }
+
+/// `audio-mnist negatives`: every kind's examples as WAV files and a manifest.
+pub fn negatives_command(out: &Path, count: usize, seed: u64, rate: u32, from: Option<&Path>) -> Result<()> {
+    use support::dsp::negatives::{from_speech, non_speech_set, NegativeKind};
+    let mut made: Vec<(NegativeKind, Vec<f32>, String)> =
+        non_speech_set(count, rate, seed).into_iter().map(|(k, x)| (k, x, String::new())).collect();
+    if let Some(dir) = from {
+        let dataset = scan(dir)?;
+        let clips = speech_sources(&dataset, count, rate, seed)?;
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed ^ 0x5EED);
+        for kind in NegativeKind::SPEECH {
+            for ((a, b), names) in &clips {
+                made.push((kind, from_speech(kind, a, b, &mut rng), names.clone()));
+            }
+        }
+    }
+    let mut index: Vec<serde_json::Value> = Vec::new();
+    let mut counters = std::collections::BTreeMap::<NegativeKind, usize>::new();
+    for (kind, samples, source) in &made {
+        let n = counters.entry(*kind).or_default();
+        let name = format!("{}_{}.wav", kind.name(), n);
+        *n += 1;
+        support::dsp::audio::write_wav(&out.join(&name), rate, samples)?;
+        index.push(serde_json::json!({"file": name, "kind": kind, "source": source}));
+    }
+    let manifest = serde_json::json!({"seed": seed, "rate": rate, "count": count, "files": index});
+    support::data::write_json(&out.join("negatives.json"), &manifest)?;
+    for (kind, n) in &counters {
+        println!("{:>9}: {n} files", kind.name());
+    }
+    println!("wrote {} files and negatives.json to {}", made.len(), out.display());
+    Ok(())
+}
+
+/// Type of [`speech_sources`]: two clips of different digits and their names.
+type ClipPair = ((Vec<f32>, Vec<f32>), String);
+
+/// `count` seeded pairs of recordings of two different digits, at `rate`.
+fn speech_sources(dataset: &Dataset, count: usize, rate: u32, seed: u64) -> Result<Vec<ClipPair>> {
+    use rand::Rng;
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
+    let n = dataset.recordings.len();
+    let digits: std::collections::BTreeSet<u8> = dataset.recordings.iter().map(|r| r.digit).collect();
+    anyhow::ensure!(digits.len() >= 2, "--from needs recordings of at least two digits");
+    let load = |i: usize| -> Result<Vec<f32>> {
+        let audio = support::dsp::audio::load_wav(&dataset.absolute(&dataset.recordings[i]), 60.0)?;
+        Ok(support::dsp::audio::resample(&audio.samples, audio.sample_rate, rate)?)
+    };
+    (0..count)
+        .map(|_| {
+            let a = rng.random_range(0..n);
+            let b = loop {
+                let b = rng.random_range(0..n);
+                if dataset.recordings[b].digit != dataset.recordings[a].digit {
+                    break b;
+                }
+            };
+            let names = format!(
+                "{} + {}",
+                dataset.recordings[a].path.display(),
+                dataset.recordings[b].path.display()
+            );
+            Ok(((load(a)?, load(b)?), names))
+        })
+        .collect()
+}

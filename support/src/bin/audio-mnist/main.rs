@@ -102,6 +102,25 @@ enum Command {
         #[arg(long, env = "AUDIO_MNIST_URL", default_value = support::data::download::AUDIOMNIST_URL)]
         url: String,
     },
+    #[cfg(feature = "train")]
+    /// Write seeded sounds that are not digits as WAV files (OUT/{kind}_{n}.wav and
+    /// OUT/negatives.json): silence, noise, tones, chords, music, clicks; with --from, digit
+    /// recordings reversed and spliced. A different --seed gives a disjoint set.
+    Negatives {
+        #[arg(long)]
+        out: PathBuf,
+        /// Examples of each kind.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        count: u32,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Sample rate of the files.
+        #[arg(long, default_value_t = 16000, value_parser = clap::value_parser!(u32).range(1000..=192_000))]
+        rate: u32,
+        /// A data folder whose digit recordings become reversed and spliced non-words.
+        #[arg(long)]
+        from: Option<PathBuf>,
+    },
     /// Predict the digit spoken in WAV files (folders are searched for *.wav).
     ///
     /// Exit status: 0 all predicted, 1 some files failed (the rest are printed), 2 usage or model errors.
@@ -112,8 +131,12 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// Also show the K most likely digits.
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=10))]
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=11))]
         top: u8,
+        /// Also answer "not a digit" when the best digit's probability is under this (0-1);
+        /// by default the model decides (its "not a digit" class, when it has one).
+        #[arg(long)]
+        threshold: Option<f32>,
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
@@ -204,8 +227,8 @@ fn main() -> ExitCode {
             std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
         }
     }
-    if let Command::Predict { model, json, top, paths } = &cli.command {
-        return match predict::predict_command(model, *json, *top as usize, paths) {
+    if let Command::Predict { model, json, top, threshold, paths } = &cli.command {
+        return match predict::predict_command(model, *json, *top as usize, *threshold, paths) {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("error: {e:#}");
@@ -248,6 +271,10 @@ fn run(cli: Cli) -> Result<()> {
         }
         #[cfg(feature = "train")]
         Command::Download { dest, url } => data::download_command(&dest, &url),
+        #[cfg(feature = "train")]
+        Command::Negatives { out, count, seed, rate, from } => {
+            data::negatives_command(&out, count as usize, seed, rate, from.as_deref())
+        }
         #[cfg(feature = "train")]
         Command::Evaluate { model, data, out, split, seed } => {
             train::evaluate_command(&model, &data, &out, &split, seed)

@@ -7,8 +7,9 @@ use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use support::data::dataset::Dataset;
 use support::data::split::Split;
+use support::eval::class_names;
 use support::eval::crossval::Scheme;
-use support::eval::digit_names;
+use support::eval::rejection::Rejection;
 use support::model::{describe_device, pick_device};
 use support::train::{EpochLog, Recipe};
 use support::workflow::{run_plan, TrainOptions};
@@ -105,7 +106,7 @@ pub fn train_command(opts: &TrainOptions) -> Result<()> {
             "best val accuracy {val:.2}% at epoch {best}/{epochs}; {secs:.0} s, {rate:.1} train samples/s"
         );
     } else {
-        print!("{}", report.evaluation.report(&digit_names()));
+        print!("{}", report.evaluation.report(&class_names(report.evaluation.confusion.len())));
         println!(
             "test accuracy {:.2}% ({} files), best val accuracy {val:.2}% at epoch {best}/{epochs}; \
              {secs:.0} s, {rate:.1} train samples/s",
@@ -114,8 +115,32 @@ pub fn train_command(opts: &TrainOptions) -> Result<()> {
         );
     }
     print_per_dataset(&m.per_dataset);
+    print_calibration_and_rejection(
+        m.calibration.as_ref().map(|c| (c.ece_before, c.ece_after)),
+        m.rejection.as_ref(),
+    );
     println!("model: {}; artifacts in {}", report.model_path.display(), opts.out.display());
     Ok(())
+}
+
+/// Calibration error of the test confidences, and how often "not a digit" is right.
+fn print_calibration_and_rejection(ece: Option<(f64, f64)>, rejection: Option<&Rejection>) {
+    if let Some((before, after)) = ece {
+        println!(
+            "calibration error (ECE, 15 bins) on test: {before:.3} as trained, {after:.3} with temperatures"
+        );
+    }
+    if let Some(r) = rejection {
+        let kinds: Vec<String> =
+            r.false_accept.iter().map(|(k, v)| format!("{k} {:.1}%", 100.0 * v)).collect();
+        println!(
+            "not a digit: {:.1}% of test digits rejected; negatives taken for digits: {:.1}% non-speech, {:.1}% speech ({})",
+            100.0 * r.false_reject,
+            100.0 * r.false_accept_non_speech,
+            100.0 * r.false_accept_speech,
+            kinds.join(", ")
+        );
+    }
 }
 
 /// Test accuracy per dataset folder, when there are several.
@@ -178,6 +203,7 @@ pub fn crossval_command(data: &DataArgs, scheme: Scheme, recipe: &RecipeArgs, ou
         out.display()
     );
     print_per_dataset(&r.per_dataset);
+    print_calibration_and_rejection(Some((r.ece_before, r.ece_after)), r.rejection.as_ref());
     println!("computed on {} ({}, caches {:?} KiB)", r.machine.cpu, r.machine.simd, r.machine.cache_kib);
     Ok(())
 }
@@ -204,7 +230,7 @@ pub fn evaluate_command(
         &progress,
     )?;
     bar.finish_and_clear();
-    print!("{}", e.report(&digit_names()));
+    print!("{}", e.report(&class_names(e.confusion.len())));
     println!("test accuracy {:.2}%; files written to {}", 100.0 * e.accuracy, out.display());
     Ok(())
 }
