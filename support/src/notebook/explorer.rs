@@ -61,7 +61,7 @@ impl ConfusionExplorer {
             })
             .collect();
         Self {
-            names: crate::eval::digit_names(),
+            names: crate::eval::class_names(tested.evaluation.confusion.len()),
             confusion: tested.evaluation.confusion.clone(),
             entries,
             config: set.config.clone(),
