@@ -604,6 +604,14 @@ fn a_rejecting_model_has_a_not_a_digit_class_and_reports_false_accepts() {
     let kinds: Vec<&str> = rej.false_accept.keys().map(String::as_str).collect();
     assert_eq!(kinds, ["chord", "clicks", "music", "noise", "reversed", "silence", "spliced", "tone"]);
     assert!(rej.negatives >= 8 * 5 && (0.0..=1.0).contains(&rej.false_reject), "{rej:?}");
+    // The threshold alternative: higher thresholds reject more digits and accept fewer negatives.
+    assert_eq!(rej.sweep.len(), 6);
+    for w in rej.sweep.windows(2) {
+        assert!(
+            w[1].false_reject >= w[0].false_reject
+                && w[1].false_accept_non_speech <= w[0].false_accept_non_speech
+        );
+    }
     let report = std::fs::read_to_string(out.join("classification_report.txt")).unwrap();
     assert!(report.contains("not a digit"), "{report}");
     let p = support::infer::Predictor::load_on(&r.model_path, &Device::Cpu).unwrap();

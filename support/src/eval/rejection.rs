@@ -30,7 +30,22 @@ pub struct Rejection {
     pub false_accept_speech: f64,
     /// Negatives scored.
     pub negatives: usize,
+    /// The same rates with a confidence threshold on top of the model's decision, at
+    /// [`SWEEP`]: the "calibrated threshold" alternative to a "not a digit" class.
+    pub sweep: Vec<ThresholdPoint>,
 }
+
+/// Rates at one threshold.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ThresholdPoint {
+    pub threshold: f32,
+    pub false_reject: f64,
+    pub false_accept_non_speech: f64,
+    pub false_accept_speech: f64,
+}
+
+/// Thresholds of [`Rejection::sweep`].
+pub const SWEEP: [f32; 6] = [0.5, 0.7, 0.8, 0.9, 0.95, 0.99];
 
 /// The seed of the test's generated negatives (the training ones are salted differently and
 /// come from other speakers).
@@ -52,6 +67,14 @@ impl Rejection {
             false_accept_non_speech: avg(&|r| r.false_accept_non_speech),
             false_accept_speech: avg(&|r| r.false_accept_speech),
             negatives: all.iter().map(|r| r.negatives).sum(),
+            sweep: (0..first.sweep.len())
+                .map(|i| ThresholdPoint {
+                    threshold: first.sweep[i].threshold,
+                    false_reject: avg(&|r| r.sweep[i].false_reject),
+                    false_accept_non_speech: avg(&|r| r.sweep[i].false_accept_non_speech),
+                    false_accept_speech: avg(&|r| r.sweep[i].false_accept_speech),
+                })
+                .collect(),
         })
     }
 }
@@ -67,28 +90,41 @@ pub fn rejection(
     seed: u64,
     device: &Device,
 ) -> Result<Rejection> {
-    let rejected = digit_probabilities.iter().filter(|p| decide(p, threshold).is_none()).count();
     let fx = prep.fx()?;
     let neg = negatives(&fx, &prep.clips(&fx, rows)?, &prep.digits(rows), Part::Test, seed);
-    let x =
-        Tensor::from_vec(neg.features.clone(), (neg.len(), 1, prep.set.n_mels, prep.set.n_frames), device)?;
-    let probabilities = predict_probabilities(model, &x, 256)?;
-    let mut counts: BTreeMap<String, (usize, usize)> = BTreeMap::new();
-    let (mut speech, mut non_speech) = ((0, 0), (0, 0));
-    for (kind, p) in neg.kinds.iter().zip(&probabilities) {
-        let accepted = decide(p, threshold).is_some() as usize;
-        let c = counts.entry(kind.name().to_string()).or_default();
-        *c = (c.0 + accepted, c.1 + 1);
-        let total = if kind.is_speech() { &mut speech } else { &mut non_speech };
-        *total = (total.0 + accepted, total.1 + 1);
+    let shape = (neg.len(), 1, prep.set.n_mels, prep.set.n_frames);
+    let probabilities =
+        predict_probabilities(model, &Tensor::from_vec(neg.features.clone(), shape, device)?, 256)?;
+    let share = |rows: Vec<&Vec<f32>>, t: f32, accept: bool| {
+        rows.iter().filter(|p| decide(p, t).is_some() == accept).count() as f64 / rows.len().max(1) as f64
+    };
+    let of_kind = |speech: bool| -> Vec<&Vec<f32>> {
+        probabilities
+            .iter()
+            .zip(&neg.kinds)
+            .filter(|(_, k)| k.is_speech() == speech)
+            .map(|(p, _)| p)
+            .collect()
+    };
+    let point = |t: f32| ThresholdPoint {
+        threshold: t,
+        false_reject: share(digit_probabilities.iter().collect(), t, false),
+        false_accept_non_speech: share(of_kind(false), t, true),
+        false_accept_speech: share(of_kind(true), t, true),
+    };
+    let at = point(threshold);
+    let mut false_accept = BTreeMap::new();
+    for kind in neg.kinds.iter().collect::<std::collections::BTreeSet<_>>() {
+        let rows = probabilities.iter().zip(&neg.kinds).filter(|(_, k)| *k == kind).map(|(p, _)| p).collect();
+        false_accept.insert(kind.name().to_string(), share(rows, threshold, true));
     }
-    let rate = |(a, n): (usize, usize)| a as f64 / n.max(1) as f64;
     Ok(Rejection {
         threshold,
-        false_reject: rate((rejected, digit_probabilities.len())),
-        false_accept: counts.into_iter().map(|(k, c)| (k, rate(c))).collect(),
-        false_accept_non_speech: rate(non_speech),
-        false_accept_speech: rate(speech),
+        false_reject: at.false_reject,
+        false_accept,
+        false_accept_non_speech: at.false_accept_non_speech,
+        false_accept_speech: at.false_accept_speech,
         negatives: neg.len(),
+        sweep: SWEEP.iter().map(|&t| point(t.max(threshold))).collect(),
     })
 }
