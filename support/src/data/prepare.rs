@@ -68,6 +68,13 @@ impl Prepared {
         Ok(Self { dataset, set, split, train_rows, val_rows, test_rows, mean, std })
     }
 
+    /// Data to test an exported model on: only the test rows (the model brings its own
+    /// normalisation, so none is computed here).
+    pub fn for_test(dataset: Dataset, set: FeatureSet, split: Split) -> Self {
+        let test_rows = rows_for(&set, &split.test);
+        Self { dataset, set, split, train_rows: vec![], val_rows: vec![], test_rows, mean: 0.0, std: 1.0 }
+    }
+
     /// The feature extractor these features came from.
     pub fn fx(&self) -> Result<FeatureExtractor> {
         Ok(FeatureExtractor::new(self.set.config.clone())?)

@@ -21,7 +21,7 @@ use crate::data::prepare::{load_features, Prepared};
 use crate::data::split::{make_split, Split, SplitSpec};
 use crate::data::write_json;
 use crate::model::{load_model, Classifier};
-use crate::train::{rows_for, tensors};
+use crate::train::tensors;
 
 /// The test speakers' outcome, file by file.
 pub struct Tested {
@@ -210,19 +210,13 @@ pub fn evaluate_model(
         "{} was trained without test speakers (--split none): name them with --test-speakers and --val-speakers",
         model_path.display()
     );
-    let rows = rows_for(&set, &split.test);
-    ensure!(
-        !rows.is_empty(),
-        "no recordings of the test speakers {:?} in {}",
-        split.test,
-        dataset.describe()
-    );
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let tested = evaluate_rows(&loaded.model, &set, &dataset, &rows, device, out, "test")?;
-    let evaluation = tested.evaluation;
+    let prep = Prepared::for_test(dataset, set, split);
+    let (split, rows) = (&prep.split, prep.test_rows.len());
+    ensure!(rows > 0, "no recordings of the test speakers {:?} in {}", split.test, prep.dataset.describe());
+    let tested = test(&loaded.model, &prep, device, out)?;
     write_json(
         &out.join("metrics.json"),
-        &serde_json::json!({"test_accuracy": evaluation.accuracy, "test_files": rows.len(), "per_dataset": tested.per_dataset, "calibration": tested.calibration, "model": model_path.display().to_string(), "split": split}),
+        &serde_json::json!({"test_accuracy": tested.evaluation.accuracy, "test_files": rows, "per_dataset": tested.per_dataset, "calibration": tested.calibration, "rejection": tested.rejection, "model": model_path.display().to_string(), "split": split}),
     )?;
-    Ok(evaluation)
+    Ok(tested.evaluation)
 }
