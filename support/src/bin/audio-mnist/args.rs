@@ -89,7 +89,8 @@ pub struct TrainArgs {
 #[derive(clap::Args)]
 pub struct RecipeArgs {
     /// Training recipe: `best` (frames spread over the word, liftered spectra, 50 dB range,
-    /// three conv blocks, three networks averaged) or `seed` (the Kaggle notebook's).
+    /// three conv blocks, three networks averaged, augmented with VTLP, babble and reverb) or
+    /// `seed` (the Kaggle notebook's).
     #[arg(long, value_enum, default_value_t = RecipeName::Best)]
     pub recipe: RecipeName,
     /// Seed for initialisation, shuffling, dropout, augmentation and the random split.
