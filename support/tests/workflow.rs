@@ -35,6 +35,28 @@ fn options(data: &Path, out: &Path, cache: &Path) -> TrainOptions {
     }
 }
 
+/// `evaluate_model` of `model` on `dir/data` with the model's own split (cache `dir/cache`,
+/// output `dir/eval`).
+fn evaluate_in(dir: &Path, model: &Path) -> anyhow::Result<support::eval::Evaluation> {
+    let data = [dir.join("data")];
+    evaluate_model(model, &data, &dir.join("eval"), &dir.join("cache"), None, &Device::Cpu, &|_, _| {})
+}
+
+/// `audio-mnist train --data DIR/data --cache-dir DIR/cache --out OUT ARGS`.
+fn train_cli(dir: &Path, out: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_audio-mnist"))
+        .arg("train")
+        .arg("--data")
+        .arg(dir.join("data"))
+        .arg("--cache-dir")
+        .arg(dir.join("cache"))
+        .arg("--out")
+        .arg(out)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 fn model_tensor_bytes(path: &Path) -> Vec<(String, Vec<u8>)> {
     let bytes = std::fs::read(path).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
@@ -163,17 +185,7 @@ fn cli_train_refuses_unknown_recipe_and_bad_split() {
     let dir = tempfile::tempdir().unwrap();
     make_dataset(&dir.path().join("data"));
     let run = |args: &[&str]| {
-        let o = std::process::Command::new(env!("CARGO_BIN_EXE_audio-mnist"))
-            .arg("train")
-            .arg("--data")
-            .arg(dir.path().join("data"))
-            .arg("--out")
-            .arg(dir.path().join("out"))
-            .arg("--cache-dir")
-            .arg(dir.path().join("cache"))
-            .args(args)
-            .output()
-            .unwrap();
+        let o = train_cli(dir.path(), &dir.path().join("out"), args);
         (o.status.code(), String::from_utf8_lossy(&o.stderr).to_string())
     };
     let (code, err) = run(&["--recipe", "magic"]);
@@ -341,16 +353,7 @@ fn an_ensemble_run_exports_one_file_that_evaluate_and_predict_use() {
     let loaded = support::model::load_model(&report.model_path, &Device::Cpu).unwrap();
     assert_eq!(loaded.model.members.len(), 2);
     assert_eq!(loaded.meta.members.len(), 2);
-    let eval = evaluate_model(
-        &report.model_path,
-        &[dir.path().join("data")],
-        &dir.path().join("eval"),
-        &dir.path().join("cache"),
-        None,
-        &Device::Cpu,
-        &|_, _| {},
-    )
-    .unwrap();
+    let eval = evaluate_in(dir.path(), &report.model_path).unwrap();
     assert_eq!(eval.accuracy, report.evaluation.accuracy);
     let predictor = support::infer::Predictor::load_on(&report.model_path, &Device::Cpu).unwrap();
     let p = predictor.predict_file(&dir.path().join("data/recordings/3_cat_0.wav")).unwrap();
@@ -447,15 +450,10 @@ fn a_model_for_deployment_trains_on_all_but_the_validation_speakers() {
     let dir = tempfile::tempdir().unwrap();
     make_dataset(&dir.path().join("data"));
     let out = dir.path().join("deploy");
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_audio-mnist"))
-        .arg("train")
-        .arg("--data")
-        .arg(dir.path().join("data"))
-        .arg("--cache-dir")
-        .arg(dir.path().join("cache"))
-        .arg("--out")
-        .arg(&out)
-        .args([
+    let o = train_cli(
+        dir.path(),
+        &out,
+        &[
             "--recipe",
             "seed",
             "--epochs",
@@ -466,9 +464,8 @@ fn a_model_for_deployment_trains_on_all_but_the_validation_speakers() {
             "none",
             "--val-speakers",
             "bob",
-        ])
-        .output()
-        .unwrap();
+        ],
+    );
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
     assert!(stdout.contains("no test speakers") && !stdout.contains("test accuracy"), "{stdout}");
@@ -481,16 +478,7 @@ fn a_model_for_deployment_trains_on_all_but_the_validation_speakers() {
     assert_eq!(model.meta.split["test"], serde_json::json!([]));
     assert_eq!(model.meta.split["train"], serde_json::json!(["ann", "cat"]));
     // Evaluating it needs a named split; --split none with test speakers is a usage error.
-    let e = evaluate_model(
-        &out.join("model.safetensors"),
-        &[dir.path().join("data")],
-        &dir.path().join("eval"),
-        &dir.path().join("cache"),
-        None,
-        &Device::Cpu,
-        &|_, _| {},
-    )
-    .unwrap_err();
+    let e = evaluate_in(dir.path(), &out.join("model.safetensors")).unwrap_err();
     assert!(format!("{e:#}").contains("without test speakers"), "{e:#}");
     assert!(SplitSpec::from_args("none", 1, Some("ann"), Some("bob")).is_err());
     assert!(SplitSpec::from_args("none", 1, None, None).is_err());

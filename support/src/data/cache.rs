@@ -93,31 +93,29 @@ impl FeatureSet {
     /// The rows of several sets (same features config), one after the other, each set's
     /// files and speakers prefixed with its folder's name: the features of a union of folders.
     pub fn concat(parts: Vec<(String, FeatureSet)>) -> Result<FeatureSet> {
-        let mut iter = parts.into_iter();
-        let (name, first) = iter.next().ok_or_else(|| anyhow!("no feature sets to join"))?;
-        let prefix =
-            |name: &str, v: Vec<String>| v.into_iter().map(|s| format!("{name}/{s}")).collect::<Vec<_>>();
+        let first = parts.first().map(|p| &p.1).ok_or_else(|| anyhow!("no feature sets to join"))?;
         let mut out = FeatureSet {
-            files: prefix(&name, first.files),
-            speakers: prefix(&name, first.speakers),
-            skipped: first
-                .skipped
-                .into_iter()
-                .map(|s| Skipped { file: format!("{name}/{}", s.file), ..s })
-                .collect(),
-            ..first
+            features: Vec::new(),
+            n_mels: first.n_mels,
+            n_frames: first.n_frames,
+            digits: Vec::new(),
+            files: Vec::new(),
+            speakers: Vec::new(),
+            config: first.config.clone(),
+            skipped: Vec::new(),
+            fingerprint: String::new(),
         };
         let mut h = Sha256::new();
-        h.update(&out.fingerprint);
-        for (name, set) in iter {
+        for (i, (name, set)) in parts.into_iter().enumerate() {
             ensure!(set.config == out.config, "the folders' features were computed differently");
+            let prefixed = |v: Vec<String>| v.into_iter().map(|s| format!("{name}/{s}")).collect::<Vec<_>>();
             out.features.extend(set.features);
             out.digits.extend(set.digits);
-            out.files.extend(prefix(&name, set.files));
-            out.speakers.extend(prefix(&name, set.speakers));
+            out.files.extend(prefixed(set.files));
+            out.speakers.extend(prefixed(set.speakers));
             out.skipped
                 .extend(set.skipped.into_iter().map(|s| Skipped { file: format!("{name}/{}", s.file), ..s }));
-            h.update(format!("+{}", set.fingerprint));
+            h.update(if i == 0 { set.fingerprint } else { format!("+{}", set.fingerprint) });
         }
         out.fingerprint = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
         Ok(out)

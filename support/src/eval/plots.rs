@@ -20,6 +20,26 @@ fn register_fonts() {
 /// Line colours, one per network or model.
 const PALETTE: [RGBColor; 6] = [BLUE, RED, RGBColor(0, 140, 0), RGBColor(200, 120, 0), MAGENTA, CYAN];
 
+/// The series labels in a boxed legend at `position`.
+fn draw_legend<'a, 'b: 'a>(
+    chart: &mut ChartContext<
+        'a,
+        BitMapBackend<'b>,
+        Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+    >,
+    position: SeriesLabelPosition,
+    path: &Path,
+) -> Result<()> {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err(path))?;
+    Ok(())
+}
+
 fn err<E: std::fmt::Display>(path: &Path) -> impl Fn(E) -> anyhow::Error + '_ {
     move |e| anyhow!("drawing {}: {e}", path.display())
 }
@@ -89,13 +109,7 @@ pub fn training_curves(logs: &[&[EpochLog]], path: &Path) -> Result<()> {
                 }
             }
         }
-        chart
-            .configure_series_labels()
-            .position(legend)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(err(path))?;
+        draw_legend(&mut chart, legend, path)?;
     }
     root.present().map_err(err(path))?;
     Ok(())
@@ -209,13 +223,7 @@ pub fn robustness(report: &super::robustness::Robustness, path: &Path) -> Result
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
         chart.draw_series(points.iter().map(|p| Circle::new(*p, 4, color.filled()))).map_err(err(path))?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(err(path))?;
+    draw_legend(&mut chart, SeriesLabelPosition::LowerLeft, path)?;
     root.present().map_err(err(path))?;
     Ok(())
 }
