@@ -108,7 +108,7 @@ pub fn run_plan(
     on_epoch: &mut dyn FnMut(&EpochLog),
 ) -> Result<RunReport> {
     let (set, _) = load_features(&plan.dataset, &opts.cache_dir, &opts.recipe.features(), progress)?;
-    let prep = Prepared::new(plan.dataset, set, plan.split)?;
+    let prep = Prepared::new(plan.dataset, set, plan.split)?.with_negatives(&opts.recipe.negatives);
     let arch = prep.architecture(&opts.recipe);
     let trained = fit(&prep, &arch, &opts.recipe, &opts.out, device, on_epoch)?;
     let tested = test(&trained.model, &prep, device, &opts.out)?;

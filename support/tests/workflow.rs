@@ -656,3 +656,130 @@ fn negatives_command_writes_every_kind_reproducibly() {
     assert_ne!(std::fs::read(a.join("tone_0.wav")).unwrap(), std::fs::read(c.join("tone_0.wav")).unwrap());
     assert!(files.iter().any(|f| f["kind"] == "spliced" && f["source"].as_str().unwrap().contains(" + ")));
 }
+
+/// `--negatives DIR`: a folder of other words is learned as "not a digit", split by speaker,
+/// and its test speakers are scored as the kind `words`, also by `evaluate`.
+#[test]
+fn a_folder_of_other_words_is_learned_and_scored_by_speaker() {
+    use support::train::negatives::Part;
+    use support::train::other_speech::speaker_part;
+    let dir = tempfile::tempdir().unwrap();
+    let (data, cache, out) = (dir.path().join("data"), dir.path().join("cache"), dir.path().join("run"));
+    make_dataset(&data);
+    // Other "words": two-tone glides, 12 speakers x 3 takes.
+    let words = dir.path().join("words");
+    std::fs::create_dir_all(&words).unwrap();
+    let speakers: Vec<String> = (0..12).map(|i| format!("v{i}")).collect();
+    for (s, speaker) in speakers.iter().enumerate() {
+        for take in 0..3 {
+            let mut x = common::tone(8000, 0.25, 900.0 + 40.0 * s as f32);
+            x.extend(common::tone(8000, 0.25, 1400.0 + 30.0 * take as f32));
+            common::write_wav(&words.join(format!("word{take}_{speaker}_{take}.wav")), 8000, &x);
+        }
+    }
+    let test_files = 3 * speakers.iter().filter(|s| speaker_part(s) == Part::Test).count();
+    assert!(test_files > 0, "some test speakers among {speakers:?}");
+    let mut opts = options(&data, &out, &cache);
+    opts.recipe = Recipe::new(
+        RecipeName::Seed,
+        42,
+        support::train::Overrides {
+            negatives: Some(vec![words.clone()]),
+            epochs: Some(2),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(opts.recipe.reject, "--negatives turns the class on");
+    let r = train_and_evaluate(&opts, &Device::Cpu, &|_, _| {}, &mut |_| {}).unwrap();
+    let rej = r.metrics.rejection.as_ref().unwrap();
+    assert!(rej.false_accept.contains_key("words"), "{rej:?}");
+    let plain = 8 * 5; // 5 of each generated and speech kind for 40 test digits
+    assert_eq!(rej.negatives, plain + test_files, "{rej:?}");
+    // The model file records the folder; evaluate scores the same words.
+    let loaded = support::model::load_model(&r.model_path, &Device::Cpu).unwrap();
+    assert_eq!(loaded.meta.recipe.unwrap().negatives, vec![words]);
+    evaluate_in(dir.path(), &r.model_path).unwrap();
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("eval/metrics.json")).unwrap())
+            .unwrap();
+    assert_eq!(m["rejection"]["negatives"], serde_json::json!(plain + test_files));
+    // --reject false with --negatives is refused, with the reason.
+    let o = train_cli(dir.path(), &dir.path().join("bad"), &["--negatives", "x", "--reject", "false"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--negatives"));
+}
+
+/// `audio-mnist negatives --words`: espeak-ng's voices saying non-digit words, seeded, with
+/// test voices saying words no other voice says.
+#[test]
+fn negatives_words_are_spoken_by_split_voices() {
+    use support::train::negatives::Part;
+    use support::train::other_speech::{speaker_of, speaker_part};
+    let have =
+        std::process::Command::new("espeak-ng").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !have {
+        let required = std::env::var("AUDIO_MNIST_REQUIRE_SHARED").is_ok_and(|v| v == "1");
+        assert!(!required, "CI must have espeak-ng (.ci/run installs it)");
+        eprintln!("SKIPPED: espeak-ng not on PATH");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let make = |out: &Path| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_audio-mnist"))
+            .args(["negatives", "--words", "--voices", "20", "--count", "3", "--seed", "5", "--out"])
+            .arg(out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    make(&a);
+    make(&b);
+    let (files, _) = support::infer::collect_inputs(&[a.clone()]).unwrap();
+    assert_eq!(files.len(), 60);
+    let (mut test_words, mut other_words) =
+        (std::collections::BTreeSet::new(), std::collections::BTreeSet::new());
+    for f in &files {
+        let audio = support::dsp::audio::load_wav(f, 60.0).unwrap();
+        assert_eq!(audio.sample_rate, 16000);
+        assert!(audio.samples.iter().any(|v| v.abs() > 0.05), "{} is silent", f.display());
+        assert_eq!(std::fs::read(f).unwrap(), std::fs::read(b.join(f.file_name().unwrap())).unwrap());
+        let word = f.file_name().unwrap().to_string_lossy().split('_').next().unwrap().to_string();
+        assert!(!["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+            .contains(&word.as_str()));
+        if speaker_part(&speaker_of(f, &a)) == Part::Test {
+            test_words.insert(word)
+        } else {
+            other_words.insert(word)
+        };
+    }
+    assert!(!test_words.is_empty() && test_words.is_disjoint(&other_words), "{test_words:?}");
+}
+
+/// The notebook's explorer gains the "not a digit" row: every test negative, by kind.
+#[cfg(feature = "notebook")]
+#[test]
+fn the_explorer_lists_the_negatives_in_the_not_a_digit_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, cache, out) = (dir.path().join("data"), dir.path().join("cache"), dir.path().join("run"));
+    make_dataset(&data);
+    let mut opts = options(&data, &out, &cache);
+    opts.recipe.reject = true;
+    let r = train_and_evaluate(&opts, &Device::Cpu, &|_, _| {}, &mut |_| {}).unwrap();
+    let plan = opts.plan().unwrap();
+    let (set, _) =
+        support::data::prepare::load_features(&plan.dataset, &cache, &opts.recipe.features(), &|_, _| {})
+            .unwrap();
+    let prep = support::data::prepare::Prepared::new(plan.dataset, set, plan.split).unwrap();
+    let model = support::model::load_model(&r.model_path, &Device::Cpu).unwrap().model;
+    let tested = support::eval::artifacts::test(&model, &prep, &Device::Cpu, &dir.path().join("t")).unwrap();
+    let explorer = support::notebook::ConfusionExplorer::new(&prep, &tested);
+    let negatives = tested.rejection.as_ref().unwrap().negatives;
+    assert_eq!(explorer.confusion.len(), 11);
+    assert_eq!(explorer.confusion[10].iter().sum::<usize>(), negatives);
+    let listed: usize = (0..11).map(|p| explorer.files(10, p).len()).sum();
+    assert_eq!(listed, negatives);
+    let p = (0..11).max_by_key(|&p| explorer.confusion[10][p]).unwrap();
+    let html = explorer.cell(10, p).0;
+    assert!(html.contains("not a digit") && html.contains(" #") && html.contains("generated"), "{html}");
+}

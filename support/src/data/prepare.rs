@@ -52,6 +52,9 @@ pub struct Prepared {
     pub test_rows: Vec<usize>,
     pub mean: f32,
     pub std: f32,
+    /// Folders of other words, whose test speakers' recordings are scored as "not a digit"
+    /// ([`crate::train::other_speech`]).
+    pub negatives: Vec<std::path::PathBuf>,
 }
 
 impl Prepared {
@@ -65,14 +68,21 @@ impl Prepared {
             "the split leaves no training or no validation recordings"
         );
         let (mean, std) = norm_stats(&set, &train_rows);
-        Ok(Self { dataset, set, split, train_rows, val_rows, test_rows, mean, std })
+        Ok(Self { dataset, set, split, train_rows, val_rows, test_rows, mean, std, negatives: Vec::new() })
     }
 
     /// Data to test an exported model on: only the test rows (the model brings its own
     /// normalisation, so none is computed here).
     pub fn for_test(dataset: Dataset, set: FeatureSet, split: Split) -> Self {
         let test_rows = rows_for(&set, &split.test);
-        Self { dataset, set, split, train_rows: vec![], val_rows: vec![], test_rows, mean: 0.0, std: 1.0 }
+        let (train_rows, val_rows, negatives) = (vec![], vec![], vec![]);
+        Self { dataset, set, split, train_rows, val_rows, test_rows, mean: 0.0, std: 1.0, negatives }
+    }
+
+    /// Score the test speakers of these folders of other words too.
+    pub fn with_negatives(mut self, dirs: &[std::path::PathBuf]) -> Self {
+        self.negatives = dirs.to_vec();
+        self
     }
 
     /// The feature extractor these features came from.

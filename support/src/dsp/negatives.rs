@@ -31,6 +31,9 @@ pub enum NegativeKind {
     Reversed,
     /// The first part of one digit joined to the last part of another.
     Spliced,
+    /// Words that are not digits: synthesised (`audio-mnist negatives --words`) or recorded
+    /// (a `--negatives` folder).
+    Words,
 }
 
 impl NegativeKind {
@@ -56,11 +59,12 @@ impl NegativeKind {
             Self::Clicks => "clicks",
             Self::Reversed => "reversed",
             Self::Spliced => "spliced",
+            Self::Words => "words",
         }
     }
 
     pub fn is_speech(self) -> bool {
-        Self::SPEECH.contains(&self)
+        Self::SPEECH.contains(&self) || self == Self::Words
     }
 }
 
@@ -125,7 +129,7 @@ pub fn synthesize(kind: NegativeKind, rate: u32, rng: &mut StdRng) -> Vec<f32> {
         NegativeKind::Chord => with_peak(chord(len, rate, rng), peak),
         NegativeKind::Music => with_peak(music(len, rate, rng), peak),
         NegativeKind::Clicks => with_peak(clicks(len, rate, rng), peak),
-        NegativeKind::Reversed | NegativeKind::Spliced => vec![0.0; len],
+        NegativeKind::Reversed | NegativeKind::Spliced | NegativeKind::Words => vec![0.0; len],
     }
 }
 

@@ -10,7 +10,7 @@ use polars::prelude::*;
 use std::collections::BTreeMap;
 
 use super::calibration::{ece_of, Calibration};
-use super::rejection::{rejection, Rejection, TEST_SEED};
+use super::rejection::{rejection, Rejection, ScoredNegatives, TEST_SEED};
 use super::{
     argmax, class_names, per_dataset, per_speaker, predict_probabilities, Evaluation, FolderAccuracy,
 };
@@ -38,6 +38,8 @@ pub struct Tested {
     pub calibration: Option<Calibration>,
     /// False rejects of the test digits and false accepts of negatives made for the test.
     pub rejection: Option<Rejection>,
+    /// Those negatives and what the model said of each.
+    pub negatives: ScoredNegatives,
 }
 
 impl Tested {
@@ -61,11 +63,12 @@ pub fn test(model: &Classifier, prep: &Prepared, device: &Device, out: &Path) ->
             per_dataset: BTreeMap::new(),
             calibration: None,
             rejection: None,
+            negatives: ScoredNegatives::default(),
         });
     }
     let mut tested = evaluate_rows(model, &prep.set, &prep.dataset, &prep.test_rows, device, out, "test")?;
-    let r = rejection(model, prep, &tested.rows, &tested.probabilities, 0.0, TEST_SEED, device)?;
-    tested.rejection = Some(r);
+    let (r, negatives) = rejection(model, prep, &tested.rows, &tested.probabilities, 0.0, TEST_SEED, device)?;
+    (tested.rejection, tested.negatives) = (Some(r), negatives);
     Ok(tested)
 }
 
@@ -103,6 +106,7 @@ fn evaluate_rows(
         per_dataset,
         calibration,
         rejection,
+        negatives: ScoredNegatives::default(),
     };
     // Per-file predictions, for error analysis.
     let folders = speakers.iter().map(|s| dataset.source_of_speaker(s).to_string()).collect::<Vec<_>>();
@@ -210,7 +214,16 @@ pub fn evaluate_model(
         "{} was trained without test speakers (--split none): name them with --test-speakers and --val-speakers",
         model_path.display()
     );
-    let prep = Prepared::for_test(dataset, set, split);
+    // The model's own folders of other words, where this machine has them.
+    let recipe_negatives = loaded.meta.recipe.as_ref().map(|r| r.negatives.clone()).unwrap_or_default();
+    let (found, missing): (Vec<_>, Vec<_>) = recipe_negatives.into_iter().partition(|d| d.is_dir());
+    for dir in missing {
+        eprintln!(
+            "note: {} (the model's --negatives folder) is not here; its words are not scored",
+            dir.display()
+        );
+    }
+    let prep = Prepared::for_test(dataset, set, split).with_negatives(&found);
     let (split, rows) = (&prep.split, prep.test_rows.len());
     ensure!(rows > 0, "no recordings of the test speakers {:?} in {}", split.test, prep.dataset.describe());
     let tested = test(&loaded.model, &prep, device, out)?;

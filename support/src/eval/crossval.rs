@@ -205,7 +205,7 @@ pub fn crossval(
     for (k, spec) in folds.iter().enumerate() {
         on_fold(k, folds.len(), spec);
         let split = make_split(spec, &dataset.speaker_ids())?;
-        let prep = Prepared::new(dataset, set, split)?;
+        let prep = Prepared::new(dataset, set, split)?.with_negatives(&recipe.negatives);
         let fold = run_fold(&prep, recipe, &out.join(format!("fold-{k}")), device, on_epoch)?;
         result.add(fold.0, &fold.1.evaluation.confusion);
         super::add_counts(&mut result.per_dataset, &fold.1.per_dataset);

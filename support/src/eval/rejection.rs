@@ -1,7 +1,8 @@
 //! How well a model says "not a digit": the share of the test speakers' digits it rejects
 //! (false rejects) and, per kind of negative, the share of negatives it answers with a digit
 //! (false accepts). The negatives are generated for the test (their own seed, the test
-//! speakers' words reversed and spliced), never the ones training saw.
+//! speakers' words reversed and spliced, the test speakers of the `--negatives` folders),
+//! never the ones training saw.
 
 use std::collections::BTreeMap;
 
@@ -13,7 +14,8 @@ use super::predict_probabilities;
 use crate::data::prepare::Prepared;
 use crate::infer::decide;
 use crate::model::Classifier;
-use crate::train::negatives::{negatives, Part};
+use crate::train::negatives::{negatives, Negatives, Part};
+use crate::train::other_speech::OtherSpeech;
 
 /// `rejection` in `metrics.json` and each fold of `crossval.json`.
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -79,6 +81,13 @@ impl Rejection {
     }
 }
 
+/// The negatives a test scored, with the model's probabilities for each.
+#[derive(Clone, Debug, Default)]
+pub struct ScoredNegatives {
+    pub negatives: Negatives,
+    pub probabilities: Vec<Vec<f32>>,
+}
+
 /// Score the decision of `model` at `threshold` on the test digits (their probabilities are
 /// `digit_probabilities`, rows `rows`) and on negatives made for the test.
 pub fn rejection(
@@ -89,9 +98,12 @@ pub fn rejection(
     threshold: f32,
     seed: u64,
     device: &Device,
-) -> Result<Rejection> {
+) -> Result<(Rejection, ScoredNegatives)> {
     let fx = prep.fx()?;
-    let neg = negatives(&fx, &prep.clips(&fx, rows)?, &prep.digits(rows), Part::Test, seed);
+    let mut neg = negatives(&fx, &prep.clips(&fx, rows)?, &prep.digits(rows), Part::Test, seed);
+    if !prep.negatives.is_empty() {
+        neg.extend(OtherSpeech::load(&prep.negatives, &fx)?.negatives(Part::Test, usize::MAX, seed));
+    }
     let shape = (neg.len(), 1, prep.set.n_mels, prep.set.n_frames);
     let probabilities =
         predict_probabilities(model, &Tensor::from_vec(neg.features.clone(), shape, device)?, 256)?;
@@ -118,7 +130,7 @@ pub fn rejection(
         let rows = probabilities.iter().zip(&neg.kinds).filter(|(_, k)| *k == kind).map(|(p, _)| p).collect();
         false_accept.insert(kind.name().to_string(), share(rows, threshold, true));
     }
-    Ok(Rejection {
+    let rejection = Rejection {
         threshold,
         false_reject: at.false_reject,
         false_accept,
@@ -126,5 +138,6 @@ pub fn rejection(
         false_accept_speech: at.false_accept_speech,
         negatives: neg.len(),
         sweep: SWEEP.iter().map(|&t| point(t.max(threshold))).collect(),
-    })
+    };
+    Ok((rejection, ScoredNegatives { negatives: neg, probabilities }))
 }

@@ -1,5 +1,6 @@
 //! The confusion-matrix explorer: the test confusion matrix as a plotly heatmap; clicking a
-//! cell lists its recordings with speaker, confidence, a player and the spectrogram.
+//! cell lists its recordings with speaker, confidence, a player and the spectrogram. A model
+//! with the "not a digit" class gets that row too: the negatives of the test, by kind.
 
 use std::path::PathBuf;
 
@@ -12,6 +13,7 @@ use super::{Html, Result};
 use crate::data::prepare::Prepared;
 use crate::dsp::features::{FeatureConfig, FeatureExtractor};
 use crate::eval::artifacts::Tested;
+use crate::eval::rejection::ScoredNegatives;
 
 /// One test recording as the explorer lists it.
 #[derive(Clone, Debug)]
@@ -42,11 +44,26 @@ pub struct ConfusionExplorer {
     pub media_per_cell: usize,
 }
 
+/// Negative `j` of a test as an entry of the "not a digit" row: a `--negatives` file by its
+/// path, a generated one by its kind and number (its speaker: the kind).
+fn negative_entry(
+    negatives: &ScoredNegatives,
+    j: usize,
+    predicted: usize,
+    confidence: f32,
+    row: usize,
+) -> Entry {
+    let kind = negatives.negatives.kinds[j].name().to_string();
+    let path = negatives.negatives.files[j].clone().unwrap_or_default();
+    let file = if path.as_os_str().is_empty() { format!("{kind} #{j}") } else { path.display().to_string() };
+    Entry { file, path, speaker: kind, truth: 10, predicted, confidence, row }
+}
+
 impl ConfusionExplorer {
     pub fn new(prep: &Prepared, tested: &Tested) -> Self {
         let set = &prep.set;
         let confidence = tested.confidence();
-        let entries = tested
+        let mut entries: Vec<Entry> = tested
             .rows
             .iter()
             .enumerate()
@@ -60,12 +77,22 @@ impl ConfusionExplorer {
                 row,
             })
             .collect();
+        let (mut confusion, mut images) = (tested.evaluation.confusion.clone(), set.features.clone());
+        let negatives = &tested.negatives;
+        if confusion.len() > 10 {
+            for (j, p) in negatives.probabilities.iter().enumerate() {
+                let predicted = crate::eval::argmax(p);
+                confusion[10][predicted] += 1;
+                entries.push(negative_entry(negatives, j, predicted, p[predicted], set.len() + j));
+            }
+            images.extend_from_slice(&negatives.negatives.features);
+        }
         Self {
-            names: crate::eval::class_names(tested.evaluation.confusion.len()),
-            confusion: tested.evaluation.confusion.clone(),
+            names: crate::eval::class_names(confusion.len()),
+            confusion,
             entries,
             config: set.config.clone(),
-            images: set.features.clone(),
+            images,
             n_mels: set.n_mels,
             n_frames: set.n_frames,
             media_per_cell: 6,
@@ -94,18 +121,20 @@ impl ConfusionExplorer {
         best.map(|(t, p, _)| (t, p))
     }
 
-    /// Player (the clip as the network hears it) and spectrogram of one entry.
+    /// Player (the clip as the network hears it; none for a generated negative) and
+    /// spectrogram of one entry.
     fn media(&self, e: &Entry) -> Result<(String, String)> {
+        let len = self.n_mels * self.n_frames;
+        let image = &self.images[e.row * len..(e.row + 1) * len];
+        let png = spectrogram_png(image, self.n_mels, self.n_frames, 6)?;
+        if e.path.as_os_str().is_empty() {
+            return Ok((String::new(), png));
+        }
         let fx = FeatureExtractor::new(self.config.clone())?;
         let audio = crate::dsp::audio::load_wav(&e.path, 60.0)?;
         let stages =
             fx.stages(&audio.samples, audio.sample_rate).map_err(|k| crate::AudioError::new(&e.path, k))?;
-        let len = self.n_mels * self.n_frames;
-        let image = &self.images[e.row * len..(e.row + 1) * len];
-        Ok((
-            wav_data_uri(&stages.clip, self.config.sample_rate)?,
-            spectrogram_png(image, self.n_mels, self.n_frames, 6)?,
-        ))
+        Ok((wav_data_uri(&stages.clip, self.config.sample_rate)?, png))
     }
 
     fn rows_html(&self, entries: &[&Entry], with_media: usize) -> String {
@@ -115,7 +144,11 @@ impl ConfusionExplorer {
         for (i, e) in entries.iter().enumerate() {
             let (player, image) = match (i < with_media).then(|| self.media(e)) {
                 Some(Ok((wav, png))) => (
-                    format!(r#"<audio controls preload="none" src="{wav}"></audio>"#),
+                    if wav.is_empty() {
+                        "generated".to_string()
+                    } else {
+                        format!(r#"<audio controls preload="none" src="{wav}"></audio>"#)
+                    },
                     format!(r#"<img src="{png}" alt="log-Mel of {}">"#, escape(&e.file)),
                 ),
                 Some(Err(err)) => (escape(&err.to_string()), String::new()),

@@ -10,6 +10,7 @@ use polars::prelude::*;
 use serde::Serialize;
 
 use super::negatives::{negatives, Negatives, Part};
+use super::other_speech::OtherSpeech;
 use super::{norm_stats, rows_for, tensors, train, EpochLog, Recipe, Trained};
 use crate::data::dataset::write_csv;
 use crate::data::prepare::Prepared;
@@ -113,6 +114,12 @@ pub fn fit(
         let logs: Vec<&[EpochLog]> = members.iter().map(|m| m.trained.log.as_slice()).collect();
         crate::eval::plots::training_curves(&logs, &out.join("training_metrics.png"))?;
     }
+    if n > 1 {
+        // Averaging already softens an ensemble: with each network's temperature it was
+        // underconfident, and the test calibration error rose on FSDD and Gujarati folds
+        // (support/RESULTS.md), so an ensemble keeps its networks as trained.
+        members.iter_mut().for_each(|m| m.temperature = 1.0);
+    }
     let model = Classifier { members: members.iter().map(FittedMember::member).collect() };
     let first = &members[0].trained;
     Ok(Fitted {
@@ -154,9 +161,15 @@ fn fit_member(
     let (n, m, t) = (train_rows.len(), prep.set.n_mels, prep.set.n_frames);
     let mut negative_x = None;
     if cfg.reject {
-        let train_neg = negatives(&fx, &clips, &prep.digits(&train_rows), Part::Train, cfg.seed);
-        let val_neg =
+        let mut train_neg = negatives(&fx, &clips, &prep.digits(&train_rows), Part::Train, cfg.seed);
+        let mut val_neg =
             negatives(&fx, &prep.clips(&fx, &val_rows)?, &prep.digits(&val_rows), Part::Val, cfg.seed);
+        if !cfg.negatives.is_empty() {
+            // Other words: at most a fifth as many as the training digits, like the others.
+            let words = OtherSpeech::load(&cfg.negatives, &fx)?;
+            train_neg.extend(words.negatives(Part::Train, n / 5, cfg.seed));
+            val_neg.extend(words.negatives(Part::Val, val_rows.len(), cfg.seed));
+        }
         let train_neg = negative_tensors(&train_neg, (mean, std), (m, t), device)?;
         val_t = append(val_t, negative_tensors(&val_neg, (mean, std), (m, t), device)?)?;
         negative_x = Some(train_neg.0.clone());

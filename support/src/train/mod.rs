@@ -1,6 +1,6 @@
 //! Training: the [`Recipe`] (what to train), on-the-fly augmentation ([`augment`]), the fused
 //! AdamW ([`optim`]), one network's training loop ([`trainer`]), "not a digit" examples
-//! ([`negatives`]) and the ensembles of a run with their checkpoints ([`fit`]).
+//! ([`negatives`], [`other_speech`]) and the ensembles of a run with their checkpoints ([`fit`]).
 
 #[cfg(feature = "train")]
 pub mod augment;
@@ -9,6 +9,8 @@ pub mod fit;
 #[cfg(feature = "train")]
 pub mod negatives;
 pub mod optim;
+#[cfg(feature = "train")]
+pub mod other_speech;
 pub mod recipe;
 #[cfg(feature = "train")]
 pub mod trainer;

@@ -3,6 +3,8 @@
 //! different seeds from different speakers, so the negatives a model is scored on are not
 //! the ones it learned from.
 
+use std::path::PathBuf;
+
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
@@ -42,6 +44,8 @@ impl Part {
 pub struct Negatives {
     pub features: Vec<f32>,
     pub kinds: Vec<NegativeKind>,
+    /// The recording each came from (`None`: generated).
+    pub files: Vec<Option<PathBuf>>,
 }
 
 impl Negatives {
@@ -51,6 +55,13 @@ impl Negatives {
 
     pub fn is_empty(&self) -> bool {
         self.kinds.is_empty()
+    }
+
+    /// The rows of `other` after these.
+    pub fn extend(&mut self, other: Negatives) {
+        self.features.extend(other.features);
+        self.kinds.extend(other.kinds);
+        self.files.extend(other.files);
     }
 }
 
@@ -76,6 +87,7 @@ pub fn negatives(
     let mut out = Negatives::default();
     for (kind, f) in rows.into_iter().flatten() {
         out.kinds.push(kind);
+        out.files.push(None);
         out.features.extend(f);
     }
     out

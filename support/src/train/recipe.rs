@@ -148,6 +148,8 @@ pub struct Overrides {
     pub augment: Option<Vec<AugmentStep>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reject: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub negatives: Option<Vec<std::path::PathBuf>>,
 }
 
 /// Everything that decides how a model is trained.
@@ -189,6 +191,10 @@ pub struct Recipe {
     /// the training speakers' digits played backwards and spliced ([`super::negatives`]).
     #[serde(default)]
     pub reject: bool,
+    /// Folders of speech that is not a digit word, learned as "not a digit" too (split by
+    /// speaker: [`super::other_speech`]); they turn `reject` on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub negatives: Vec<std::path::PathBuf>,
 }
 
 impl Recipe {
@@ -213,6 +219,7 @@ impl Recipe {
             augment: AugmentConfig::default(),
             ensemble: 1,
             reject: false,
+            negatives: Vec::new(),
         };
         match name {
             RecipeName::Seed => seed,
@@ -247,7 +254,8 @@ impl Recipe {
         r.top_db = o.top_db.unwrap_or(r.top_db);
         r.lifter = o.lifter.unwrap_or(r.lifter);
         r.channels = o.channels.clone().unwrap_or(r.channels);
-        r.reject = o.reject.unwrap_or(r.reject);
+        r.negatives = o.negatives.clone().unwrap_or_default();
+        r.reject = o.reject.unwrap_or(r.reject || !r.negatives.is_empty());
         if let Some(steps) = &o.augment {
             r.augment = AugmentConfig::with_steps(steps);
         }
@@ -261,6 +269,9 @@ impl Recipe {
         config_check((1..=10_000).contains(&self.epochs), || format!("epochs {} (1 to 10000)", self.epochs))?;
         config_check((1..=65_536).contains(&self.batch_size), || {
             format!("batch size {} (1 to 65536)", self.batch_size)
+        })?;
+        config_check(self.reject || self.negatives.is_empty(), || {
+            "--negatives with --reject false: other words are learned as the \"not a digit\" class".into()
         })?;
         config_check(self.patience >= 1, || "patience 0: give at least 1 epoch".into())?;
         config_check((1..=32).contains(&self.ensemble), || {

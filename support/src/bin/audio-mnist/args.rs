@@ -128,6 +128,10 @@ pub struct RecipeArgs {
     /// training words (`true`/`false`).
     #[arg(long)]
     pub reject: Option<bool>,
+    /// A folder of speech that is not a digit word (WAVs, e.g. from `negatives --words`),
+    /// learned as "not a digit" and scored on its test speakers; repeatable; turns --reject on.
+    #[arg(long, value_name = "DIR")]
+    pub negatives: Vec<PathBuf>,
 }
 
 /// A parsed `--augment` list.
@@ -160,6 +164,7 @@ impl RecipeArgs {
             channels: self.channels.clone(),
             augment: self.augment.as_ref().map(|s| s.0.clone()),
             reject: self.reject,
+            negatives: (!self.negatives.is_empty()).then(|| self.negatives.clone()),
         };
         Ok(Recipe::new(self.recipe, self.seed, overrides)?)
     }

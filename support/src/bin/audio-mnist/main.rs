@@ -15,6 +15,8 @@ mod data;
 mod predict;
 #[cfg(feature = "train")]
 mod train;
+#[cfg(feature = "train")]
+mod words;
 
 // Training, evaluation and dataset commands are only in the full build (default feature
 // `train`); `--no-default-features --features infer` builds a lean `predict` without them.
@@ -120,6 +122,13 @@ enum Command {
         /// A data folder whose digit recordings become reversed and spliced non-words.
         #[arg(long)]
         from: Option<PathBuf>,
+        /// Instead: English words that are not digits, spoken by espeak-ng (needs it on PATH),
+        /// --count per voice, as OUT/{word}_{voice}_{k}.wav, a folder for `--negatives`.
+        #[arg(long, conflicts_with = "from")]
+        words: bool,
+        /// Voices for --words.
+        #[arg(long, default_value_t = 40, requires = "words")]
+        voices: usize,
     },
     /// Predict the digit spoken in WAV files (folders are searched for *.wav).
     ///
@@ -272,7 +281,13 @@ fn run(cli: Cli) -> Result<()> {
         #[cfg(feature = "train")]
         Command::Download { dest, url } => data::download_command(&dest, &url),
         #[cfg(feature = "train")]
-        Command::Negatives { out, count, seed, rate, from } => {
+        Command::Negatives { out, count, seed, rate, words: true, voices, .. } => {
+            let n = words::write_words(&out, voices, count as usize, rate, seed)?;
+            println!("wrote {n} words to {}", out.display());
+            Ok(())
+        }
+        #[cfg(feature = "train")]
+        Command::Negatives { out, count, seed, rate, from, .. } => {
             data::negatives_command(&out, count as usize, seed, rate, from.as_deref())
         }
         #[cfg(feature = "train")]

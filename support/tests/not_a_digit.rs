@@ -1,0 +1,85 @@
+//! Hostile input against a model with the "not a digit" class, trained on real speech (FSDD):
+//! tones, noise, square waves and one-sample files must not come out as a confident digit.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+use support::data::split::SplitSpec;
+use support::infer::Predictor;
+use support::train::{Overrides, Recipe, RecipeName};
+use support::workflow::{train_and_evaluate, TrainOptions};
+
+/// Sounds that are not speech, at several rates and levels: (name, rate, samples).
+fn hostile() -> Vec<(String, u32, Vec<f32>)> {
+    let mut out = Vec::new();
+    let mut state = 0x1234_5678u32;
+    let mut noise = move || {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        state as f32 / u32::MAX as f32 * 2.0 - 1.0
+    };
+    for rate in [8000u32, 16000, 44100] {
+        let n = rate as usize;
+        for f in [100.0f32, 300.0, 440.0, 1000.0, 3000.0] {
+            for level in [0.1f32, 0.7] {
+                let sine =
+                    (0..n).map(|i| level * (2.0 * std::f32::consts::PI * f * i as f32 / rate as f32).sin());
+                out.push((format!("sine {f} Hz x{level} @{rate}"), rate, sine.collect()));
+            }
+        }
+        let square = (0..n).map(|i| if (i as f32 * 200.0 / rate as f32).fract() < 0.5 { 0.3 } else { -0.3 });
+        out.push((format!("square 200 Hz @{rate}"), rate, square.collect()));
+        for level in [0.05f32, 0.5] {
+            out.push((
+                format!("white noise x{level} @{rate}"),
+                rate,
+                (0..n).map(|_| level * noise()).collect(),
+            ));
+        }
+        out.push((format!("one sample @{rate}"), rate, vec![0.5]));
+        out.push((format!("one negative sample @{rate}"), rate, vec![-0.9]));
+    }
+    out
+}
+
+fn write_all(dir: &Path, sounds: &[(String, u32, Vec<f32>)]) -> Vec<PathBuf> {
+    sounds
+        .iter()
+        .enumerate()
+        .map(|(i, (_, rate, x))| {
+            let p = dir.join(format!("hostile_{i}.wav"));
+            common::write_wav(&p, *rate, x);
+            p
+        })
+        .collect()
+}
+
+#[test]
+fn hostile_sounds_get_no_confident_digit_from_a_rejecting_model() {
+    let Some(shared) = common::shared_data() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let overrides = Overrides { reject: Some(true), epochs: Some(6), ..Default::default() };
+    let opts = TrainOptions {
+        data: vec![shared.join("fsdd")],
+        out: dir.path().join("run"),
+        cache_dir: dir.path().join("cache"),
+        split: SplitSpec::Explicit { test: vec!["george".into()], val: vec!["nicolas".into()] },
+        recipe: Recipe::new(RecipeName::Seed, 42, overrides).unwrap(),
+    };
+    let r = train_and_evaluate(&opts, &Device::Cpu, &|_, _| {}, &mut |_| {}).unwrap();
+    assert!(r.evaluation.accuracy > 0.3, "a model that learned digits: {}", r.evaluation.accuracy);
+    let predictor = Predictor::load_on(&r.model_path, &Device::Cpu).unwrap();
+    let sounds = hostile();
+    let files = write_all(dir.path(), &sounds);
+    let mut confident = Vec::new();
+    for ((name, ..), (_, p)) in sounds.iter().zip(predictor.predict_files(&files)) {
+        let p = p.unwrap();
+        if p.digit.is_some() && p.confidence > 0.5 {
+            confident.push(format!("{name}: {} ({:.2})", p.label, p.confidence));
+        }
+    }
+    assert!(confident.is_empty(), "taken for digits: {confident:#?}");
+}
