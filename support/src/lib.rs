@@ -10,6 +10,7 @@
 //! | [`train`]    | the [`Recipe`](train::Recipe), augmentation, AdamW, the training loop, ensembles |
 //! | [`eval`]     | accuracy, confusion, report, evaluation artifacts, cross-validation, plots    |
 //! | [`infer`]    | inference from an exported model file (`Predictor`)                           |
+//! | [`stream`]   | live recognition: words cut from a stream as they end, digit sequences         |
 //! | [`workflow`] | the whole run: features -> split -> training -> evaluation -> export          |
 //! | [`notebook`] | what the evcxr notebook shows: figures, players, the confusion explorer       |
 //! | [`manifest`] | provenance: crate versions, compiler, commit, CPU and SIMD level              |
@@ -25,6 +26,7 @@ pub mod manifest;
 pub mod model;
 #[cfg(feature = "notebook")]
 pub mod notebook;
+pub mod stream;
 pub mod train;
 #[cfg(feature = "train")]
 pub mod workflow;

@@ -10,20 +10,7 @@ use support::eval::artifacts::evaluate_model;
 use support::train::{Recipe, RecipeName};
 use support::workflow::{train_and_evaluate, TrainOptions};
 
-/// 3 speakers x 10 digits x 4 takes, 8 kHz; each digit its own pitch, each speaker a shift.
-fn make_dataset(root: &Path) {
-    let dir = root.join("recordings");
-    std::fs::create_dir_all(&dir).unwrap();
-    for (s, speaker) in ["ann", "bob", "cat"].iter().enumerate() {
-        for digit in 0..10 {
-            for take in 0..4 {
-                let f0 = 110.0 + 35.0 * digit as f32 + 6.0 * s as f32 + 2.0 * take as f32;
-                let samples = common::tone(8000, 0.5, f0);
-                common::write_wav(&dir.join(format!("{digit}_{speaker}_{take}.wav")), 8000, &samples);
-            }
-        }
-    }
-}
+use common::tone_dataset as make_dataset;
 
 fn options(data: &Path, out: &Path, cache: &Path) -> TrainOptions {
     TrainOptions {

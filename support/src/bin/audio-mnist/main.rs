@@ -12,6 +12,7 @@ mod args;
 mod bench;
 #[cfg(feature = "train")]
 mod data;
+mod listen;
 mod predict;
 #[cfg(feature = "train")]
 mod train;
@@ -129,6 +130,60 @@ enum Command {
         /// Voices for --words.
         #[arg(long, default_value_t = 40, requires = "words")]
         voices: usize,
+    },
+    /// Digits from a recording of any length, a stream on stdin or a microphone, printed as
+    /// each word ends (`1.84-2.31 s  7 (0.97)`), then the whole sequence.
+    Listen {
+        /// The model (by default the main job's).
+        #[arg(long, default_value = "out/model.safetensors")]
+        model: PathBuf,
+        /// One JSON object per event, and `{"sequence"}` at the end.
+        #[arg(long)]
+        json: bool,
+        /// Also answer "not a digit" when the best digit's probability is under this (0-1).
+        #[arg(long)]
+        threshold: Option<f32>,
+        /// SOURCE is raw PCM (no WAV header) at this sample rate, in --format.
+        #[arg(long, requires = "format", value_parser = clap::value_parser!(u32).range(1000..=384_000))]
+        rate: Option<u32>,
+        #[arg(long, value_enum, requires = "rate")]
+        format: Option<listen::RawFormat>,
+        /// Channels of raw PCM (interleaved; mixed down to mono).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+        channels: u16,
+        /// Listen to an input device: the default, or the one named (build with `--features mic`).
+        #[arg(long, num_args = 0..=1, default_missing_value = "", conflicts_with = "source")]
+        mic: Option<String>,
+        /// List the input devices (build with `--features mic`).
+        #[arg(long)]
+        list_devices: bool,
+        /// A WAV file of any length, or `-` for a stream on stdin.
+        #[arg(required_unless_present_any = ["mic", "list_devices"])]
+        source: Option<PathBuf>,
+    },
+    #[cfg(feature = "train")]
+    /// Measure `listen` on generated digit sequences (the speakers' clips, random pauses,
+    /// levels, background noise, other sounds between digits): digit error rate with
+    /// substitutions, deletions and insertions, word boundary error, latency, cost.
+    ListenBench {
+        #[arg(long)]
+        model: PathBuf,
+        #[command(flatten)]
+        data: DataArgs,
+        /// Speakers whose clips make the sequences (default: the model's test speakers).
+        #[arg(long, value_delimiter = ',')]
+        speakers: Vec<String>,
+        /// Sequences to generate.
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        count: u64,
+        /// Background noise, `LO,HI` dB SNR (drawn per sequence), or `none`.
+        #[arg(long, default_value = "10,30")]
+        snr_db: String,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Also write the sequences (WAV), their transcripts and the report here.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Predict the digit spoken in WAV files (folders are searched for *.wav).
     ///
@@ -298,6 +353,25 @@ fn run(cli: Cli) -> Result<()> {
             bench::bench_train(batch as usize, steps as usize, kernels, layers)
         }
         Command::Predict { .. } => unreachable!("handled in main"),
+        Command::Listen { model, json, threshold, rate, format, channels, mic, list_devices, source } => {
+            if list_devices {
+                return listen::list_devices();
+            }
+            if let Some(device) = mic {
+                return listen::listen_mic(
+                    &model,
+                    Some(device.as_str()).filter(|d| !d.is_empty()),
+                    json,
+                    threshold,
+                );
+            }
+            let source = listen::Source { path: source, raw: rate.zip(format), channels };
+            listen::listen_command(&model, &source, json, threshold)
+        }
+        #[cfg(feature = "train")]
+        Command::ListenBench { model, data, speakers, count, snr_db, seed, out } => {
+            listen::bench_command(&model, &data, &speakers, count as usize, &snr_db, seed, out.as_deref())
+        }
         #[cfg(feature = "train")]
         Command::Scan { data, csv } => data::scan_command(&data.resolve(None)?, &csv),
         #[cfg(feature = "train")]

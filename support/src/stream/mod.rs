@@ -1,0 +1,111 @@
+//! Live recognition: [`segment::Segmenter`] cuts a stream into words as they end, and a
+//! [`Listener`] classifies each with a [`Predictor`], answering a digit or "not a digit" with
+//! the word's start and end. Push samples in chunks of any size; memory stays bounded.
+//! [`sequence`] builds long recordings of digits with their transcript to measure it.
+
+pub mod segment;
+#[cfg(feature = "train")]
+pub mod sequence;
+
+use serde::Serialize;
+
+use crate::infer::{Prediction, Predictor};
+use segment::{Segment, Segmenter, VadConfig};
+
+/// One word heard: where it is in the stream (s) and what the model made of it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Event {
+    pub start_s: f64,
+    pub end_s: f64,
+    pub digit: Option<usize>,
+    pub label: String,
+    pub confidence: f32,
+}
+
+impl Event {
+    /// `1.84-2.31 s  7 (0.97)`.
+    pub fn line(&self) -> String {
+        format!("{:.2}-{:.2} s  {} ({:.2})", self.start_s, self.end_s, self.label, self.confidence)
+    }
+}
+
+/// The digits of `events`, in order (`5551234`).
+pub fn transcript(events: &[Event]) -> String {
+    events.iter().filter_map(|e| e.digit).map(|d| char::from(b'0' + d as u8)).collect()
+}
+
+/// A model listening to one stream of mono samples at one rate.
+pub struct Listener<'a> {
+    predictor: &'a Predictor,
+    segmenter: Segmenter,
+}
+
+impl<'a> Listener<'a> {
+    pub fn new(predictor: &'a Predictor, rate: u32) -> Self {
+        Self::with_config(predictor, rate, VadConfig::default())
+    }
+
+    pub fn with_config(predictor: &'a Predictor, rate: u32, cfg: VadConfig) -> Self {
+        Self { predictor, segmenter: Segmenter::new(rate, cfg) }
+    }
+
+    /// Feed mono samples; returns the words that ended in them, classified.
+    pub fn push(&mut self, samples: &[f32]) -> Vec<Event> {
+        let segments = self.segmenter.push(samples);
+        self.classify(segments)
+    }
+
+    /// The end of the stream: the word still open, if any.
+    pub fn finish(&mut self) -> Vec<Event> {
+        let segments = self.segmenter.finish();
+        self.classify(segments)
+    }
+
+    /// Samples held (bounded on an endless stream).
+    pub fn buffered(&self) -> usize {
+        self.segmenter.buffered()
+    }
+
+    fn classify(&self, segments: Vec<Segment>) -> Vec<Event> {
+        segments.into_iter().flat_map(|s| self.words_in(s)).collect()
+    }
+
+    /// One word, or two run together: a long segment with a deep dip is split there when
+    /// both halves are digits, each more certain than the whole.
+    fn words_in(&self, s: Segment) -> Vec<Event> {
+        let whole = self.predict(&s);
+        if s.duration_s() >= SPLIT_ABOVE_S {
+            if let Some((a, b)) = s.split(0.15, 12.0) {
+                let (pa, pb) = (self.predict(&a), self.predict(&b));
+                let sure = |p: &Prediction| p.digit.is_some() && p.confidence >= 0.5;
+                let beats = whole.digit.is_none() || pa.confidence.min(pb.confidence) > whole.confidence;
+                if sure(&pa) && sure(&pb) && beats {
+                    return vec![event(&a, pa), event(&b, pb)];
+                }
+            }
+        }
+        vec![event(&s, whole)]
+    }
+
+    fn predict(&self, s: &Segment) -> Prediction {
+        self.predictor.predict_samples(&s.samples, self.segmenter.rate()).unwrap_or_else(|e| Prediction {
+            reason: Some(e.to_string()),
+            ..Prediction::silence(f32::NEG_INFINITY)
+        })
+    }
+}
+
+/// Segments at least this long may hold two digits said back to back.
+const SPLIT_ABOVE_S: f64 = 0.5;
+
+fn event(s: &Segment, p: Prediction) -> Event {
+    Event { start_s: s.start_s, end_s: s.end_s, digit: p.digit, label: p.label, confidence: p.confidence }
+}
+
+/// Every event of a whole recording, pushed in one go.
+pub fn transcribe(predictor: &Predictor, samples: &[f32], rate: u32) -> Vec<Event> {
+    let mut listener = Listener::new(predictor, rate);
+    let mut events = listener.push(samples);
+    events.extend(listener.finish());
+    events
+}
