@@ -246,9 +246,13 @@ fn notebook_runs_top_to_bottom_and_renders() {
     assert_eq!(html.matches("plotly.js v3").count(), 1, "plotly.js must be in the HTML export, once");
     assert_eq!(
         html.matches("Plotly.newPlot(\"am-fig").count(),
-        6,
-        "3 looks + curves + confusion matrix + robustness"
+        7,
+        "3 looks + curves + confusion matrix + robustness + a listened sequence"
     );
+    let listened = cell_with(&cells, "transcribe(&predictor");
+    let said = output_text(listened);
+    assert!(said.contains("said ") && said.contains(", heard "), "the listen cell printed: {said}");
+    assert!(serde_json::to_string(&listened["outputs"]).unwrap().contains("data:audio/wav;base64,"));
     let robust = cell_with(&cells, "robustness(&[model_file");
     assert!(
         serde_json::to_string(&robust["outputs"]).unwrap().contains("babble 10 dB SNR"),

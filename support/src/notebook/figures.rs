@@ -277,6 +277,55 @@ pub fn robustness_figure(r: &crate::eval::robustness::Robustness) -> Html {
     Html(figure_html(&plot.to_json(), 420, ""))
 }
 
+/// A long recording as `listen` heard it: the waveform (peak per 10 ms), what was said
+/// (below) and what was heard (above: each word's span and label), and a player.
+pub fn sequence_figure(
+    seq: &crate::stream::sequence::Sequence,
+    events: &[crate::stream::Event],
+) -> Result<Html> {
+    let hop = (seq.rate / 100) as usize;
+    let t: Vec<f64> = (0..seq.samples.len() / hop).map(|i| (i * hop) as f64 / seq.rate as f64).collect();
+    let peak: Vec<f32> =
+        seq.samples.chunks(hop).map(|c| c.iter().fold(0f32, |m, v| m.max(v.abs()))).collect();
+    let top = peak.iter().fold(1e-6f32, |m, &v| m.max(v)) as f64;
+    let mut plot = Plot::new();
+    plot.add_trace(Scatter::new(t.clone(), peak[..t.len()].to_vec()).mode(Mode::Lines).name("signal (peak)"));
+    let said: Vec<(f64, f64, String)> = seq
+        .words
+        .iter()
+        .map(|w| (w.start_s, w.end_s, w.digit.map_or("(sound)".to_string(), |d| d.to_string())))
+        .collect();
+    let heard: Vec<(f64, f64, String)> =
+        events.iter().map(|e| (e.start_s, e.end_s, e.label.clone())).collect();
+    for (name, spans, y) in [("said", said, -0.15 * top), ("heard", heard, 1.1 * top)] {
+        let (mut xs, mut ys) = (Vec::new(), Vec::new());
+        for (s, e, _) in &spans {
+            xs.extend([*s, *e, f64::NAN]);
+            ys.extend([y, y, f64::NAN]);
+        }
+        plot.add_trace(Scatter::new(xs, ys).mode(Mode::Lines).name(name));
+        let mid: Vec<f64> = spans.iter().map(|(s, e, _)| (s + e) / 2.0).collect();
+        let labels: Vec<String> = spans.iter().map(|(_, _, l)| l.clone()).collect();
+        plot.add_trace(
+            Scatter::new(mid, vec![y; labels.len()])
+                .mode(Mode::Text)
+                .text_array(labels)
+                .name(name)
+                .show_legend(false),
+        );
+    }
+    let said = seq.transcript();
+    let heard = crate::stream::transcript(events);
+    plot.set_layout(
+        Layout::new()
+            .title(Title::with_text(format!("said {said}, heard {heard}")))
+            .x_axis(Axis::new().title(Title::with_text("time (s)")))
+            .y_axis(Axis::new().title(Title::with_text("amplitude"))),
+    );
+    let player = audio_player(&seq.samples, seq.rate)?;
+    Ok(Html(figure_html(&plot.to_json(), 360, "") + &player.0))
+}
+
 /// The epoch line printed during training.
 pub fn epoch_line(r: &EpochLog) {
     println!("{}", r.line());

@@ -17,7 +17,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use polars::prelude::*;
 
 pub use explorer::{ConfusionExplorer, Entry};
-pub use figures::{audio_player, epoch_line, figure, look, robustness_figure, training_curves};
+pub use figures::{
+    audio_player, epoch_line, figure, look, robustness_figure, sequence_figure, training_curves,
+};
 
 // evcxr must name the type of every variable a cell keeps, and the notebook depends on
 // `support` only: these re-exports give Candle's and polars' types a path it can write.
