@@ -241,7 +241,7 @@ pub struct ListenReport {
     pub audio_seconds: f64,
     pub score: Score,
     pub digit_error_rate: f64,
-    /// From the end of a word to its event (stream position plus compute), ms.
+    /// From the end of a word to its digit's event (stream position plus compute), ms.
     pub latency_mean_ms: f64,
     pub latency_max_ms: f64,
     /// Processing time over audio time (of one core's worth of wall-clock).
@@ -272,7 +272,7 @@ pub fn measure(
             let took = t.elapsed().as_secs_f64();
             busy += took;
             let now = ((i * chunk + c.len()) as f64) / rate as f64;
-            for e in &new {
+            for e in new.iter().filter(|e| e.digit.is_some()) {
                 let ms = (now - e.end_s + took) * 1000.0;
                 latency_sum += ms;
                 report.latency_max_ms = report.latency_max_ms.max(ms);
