@@ -94,6 +94,11 @@ impl Predictor {
         self
     }
 
+    /// The threshold of [`Self::with_threshold`] (0: the model's own decision).
+    pub fn threshold(&self) -> f32 {
+        self.threshold
+    }
+
     pub fn meta(&self) -> &ModelMeta {
         &self.meta
     }

@@ -257,13 +257,14 @@ pub fn measure(
     cfg: &SequenceConfig,
     count: usize,
     seed: u64,
+    reject_weight: f32,
 ) -> (ListenReport, Vec<(Sequence, Vec<Event>)>) {
     let mut report = ListenReport { sequences: count, ..Default::default() };
     let (mut latency_sum, mut events_n, mut busy) = (0f64, 0usize, 0f64);
     let mut all = Vec::new();
     for k in 0..count {
         let seq = make_sequence(clips, rate, cfg, seed.wrapping_add(k as u64));
-        let mut listener = super::Listener::new(predictor, rate);
+        let mut listener = super::Listener::new(predictor, rate).with_reject_weight(reject_weight);
         let mut events = Vec::new();
         let chunk = (rate / 100) as usize;
         for (i, c) in seq.samples.chunks(chunk).enumerate() {

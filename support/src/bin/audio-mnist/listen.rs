@@ -26,6 +26,15 @@ pub struct Source {
     pub channels: u16,
 }
 
+/// How words are printed and decided.
+pub struct Output {
+    pub json: bool,
+    /// `--threshold`: also reject a best digit under this.
+    pub threshold: Option<f32>,
+    /// `--reject-weight`: "not a digit"'s probability is multiplied by this.
+    pub reject_weight: f32,
+}
+
 /// Prints each event as it comes (a line, or a JSON object) and the sequence at the end.
 struct Printer {
     json: bool,
@@ -56,9 +65,9 @@ impl Printer {
 }
 
 /// `listen SOURCE`: read it in 100 ms chunks, print words as they end.
-pub fn listen_command(model: &Path, source: &Source, json: bool, threshold: Option<f32>) -> Result<()> {
-    let predictor = load(model, threshold)?;
-    let mut printer = Printer { json, events: Vec::new() };
+pub fn listen_command(model: &Path, source: &Source, o: &Output) -> Result<()> {
+    let predictor = load(model, o.threshold)?;
+    let mut printer = Printer { json: o.json, events: Vec::new() };
     let path = source.path.as_deref().unwrap_or(Path::new("-"));
     let name = if path == Path::new("-") { "stdin".to_string() } else { path.display().to_string() };
     let reader: Box<dyn Read> = if path == Path::new("-") {
@@ -68,7 +77,8 @@ pub fn listen_command(model: &Path, source: &Source, json: bool, threshold: Opti
     };
     let mut listener: Option<Listener> = None;
     let mut feed = |rate: u32, mono: &[f32]| -> Result<()> {
-        let l = listener.get_or_insert_with(|| Listener::new(&predictor, rate));
+        let l = listener
+            .get_or_insert_with(|| Listener::new(&predictor, rate).with_reject_weight(o.reject_weight));
         printer.show(l.push(mono))
     };
     match source.raw {
@@ -187,9 +197,9 @@ fn read_raw(
 
 /// `listen --mic [DEVICE]`: the default input device, or the one named; until Ctrl-C.
 #[cfg(feature = "mic")]
-pub fn listen_mic(model: &Path, device: Option<&str>, json: bool, threshold: Option<f32>) -> Result<()> {
+pub fn listen_mic(model: &Path, device: Option<&str>, o: &Output) -> Result<()> {
     use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
-    let predictor = load(model, threshold)?;
+    let predictor = load(model, o.threshold)?;
     let host = cpal::default_host();
     let dev = match device {
         Some(name) => host
@@ -222,8 +232,8 @@ pub fn listen_mic(model: &Path, device: Option<&str>, json: bool, threshold: Opt
     };
     stream.play()?;
     eprintln!("listening on {} at {rate} Hz (Ctrl-C to stop)", dev.name().unwrap_or_default());
-    let mut listener = Listener::new(&predictor, rate);
-    let mut printer = Printer { json, events: Vec::new() };
+    let mut listener = Listener::new(&predictor, rate).with_reject_weight(o.reject_weight);
+    let mut printer = Printer { json: o.json, events: Vec::new() };
     for chunk in rx {
         printer.show(listener.push(&chunk))?;
     }
@@ -245,17 +255,18 @@ pub fn list_devices() -> Result<()> {
 }
 
 #[cfg(not(feature = "mic"))]
-pub fn listen_mic(_: &Path, _: Option<&str>, _: bool, _: Option<f32>) -> Result<()> {
+pub fn listen_mic(_: &Path, _: Option<&str>, _: &Output) -> Result<()> {
     bail!("this build has no microphone input: build with `--features mic` (needs libasound2-dev on Linux)")
 }
 
 #[cfg(not(feature = "mic"))]
 pub fn list_devices() -> Result<()> {
-    listen_mic(Path::new(""), None, false, None)
+    listen_mic(Path::new(""), None, &Output { json: false, threshold: None, reject_weight: 1.0 })
 }
 
 /// `listen-bench`: generated sequences of the speakers' clips, transcribed as a live stream.
 #[cfg(feature = "train")]
+#[allow(clippy::too_many_arguments)]
 pub fn bench_command(
     model: &Path,
     data: &crate::args::DataArgs,
@@ -263,6 +274,7 @@ pub fn bench_command(
     count: usize,
     snr_db: &str,
     seed: u64,
+    reject_weight: f32,
     out: Option<&Path>,
 ) -> Result<()> {
     use support::stream::sequence::{measure, SequenceConfig};
@@ -297,7 +309,7 @@ pub fn bench_command(
     let cfg = SequenceConfig { snr_db: snr, ..Default::default() };
     let rate = fx.config().sample_rate;
     println!("{count} sequences from {} clips of {}", clips.len(), speakers.join(", "));
-    let (report, all) = measure(&predictor, &clips, rate, &cfg, count, seed);
+    let (report, all) = measure(&predictor, &clips, rate, &cfg, count, seed, reject_weight);
     let s = &report.score;
     println!(
         "digit error rate {:.2}% ({} digits: {} substitutions, {} deletions, {} insertions)",

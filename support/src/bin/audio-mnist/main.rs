@@ -157,6 +157,10 @@ enum Command {
         /// List the input devices (build with `--features mic`).
         #[arg(long)]
         list_devices: bool,
+        /// Multiply "not a digit"'s probability by this before deciding (1: as the model says;
+        /// below 1, fewer digits rejected in a noisy stream).
+        #[arg(long, default_value_t = support::stream::REJECT_WEIGHT)]
+        reject_weight: f32,
         /// A WAV file of any length, or `-` for a stream on stdin.
         #[arg(required_unless_present_any = ["mic", "list_devices"])]
         source: Option<PathBuf>,
@@ -181,6 +185,9 @@ enum Command {
         snr_db: String,
         #[arg(long, default_value_t = 7)]
         seed: u64,
+        /// Multiply "not a digit"'s probability by this before deciding (as `listen`).
+        #[arg(long, default_value_t = support::stream::REJECT_WEIGHT)]
+        reject_weight: f32,
         /// Also write the sequences (WAV), their transcripts and the report here.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -353,24 +360,32 @@ fn run(cli: Cli) -> Result<()> {
             bench::bench_train(batch as usize, steps as usize, kernels, layers)
         }
         Command::Predict { .. } => unreachable!("handled in main"),
-        Command::Listen { model, json, threshold, rate, format, channels, mic, list_devices, source } => {
+        Command::Listen {
+            model,
+            json,
+            threshold,
+            rate,
+            format,
+            channels,
+            mic,
+            list_devices,
+            reject_weight,
+            source,
+        } => {
             if list_devices {
                 return listen::list_devices();
             }
+            let o = listen::Output { json, threshold, reject_weight };
             if let Some(device) = mic {
-                return listen::listen_mic(
-                    &model,
-                    Some(device.as_str()).filter(|d| !d.is_empty()),
-                    json,
-                    threshold,
-                );
+                return listen::listen_mic(&model, Some(device.as_str()).filter(|d| !d.is_empty()), &o);
             }
             let source = listen::Source { path: source, raw: rate.zip(format), channels };
-            listen::listen_command(&model, &source, json, threshold)
+            listen::listen_command(&model, &source, &o)
         }
         #[cfg(feature = "train")]
-        Command::ListenBench { model, data, speakers, count, snr_db, seed, out } => {
-            listen::bench_command(&model, &data, &speakers, count as usize, &snr_db, seed, out.as_deref())
+        Command::ListenBench { model, data, speakers, count, snr_db, seed, reject_weight, out } => {
+            let n = count as usize;
+            listen::bench_command(&model, &data, &speakers, n, &snr_db, seed, reject_weight, out.as_deref())
         }
         #[cfg(feature = "train")]
         Command::Scan { data, csv } => data::scan_command(&data.resolve(None)?, &csv),
