@@ -13,31 +13,8 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_audio-mnist"))
 }
 
-/// A small model of the tone dataset (`dir/data`), at `dir/run/model.safetensors`.
 fn model(dir: &Path) -> PathBuf {
-    common::tone_dataset(&dir.join("data"));
-    let o = bin()
-        .args([
-            "train",
-            "--recipe",
-            "seed",
-            "--epochs",
-            "3",
-            "--test-speakers",
-            "cat",
-            "--val-speakers",
-            "bob",
-        ])
-        .arg("--data")
-        .arg(dir.join("data"))
-        .arg("--cache-dir")
-        .arg(dir.join("cache"))
-        .arg("--out")
-        .arg(dir.join("run"))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    dir.join("run/model.safetensors")
+    common::tone_model(dir)
 }
 
 /// Words of speaker `cat` (digits 3, 1, 4, 1, 5) with pauses, 8 kHz, 16-bit samples.

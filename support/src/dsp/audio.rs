@@ -228,6 +228,28 @@ pub fn load_wav_into(path: &Path, max_duration_s: f64, out: &mut Vec<f32>) -> Re
     }
 }
 
+/// [`load_wav`] of a WAV file's bytes (an upload, a pipe); `name` labels the errors.
+pub fn decode_wav_bytes(name: &Path, mut bytes: Vec<u8>, max_duration_s: f64) -> Result<Audio, AudioError> {
+    let err = |kind| AudioError::new(name, kind);
+    if bytes.is_empty() {
+        return Err(err(AudioErrorKind::NotWav("empty (0 bytes)".into())));
+    }
+    let first = hound::WavReader::new(std::io::Cursor::new(&bytes)).err();
+    match first {
+        Some(hound::Error::FormatError(m))
+            if m.contains("multiple of sample size") || m.contains("data chunk length") =>
+        {
+            whole_frames(&mut bytes).ok_or_else(|| err(AudioErrorKind::NotWav(m.to_string())))?
+        }
+        Some(e) => return Err(err(classify_hound(e))),
+        None => {}
+    }
+    let header = hound::WavReader::new(std::io::Cursor::new(bytes)).map_err(|e| err(classify_hound(e)))?;
+    let mut samples = Vec::new();
+    let sample_rate = decode_wav(name, header, max_duration_s, &mut samples)?;
+    Ok(Audio { samples, sample_rate })
+}
+
 /// Shorten the `data` chunk's length in a WAV file's bytes to whole sample frames
 /// (`block_align` of the `fmt ` chunk). `None` when the chunks cannot be found.
 fn whole_frames(bytes: &mut [u8]) -> Option<()> {

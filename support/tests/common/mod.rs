@@ -66,3 +66,31 @@ pub fn tone_dataset(root: &std::path::Path) {
         }
     }
 }
+
+/// A small model of [`tone_dataset`] (`dir/data`) trained by the binary, at
+/// `dir/run/model.safetensors` (test speaker `cat`).
+pub fn tone_model(dir: &std::path::Path) -> PathBuf {
+    tone_dataset(&dir.join("data"));
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_audio-mnist"))
+        .args([
+            "train",
+            "--recipe",
+            "seed",
+            "--epochs",
+            "3",
+            "--test-speakers",
+            "cat",
+            "--val-speakers",
+            "bob",
+        ])
+        .arg("--data")
+        .arg(dir.join("data"))
+        .arg("--cache-dir")
+        .arg(dir.join("cache"))
+        .arg("--out")
+        .arg(dir.join("run"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    dir.join("run/model.safetensors")
+}

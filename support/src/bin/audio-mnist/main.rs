@@ -14,6 +14,8 @@ mod bench;
 mod data;
 mod listen;
 mod predict;
+#[cfg(feature = "serve")]
+mod serve;
 #[cfg(feature = "train")]
 mod train;
 #[cfg(feature = "train")]
@@ -192,6 +194,23 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    #[cfg(feature = "serve")]
+    /// A web page to try a model (record, or drop a WAV) and a JSON API: POST /api/predict,
+    /// GET /api/model, GET /healthz. Ctrl-C stops it after the requests in flight.
+    Serve {
+        /// The model (by default the main job's).
+        #[arg(long, default_value = "out/model.safetensors")]
+        model: PathBuf,
+        /// Address to listen on (loopback unless told otherwise; port 0 picks a free one).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: String,
+        /// Largest request body (MB).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=4096))]
+        max_body_mb: u64,
+        /// Longest audio accepted (s).
+        #[arg(long, default_value_t = 60.0)]
+        max_seconds: f64,
+    },
     /// Predict the digit spoken in WAV files (folders are searched for *.wav).
     ///
     /// Exit status: 0 all predicted, 1 some files failed (the rest are printed), 2 usage or model errors.
@@ -360,6 +379,11 @@ fn run(cli: Cli) -> Result<()> {
             bench::bench_train(batch as usize, steps as usize, kernels, layers)
         }
         Command::Predict { .. } => unreachable!("handled in main"),
+        #[cfg(feature = "serve")]
+        Command::Serve { model, addr, max_body_mb, max_seconds } => {
+            let limits = serve::Limits { max_body_bytes: (max_body_mb as usize) << 20, max_seconds };
+            serve::serve_command(&model, &addr, limits)
+        }
         Command::Listen {
             model,
             json,

@@ -1,0 +1,181 @@
+//! `audio-mnist serve`: a web page (every asset embedded) and a JSON API for one model, on
+//! axum/tokio. Bound to loopback unless told otherwise; bodies and audio are limited; a bad
+//! upload is a 4xx with the reason; one access-log line per request; Ctrl-C drains and stops.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use support::infer::Predictor;
+
+/// The page: HTML, CSS and JavaScript in one file, no CDN.
+const PAGE: &str = include_str!("page.html");
+
+/// Limits of a server.
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub max_seconds: f64,
+}
+
+struct App {
+    predictor: Predictor,
+    model: PathBuf,
+    limits: Limits,
+}
+
+/// An answer with a status and `{"error": reason}`.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+/// Serve `model` on `addr` until Ctrl-C; prints `listening on http://ADDR` first.
+pub fn serve_command(model: &Path, addr: &str, limits: Limits) -> Result<()> {
+    anyhow::ensure!(
+        model.is_file(),
+        "no model at {} (train one with `audio-mnist run`, or give --model)",
+        model.display()
+    );
+    let predictor = Predictor::load(model)?;
+    let addr: SocketAddr = addr.parse().with_context(|| format!("--addr {addr:?}: give IP:PORT"))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let listener =
+            tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+        let local = listener.local_addr()?;
+        let max_body = limits.max_body_bytes;
+        let app = Arc::new(App { predictor, model: model.to_path_buf(), limits });
+        let router = Router::new()
+            .route("/", get(|| async { Html(PAGE) }))
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/api/model", get(model_card))
+            .route("/api/predict", post(predict))
+            .layer(DefaultBodyLimit::max(max_body))
+            .layer(middleware::from_fn(access_log))
+            .with_state(app);
+        println!("listening on http://{local}");
+        axum::serve(listener, router).with_graceful_shutdown(ctrl_c()).await?;
+        eprintln!("stopped");
+        Ok(())
+    })
+}
+
+async fn ctrl_c() {
+    tokio::signal::ctrl_c().await.ok();
+    eprintln!("shutting down: finishing the requests in flight");
+}
+
+/// One line per request: method, path, status, milliseconds.
+async fn access_log(req: Request, next: Next) -> Response {
+    let (method, path, start) = (req.method().clone(), req.uri().path().to_string(), Instant::now());
+    let res = next.run(req).await;
+    eprintln!("{method} {path} {} {:.1} ms", res.status().as_u16(), start.elapsed().as_secs_f64() * 1000.0);
+    res
+}
+
+/// `GET /api/model`: what the model file says about itself.
+async fn model_card(State(app): State<Arc<App>>) -> Json<Value> {
+    let meta = app.predictor.meta();
+    Json(json!({
+        "file": app.model.display().to_string(),
+        "classes": meta.classes,
+        "recipe": meta.recipe,
+        "architecture": meta.architecture,
+        "features": meta.features,
+        "metrics": meta.metrics,
+        "split": meta.split,
+    }))
+}
+
+#[derive(serde::Deserialize)]
+struct PredictQuery {
+    /// Also return the log-Mel image the network saw (`?features=1`).
+    #[serde(default)]
+    features: u8,
+}
+
+/// `POST /api/predict`: a WAV body (`audio/wav`, `application/octet-stream`) or a multipart
+/// form with one file; answers `predict --json`'s object, plus `segments` for long input.
+async fn predict(
+    State(app): State<Arc<App>>,
+    Query(q): Query<PredictQuery>,
+    headers: HeaderMap,
+    req: Request,
+) -> Result<Json<Value>, ApiError> {
+    let kind = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let bytes = if kind.starts_with("multipart/form-data") {
+        upload(Multipart::from_request(req, &()).await.map_err(bad)?).await?
+    } else if ["audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave", "application/octet-stream"]
+        .iter()
+        .any(|t| kind.starts_with(t))
+    {
+        Bytes::from_request(req, &()).await.map_err(|e| ApiError(e.status(), e.body_text()))?
+    } else {
+        let msg = format!("content type {kind:?}: send a WAV file as audio/wav or multipart/form-data");
+        return Err(ApiError(StatusCode::UNSUPPORTED_MEDIA_TYPE, msg));
+    };
+    let app2 = app.clone();
+    tokio::task::spawn_blocking(move || answer(&app2, bytes, q.features == 1))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+}
+
+fn bad(e: impl std::fmt::Display) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, e.to_string())
+}
+
+/// The first file of a multipart form.
+async fn upload(mut form: Multipart) -> Result<Bytes, ApiError> {
+    while let Some(field) = form.next_field().await.map_err(bad)? {
+        if field.file_name().is_some() || field.name() == Some("file") {
+            return field.bytes().await.map_err(bad);
+        }
+    }
+    Err(bad("the form has no file field"))
+}
+
+/// Decode, predict, and for input longer than 2 s the words found in it.
+fn answer(app: &App, bytes: Bytes, with_features: bool) -> Result<Json<Value>, ApiError> {
+    use support::dsp::audio::AudioErrorKind;
+    let name = Path::new("upload");
+    let audio =
+        support::dsp::audio::decode_wav_bytes(name, bytes.to_vec(), app.limits.max_seconds).map_err(|e| {
+            let status = match e.kind {
+                AudioErrorKind::TooLong { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            ApiError(status, e.to_string())
+        })?;
+    let seconds = audio.samples.len() as f64 / audio.sample_rate as f64;
+    let p = app.predictor.predict_samples(&audio.samples, audio.sample_rate).map_err(bad)?;
+    let mut out = json!({"file": "upload", "duration_s": seconds});
+    let obj = out.as_object_mut().expect("an object");
+    if let Value::Object(fields) = serde_json::to_value(&p).map_err(bad)? {
+        obj.extend(fields);
+    }
+    if seconds > 2.0 {
+        let events = support::stream::transcribe(&app.predictor, &audio.samples, audio.sample_rate);
+        obj.insert("sequence".into(), json!(support::stream::transcript(&events)));
+        obj.insert("segments".into(), json!(events));
+    }
+    if with_features {
+        let fx = support::FeatureExtractor::new(app.predictor.meta().features.clone()).map_err(bad)?;
+        let f = fx.extract_samples(&audio.samples, audio.sample_rate).map_err(bad)?;
+        let c = fx.config();
+        obj.insert("log_mel".into(), json!({"n_mels": c.n_mels, "n_frames": c.n_frames(), "db": f}));
+    }
+    Ok(Json(out))
+}

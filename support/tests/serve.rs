@@ -1,0 +1,140 @@
+//! `audio-mnist serve` against a server the test starts on a free loopback port: the API
+//! answers good WAVs like `predict --json`, bad input with a 4xx and the reason (never a 5xx),
+//! and 100 concurrent requests all correctly.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+/// A running server, killed when dropped.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+fn start(model: &Path, extra: &[&str]) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_audio-mnist"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--model"])
+        .arg(model)
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let url = line.trim().strip_prefix("listening on ").expect("the address line").to_string();
+    Server { child, url }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder().http_status_as_error(false).build().into()
+}
+
+/// POST `body` as `kind`: (status, JSON).
+fn post(url: &str, kind: &str, body: &[u8]) -> (u16, serde_json::Value) {
+    let mut r = agent().post(format!("{url}/api/predict")).header("Content-Type", kind).send(body).unwrap();
+    let text = r.body_mut().read_to_string().unwrap();
+    (r.status().as_u16(), serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+}
+
+fn wav_bytes(rate: u32, samples: &[f32]) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("x.wav");
+    common::write_wav(&p, rate, samples);
+    std::fs::read(p).unwrap()
+}
+
+#[test]
+fn the_api_answers_good_and_bad_input_and_many_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = common::tone_model(dir.path());
+    let server = start(&model, &["--max-body-mb", "1", "--max-seconds", "20"]);
+    let url = &server.url;
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    let health = agent().get(format!("{url}/healthz")).call().unwrap().body_mut().read_to_string().unwrap();
+    assert_eq!(health, "ok");
+    let card: serde_json::Value = serde_json::from_str(
+        &agent().get(format!("{url}/api/model")).call().unwrap().body_mut().read_to_string().unwrap(),
+    )
+    .unwrap();
+    assert_eq!(card["classes"].as_array().unwrap().len(), 10);
+    let page = agent().get(format!("{url}/")).call().unwrap().body_mut().read_to_string().unwrap();
+    assert!(
+        page.contains("Hold to talk") && !page.contains("http://") && !page.contains("https://"),
+        "offline page"
+    );
+
+    // A good WAV: the same answer as `predict --json`.
+    let file = dir.path().join("data/recordings/3_cat_0.wav");
+    let (status, answer) = post(url, "audio/wav", &std::fs::read(&file).unwrap());
+    assert_eq!(status, 200, "{answer}");
+    let cli = Command::new(env!("CARGO_BIN_EXE_audio-mnist"))
+        .args(["predict", "--json", "--model"])
+        .arg(&model)
+        .arg(&file)
+        .output()
+        .unwrap();
+    let cli: serde_json::Value = serde_json::from_slice(&cli.stdout).unwrap();
+    for key in ["digit", "label", "confidence", "probabilities"] {
+        assert_eq!(answer[key], cli[key], "{key}");
+    }
+    // Multipart works too.
+    let boundary = "XyZ123";
+    let mut form = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\nContent-Type: audio/wav\r\n\r\n"
+    )
+    .into_bytes();
+    form.extend(std::fs::read(&file).unwrap());
+    form.extend(format!("\r\n--{boundary}--\r\n").into_bytes());
+    let (status, multi) = post(url, &format!("multipart/form-data; boundary={boundary}"), &form);
+    assert_eq!((status, &multi["label"]), (200, &answer["label"]), "{multi}");
+
+    // Hostile input: each a 4xx with a reason, never a 5xx; the server stays up.
+    let mut truncated = std::fs::read(&file).unwrap();
+    truncated.truncate(30);
+    let nan = {
+        let mut v = wav_bytes(8000, &[0.1; 800]);
+        let n = v.len();
+        v[n - 2..].copy_from_slice(&[0xff, 0x7f]);
+        v
+    };
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("audio/wav", b"not a wav at all".to_vec(), 400),
+        ("audio/wav", Vec::new(), 400),
+        ("audio/wav", truncated, 400),
+        ("audio/wav", wav_bytes(8000, &[]), 400),
+        ("audio/wav", wav_bytes(8000, &vec![0.1; 8000 * 30]), 413),
+        ("audio/wav", vec![0u8; 2 << 20], 413),
+        ("text/plain", b"hello".to_vec(), 415),
+        ("audio/wav", nan, 200),
+    ];
+    for (kind, body, want) in cases {
+        let (status, v) = post(url, kind, &body);
+        assert_eq!(status, want, "{kind} {} bytes: {v}", body.len());
+        if want != 200 {
+            assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "a reason: {v}");
+        }
+    }
+    // 100 concurrent clients, every answer right.
+    let good = std::fs::read(&file).unwrap();
+    let handles: Vec<_> = (0..100)
+        .map(|_| {
+            let (url, good) = (url.clone(), good.clone());
+            std::thread::spawn(move || post(&url, "audio/wav", &good))
+        })
+        .collect();
+    for h in handles {
+        let (status, v) = h.join().unwrap();
+        assert_eq!((status, &v["label"], &v["confidence"]), (200, &answer["label"], &answer["confidence"]));
+    }
+}
