@@ -138,3 +138,66 @@ fn the_api_answers_good_and_bad_input_and_many_clients() {
         assert_eq!((status, &v["label"], &v["confidence"]), (200, &answer["label"], &answer["confidence"]));
     }
 }
+
+/// The page in a real browser (Debian's Chromium, driven by playwright-core) with a fake
+/// microphone playing one recording: it records, and shows the digit `predict` gives.
+#[test]
+fn the_page_records_from_a_microphone_and_shows_the_digit() {
+    let required = std::env::var("AUDIO_MNIST_REQUIRE_SHARED").is_ok_and(|v| v == "1");
+    let have = |cmd: &str| Command::new(cmd).arg("--version").output().is_ok_and(|o| o.status.success());
+    if !(have("chromium") && have("node") && have("npm")) {
+        assert!(!required, "CI must have chromium, node and npm");
+        eprintln!("SKIPPED: chromium, node or npm not on PATH");
+        return;
+    }
+    // playwright-core (no browser download) in a cache folder beside the build.
+    let tools = Path::new(env!("CARGO_TARGET_TMPDIR")).join("playwright");
+    if !tools.join("node_modules/playwright-core").is_dir() {
+        std::fs::create_dir_all(&tools).unwrap();
+        let o = Command::new("npm")
+            .args(["install", "--silent", "--prefix"])
+            .arg(&tools)
+            .arg("playwright-core@1")
+            .output();
+        assert!(o.is_ok_and(|o| o.status.success()), "npm install playwright-core failed");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let model = common::tone_model(dir.path());
+    // The fake microphone: a word of speaker `cat` after 0.3 s of silence, then silence.
+    let word = dir.path().join("data/recordings/6_cat_1.wav");
+    let mut x = vec![0f32; 2400];
+    x.extend(support::load_wav(&word, 60.0).unwrap().samples);
+    x.extend(vec![0f32; 16000]);
+    let fake = dir.path().join("fake.wav");
+    common::write_wav(&fake, 8000, &x);
+    let cli = Command::new(env!("CARGO_BIN_EXE_audio-mnist"))
+        .args(["predict", "--json", "--model"])
+        .arg(&model)
+        .arg(&word)
+        .output()
+        .unwrap();
+    let cli: serde_json::Value = serde_json::from_slice(&cli.stdout).unwrap();
+    let server = start(&model, &[]);
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("serve_page.png");
+    let o = Command::new("node")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/serve_browser.js"))
+        .arg(&server.url)
+        .arg(&fake)
+        .arg(&shot)
+        .env("NODE_PATH", tools.join("node_modules"))
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}{}", String::from_utf8_lossy(&o.stderr));
+    let label = out.lines().find_map(|l| l.strip_prefix("LABEL ")).expect("the page's answer");
+    // The browser resamples what it records, and this small model is unsure: the page's digit
+    // must be one of the two `predict` ranks first for the file (silence or a failed
+    // recording would be "not a digit").
+    let p: Vec<f64> = cli["probabilities"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    let mut ranked: Vec<usize> = (0..p.len()).collect();
+    ranked.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
+    let top2: Vec<String> = ranked[..2].iter().map(|d| d.to_string()).collect();
+    assert!(top2.contains(&label.to_string()), "the page heard {label}, predict ranks {top2:?} first");
+    assert!(std::fs::metadata(&shot).is_ok_and(|m| m.len() > 10_000));
+    eprintln!("screenshot of the page: {}", shot.display());
+}
