@@ -561,16 +561,24 @@ fn two_folders_train_as_one_with_namespaced_speakers() {
     assert_eq!(set.speakers[0], "ann", "a folder alone keeps its own names");
 }
 
+/// A model with the "not a digit" class trained on the tone dataset in `dir` (`data`,
+/// `cache`, `run`).
+fn train_rejecting(dir: &Path) -> (TrainOptions, support::workflow::RunReport) {
+    let data = dir.join("data");
+    make_dataset(&data);
+    let mut opts = options(&data, &dir.join("run"), &dir.join("cache"));
+    opts.recipe.reject = true;
+    let r = train_and_evaluate(&opts, &Device::Cpu, &|_, _| {}, &mut |_| {}).unwrap();
+    (opts, r)
+}
+
 /// `--reject`: an eleventh class learned from generated negatives; the model file, the
 /// metrics and the predictor carry it.
 #[test]
 fn a_rejecting_model_has_a_not_a_digit_class_and_reports_false_accepts() {
     let dir = tempfile::tempdir().unwrap();
     let (data, cache, out) = (dir.path().join("data"), dir.path().join("cache"), dir.path().join("run"));
-    make_dataset(&data);
-    let mut opts = options(&data, &out, &cache);
-    opts.recipe.reject = true;
-    let r = train_and_evaluate(&opts, &Device::Cpu, &|_, _| {}, &mut |_| {}).unwrap();
+    let (_, r) = train_rejecting(dir.path());
     let loaded = support::model::load_model(&r.model_path, &Device::Cpu).unwrap();
     assert_eq!(loaded.meta.architecture.classes, 11);
     assert_eq!(loaded.meta.classes.last().map(String::as_str), Some("not a digit"));
@@ -748,11 +756,8 @@ fn negatives_words_are_spoken_by_split_voices() {
 #[test]
 fn the_explorer_lists_the_negatives_in_the_not_a_digit_row() {
     let dir = tempfile::tempdir().unwrap();
-    let (data, cache, out) = (dir.path().join("data"), dir.path().join("cache"), dir.path().join("run"));
-    make_dataset(&data);
-    let mut opts = options(&data, &out, &cache);
-    opts.recipe.reject = true;
-    let r = train_and_evaluate(&opts, &Device::Cpu, &|_, _| {}, &mut |_| {}).unwrap();
+    let cache = dir.path().join("cache");
+    let (opts, r) = train_rejecting(dir.path());
     let plan = opts.plan().unwrap();
     let (set, _) =
         support::data::prepare::load_features(&plan.dataset, &cache, &opts.recipe.features(), &|_, _| {})
