@@ -137,6 +137,12 @@ fn the_api_answers_good_and_bad_input_and_many_clients() {
         let (status, v) = h.join().unwrap();
         assert_eq!((status, &v["label"], &v["confidence"]), (200, &answer["label"], &answer["confidence"]));
     }
+    // Ctrl-C (SIGINT): the server finishes and exits cleanly.
+    let mut server = server;
+    // SAFETY: sends a signal to our own child process.
+    unsafe { libc::kill(server.child.id() as i32, libc::SIGINT) };
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "exit after Ctrl-C: {status:?}");
 }
 
 /// The page in a real browser (Debian's Chromium, driven by playwright-core) with a fake
