@@ -115,6 +115,13 @@ async fn predict(
     headers: HeaderMap,
     req: Request,
 ) -> Result<Json<Value>, ApiError> {
+    // An announced body over the limit is refused before it is read (no `100 Continue`).
+    let length = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if let Some(n) = length.filter(|&n| n > app.limits.max_body_bytes) {
+        let msg =
+            format!("the body is {n} bytes, over the limit of {} (--max-body-mb)", app.limits.max_body_bytes);
+        return Err(ApiError(StatusCode::PAYLOAD_TOO_LARGE, msg));
+    }
     let kind = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let bytes = if kind.starts_with("multipart/form-data") {
         upload(Multipart::from_request(req, &()).await.map_err(bad)?).await?
