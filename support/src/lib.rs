@@ -10,6 +10,7 @@
 //! | [`train`]    | the [`Recipe`](train::Recipe), augmentation, AdamW, the training loop, ensembles |
 //! | [`eval`]     | accuracy, confusion, report, evaluation artifacts, cross-validation, plots    |
 //! | [`infer`]    | inference from an exported model file (`Predictor`)                           |
+//! | [`explain`]  | relevance maps: which log-Mel cells made the network answer a class          |
 //! | [`stream`]   | live recognition: words cut from a stream as they end, digit sequences         |
 //! | [`workflow`] | the whole run: features -> split -> training -> evaluation -> export          |
 //! | [`notebook`] | what the evcxr notebook shows: figures, players, the confusion explorer       |
@@ -21,6 +22,7 @@ pub mod data;
 pub mod dsp;
 pub mod error;
 pub mod eval;
+pub mod explain;
 pub mod infer;
 pub mod manifest;
 pub mod model;

@@ -8,7 +8,7 @@ use plotters::prelude::*;
 
 use crate::train::EpochLog;
 
-fn register_fonts() {
+pub(crate) fn register_fonts() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         // The font is a static byte slice from the `dejavu` crate; registering cannot fail for it.
@@ -40,7 +40,7 @@ fn draw_legend<'a, 'b: 'a>(
     Ok(())
 }
 
-fn err<E: std::fmt::Display>(path: &Path) -> impl Fn(E) -> anyhow::Error + '_ {
+pub(crate) fn err<E: std::fmt::Display>(path: &Path) -> impl Fn(E) -> anyhow::Error + '_ {
     move |e| anyhow!("drawing {}: {e}", path.display())
 }
 

@@ -118,6 +118,29 @@ impl Cnn {
         &self.config
     }
 
+    /// The same network with its weights as constants (copies of their values): a backward
+    /// pass then computes the input's gradient only, as relevance maps need.
+    pub fn detached(&self) -> Result<Self> {
+        let block = |b: &ConvBlock| -> Result<ConvBlock> {
+            let conv =
+                Conv2d::new(b.conv.weight().detach(), b.conv.bias().map(Tensor::detach), *b.conv.config());
+            let (w, bias) =
+                b.bn.weight_and_bias().ok_or_else(|| anyhow!("batch-norm without weight and bias"))?;
+            let (mean, var) = (b.bn.running_mean().detach(), b.bn.running_var().detach());
+            let bn = BatchNorm::new(w.dim(0)?, mean, var, w.detach(), bias.detach(), BN_EPS)?;
+            Ok(ConvBlock { conv, bn })
+        };
+        let linear = |l: &Linear| Linear::new(l.weight().detach(), l.bias().map(Tensor::detach));
+        Ok(Self {
+            blocks: self.blocks.iter().map(block).collect::<Result<_>>()?,
+            lifter: self.lifter.as_ref().map(Tensor::detach),
+            fc1: linear(&self.fc1),
+            fc2: linear(&self.fc2),
+            config: self.config.clone(),
+            kernels: self.kernels,
+        })
+    }
+
     pub fn blocks(&self) -> &[ConvBlock] {
         &self.blocks
     }

@@ -11,6 +11,7 @@ use plotly::{HeatMap, Plot, Scatter};
 use super::{Html, Result};
 use crate::data::dataset::Dataset;
 use crate::dsp::features::{FeatureConfig, FeatureExtractor};
+use crate::explain::colour;
 use crate::train::EpochLog;
 
 static FIGURE_ID: AtomicU64 = AtomicU64::new(0);
@@ -110,17 +111,32 @@ pub(crate) fn spectrogram_png(
     n_frames: usize,
     frame_px: usize,
 ) -> Result<String> {
-    let (lo, hi) = log_mel.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
-    let span = (hi - lo).max(1e-6);
-    let (w, h) = (n_frames * frame_px, n_mels);
-    let mut rgb = Vec::with_capacity(w * h * 3);
-    for y in 0..h {
-        let band = n_mels - 1 - y;
-        for x in 0..w {
-            let t = (log_mel[band * n_frames + x / frame_px] - lo) / span;
-            rgb.extend_from_slice(&colormap(t));
+    let level = colour::unit_range(log_mel);
+    png_data_uri(colour::cells_rgb(n_mels, n_frames, frame_px, |i| colour::magma(level[i])))
+}
+
+/// A relevance map as a PNG data URI: blue against the class, red for it (symmetric scale),
+/// laid over the grey log-Mel image when `log_mel` is given.
+pub(crate) fn relevance_png(
+    map: &[f32],
+    log_mel: Option<&[f32]>,
+    n_mels: usize,
+    n_frames: usize,
+    frame_px: usize,
+) -> Result<String> {
+    let r = colour::symmetric(map);
+    let rgb = match log_mel {
+        Some(db) => {
+            let level = colour::unit_range(db);
+            colour::cells_rgb(n_mels, n_frames, frame_px, |i| colour::overlay(level[i], r[i]))
         }
-    }
+        None => colour::cells_rgb(n_mels, n_frames, frame_px, |i| colour::diverging(r[i])),
+    };
+    png_data_uri(rgb)
+}
+
+/// RGB pixels (width, height, bytes) as a PNG data URI.
+fn png_data_uri((w, h, rgb): (usize, usize, Vec<u8>)) -> Result<String> {
     let mut png_bytes = Vec::new();
     {
         let mut enc = png::Encoder::new(&mut png_bytes, w as u32, h as u32);
@@ -130,22 +146,6 @@ pub(crate) fn spectrogram_png(
         writer.write_image_data(&rgb)?;
     }
     Ok(format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(png_bytes)))
-}
-
-/// Black -> purple -> orange -> light yellow (after matplotlib's magma), t in [0, 1].
-pub(crate) fn colormap(t: f32) -> [u8; 3] {
-    const STOPS: [[f32; 3]; 5] = [
-        [0.0, 0.0, 4.0],
-        [81.0, 18.0, 124.0],
-        [183.0, 55.0, 121.0],
-        [252.0, 137.0, 97.0],
-        [252.0, 253.0, 191.0],
-    ];
-    let x = t.clamp(0.0, 1.0) * (STOPS.len() - 1) as f32;
-    let i = (x.floor() as usize).min(STOPS.len() - 2);
-    let f = x - i as f32;
-    let mix = |c: usize| (STOPS[i][c] + f * (STOPS[i + 1][c] - STOPS[i][c])).round() as u8;
-    [mix(0), mix(1), mix(2)]
 }
 
 /// A look at the data: for one recording of each of the first `n` digits, the waveform at the
@@ -338,13 +338,6 @@ pub(crate) fn escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn colormap_ends() {
-        assert_eq!(colormap(0.0), [0, 0, 4]);
-        assert_eq!(colormap(1.0), [252, 253, 191]);
-        assert_eq!(colormap(2.0), [252, 253, 191]);
-    }
 
     #[test]
     fn script_json_cannot_close_the_script() {

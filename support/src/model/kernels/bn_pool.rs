@@ -3,8 +3,8 @@
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::conv::{conv_sample, ConvGeometry};
-use super::{cpu_slice, tensor, with_values};
+use super::conv::{col2im_add, conv_sample, ConvGeometry};
+use super::{cpu_slice, gemm, tensor, with_values};
 
 /// `out = max-pool 2x2 (ReLU(x * scale + shift))` for one channel plane `[h, w]`; odd last
 /// rows/columns are dropped, as PyTorch's `MaxPool2d(2)` does. With `argmax`, also records for
@@ -207,7 +207,8 @@ pub fn batch_norm_relu_max_pool2d(x: &Tensor, bn: &candle_nn::BatchNorm, eps: f6
 }
 
 /// Inference: convolution, batch-norm with running statistics, ReLU and 2x2 max-pool, fused per
-/// sample so the convolution's output stays in cache. No backward pass.
+/// sample so the convolution's output stays in cache. Its backward pass gives the input's
+/// gradient only (what relevance maps need); training uses the batch-statistics ops.
 struct ConvBnReluPoolEval {
     pad: usize,
     scale: Vec<f32>,
@@ -246,6 +247,76 @@ impl CustomOp3 for ConvBnReluPoolEval {
             },
         );
         Ok((CpuStorage::F32(out), Shape::from((g.batch, g.c_out, ho / 2, wo / 2))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        if w.track_op() || b.track_op() {
+            bail!("inference conv block: no weight gradients (detach the weights, or train with batch statistics)")
+        }
+        let g = ConvGeometry::new(x.layout(), w.layout(), b.layout(), self.pad)?;
+        let (ho, wo) = (g.ho(), g.wo());
+        let (hw, pooled) = (ho * wo, (ho / 2) * (wo / 2));
+        let mut dx = vec![0f32; g.batch * g.in_len()];
+        with_values(x, "conv2d input", |xv| {
+            with_values(w, "conv2d weight", |wv| {
+                with_values(b, "conv2d bias", |bv| {
+                    with_values(grad, "pool gradient", |gv| {
+                        let scratch = || {
+                            let conv = vec![0f32; g.out_len()];
+                            (
+                                vec![0f32; g.cols_len()],
+                                conv.clone(),
+                                conv,
+                                vec![0f32; pooled],
+                                vec![0u32; pooled],
+                            )
+                        };
+                        dx.par_chunks_mut(g.in_len().max(1))
+                            .zip(xv.par_chunks(g.in_len().max(1)))
+                            .zip(gv.par_chunks((g.c_out * pooled).max(1)))
+                            .for_each_init(scratch, |(cols, conv, dconv, out, arg), ((dxs, xs), gs)| {
+                                conv_sample(&g, xs, wv, bv, cols, conv);
+                                dconv.fill(0.0);
+                                for ch in 0..g.c_out {
+                                    let plane = &conv[ch * hw..][..hw];
+                                    affine_relu_pool_plane(
+                                        plane,
+                                        (ho, wo),
+                                        self.scale[ch],
+                                        self.shift[ch],
+                                        out,
+                                        Some(arg),
+                                    );
+                                    let gp = &gs[ch * pooled..][..pooled];
+                                    for (&at, &gj) in arg.iter().zip(gp).filter(|(&at, _)| at != DEAD) {
+                                        dconv[ch * hw + at as usize] += gj * self.scale[ch];
+                                    }
+                                }
+                                // dcols[k, hw] = wᵀ[k, c_out] · dconv[c_out, hw]
+                                gemm(
+                                    (g.k(), hw, g.c_out),
+                                    cols,
+                                    hw,
+                                    false,
+                                    (wv, 1, g.k()),
+                                    (dconv, hw, 1),
+                                    1,
+                                );
+                                col2im_add(&g, cols, dxs);
+                            });
+                        Ok(())
+                    })
+                })
+            })
+        })?;
+        Ok((Some(tensor(dx, x.dims())?), None, None))
     }
 }
 

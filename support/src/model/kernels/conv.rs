@@ -86,7 +86,7 @@ fn im2col(g: &ConvGeometry, x: &[f32], cols: &mut [f32]) {
 }
 
 /// The adjoint of [`im2col`]: `dx[c, iy, ix] += Σ cols[(c, ki, kj), (oy, ox)]`.
-fn col2im_add(g: &ConvGeometry, cols: &[f32], dx: &mut [f32]) {
+pub(super) fn col2im_add(g: &ConvGeometry, cols: &[f32], dx: &mut [f32]) {
     let (ho, wo) = (g.ho(), g.wo());
     let mut rows = cols.chunks_exact(ho * wo);
     for c in 0..g.c_in {
@@ -166,8 +166,9 @@ impl CustomOp3 for Conv2d {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let g = ConvGeometry::new(x.layout(), w.layout(), b.layout(), self.pad)?;
-        // The first layer's input is data: nobody wants its gradient.
-        let need_dx = x.track_op();
+        // The first layer's input is data in training (no gradient); the weights are constants
+        // when a relevance map asks for the input's gradient.
+        let (need_dx, need_dw) = (x.track_op(), w.track_op() || b.track_op());
         let (hw, k) = (g.ho() * g.wo(), g.k());
         with_values(x, "conv2d input", |xv| {
             with_values(w, "conv2d weight", |wv| {
@@ -188,9 +189,11 @@ impl CustomOp3 for Conv2d {
                             let mut db = vec![0f32; g.c_out];
                             for s in gi * GROUP..((gi + 1) * GROUP).min(g.batch) {
                                 let gs = &gv[s * g.out_len()..][..g.out_len()];
-                                im2col(&g, &xv[s * g.in_len()..][..g.in_len()], &mut cols);
-                                // dw[c_out, k] += grad[c_out, hw] · colsᵀ[hw, k]
-                                gemm((g.c_out, k, hw), &mut dw, k, true, (gs, hw, 1), (&cols, 1, hw), 1);
+                                if need_dw {
+                                    im2col(&g, &xv[s * g.in_len()..][..g.in_len()], &mut cols);
+                                    // dw[c_out, k] += grad[c_out, hw] · colsᵀ[hw, k]
+                                    gemm((g.c_out, k, hw), &mut dw, k, true, (gs, hw, 1), (&cols, 1, hw), 1);
+                                }
                                 for (d, row) in db.iter_mut().zip(gs.chunks_exact(hw.max(1))) {
                                     *d += row.iter().sum::<f32>();
                                 }
@@ -210,6 +213,9 @@ impl CustomOp3 for Conv2d {
                         db.iter_mut().zip(pb).for_each(|(a, b)| *a += b);
                     }
                     let dx = if need_dx { Some(tensor(dx, x.dims())?) } else { None };
+                    if !need_dw {
+                        return Ok((dx, None, None));
+                    }
                     Ok((dx, Some(tensor(dw, w.dims())?), Some(tensor(db, b.dims())?)))
                 })
             })

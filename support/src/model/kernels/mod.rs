@@ -160,6 +160,9 @@ impl CustomOp3 for Linear {
                     } else {
                         None
                     };
+                    if !w.track_op() {
+                        return Ok((dx, None, None)); // constant weights: a relevance map's pass
+                    }
                     let mut dw = vec![0f32; d_out * d_in];
                     gemm((d_out, d_in, batch), &mut dw, d_in, false, (gv, 1, d_out), (xv, d_in, 1), threads);
                     let mut db = vec![0f32; d_out];
