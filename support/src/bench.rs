@@ -251,3 +251,103 @@ fn time_layer(
     }
     Ok(LayerTiming { layer: name.to_string(), forward_ms: median(fwd), backward_ms: median(bwd) })
 }
+
+/// Cost and checks of relevance maps on real recordings, for `audio-mnist bench-explain`.
+#[derive(Clone, Debug, Serialize)]
+pub struct ExplainBench {
+    pub files: usize,
+    pub networks: usize,
+    pub threads: usize,
+    pub steps: usize,
+    /// Integrated Gradients, one file at a time: median and mean milliseconds per file.
+    pub ig_ms_median: f64,
+    pub ig_ms_mean: f64,
+    /// Gradient x input, one file at a time: median milliseconds per file.
+    pub gxi_ms_median: f64,
+    /// |Σ map - (f(x) - f(b))| / |f(x) - f(b)| at `steps`: mean and worst over the files.
+    pub completeness_gap_mean: f64,
+    pub completeness_gap_max: f64,
+    /// The same at 256 steps.
+    pub completeness_gap_256_max: f64,
+    /// Spearman rank correlation of each file's map with the map from re-initialised weights
+    /// (the model-randomisation check): mean over files, of the signed maps and of |map|.
+    pub randomised_rank_correlation: f64,
+    pub randomised_rank_correlation_abs: f64,
+}
+
+/// Time and check relevance maps for the predicted class of (at most `limit` of) `inputs`.
+pub fn bench_explain(
+    model: &Path,
+    inputs: &[std::path::PathBuf],
+    steps: usize,
+    limit: usize,
+) -> Result<ExplainBench> {
+    use crate::explain::{rank_correlation, silence_db, Explainer, Method, Relevance};
+    let predictor = crate::infer::Predictor::load(model)?;
+    let (all, _) = crate::infer::collect_inputs(inputs)?;
+    // Evenly spaced over the (sorted) inputs, so every digit is in a sample of a folder.
+    let step = all.len().div_ceil(limit.max(1)).max(1);
+    let files: Vec<std::path::PathBuf> = all.into_iter().step_by(step).collect();
+    let (mut images, mut classes) = (Vec::new(), Vec::new());
+    for (_, r) in predictor.predict_files_with_features(&files) {
+        if let Ok((p, Some(image))) = r {
+            classes.push(crate::eval::argmax(&p.probabilities));
+            images.push(image);
+        }
+    }
+    anyhow::ensure!(!images.is_empty(), "no recording with sound among {} file(s)", files.len());
+    let time_each = |ex: &Explainer| -> Result<(Vec<f64>, Vec<Relevance>)> {
+        ex.explain(&images[0], &classes[..1])?; // warm-up
+        let (mut ms, mut maps) = (Vec::new(), Vec::new());
+        for (image, &class) in images.iter().zip(&classes) {
+            let start = Instant::now();
+            maps.extend(ex.explain(image, &[class])?);
+            ms.push(start.elapsed().as_secs_f64() * 1e3);
+        }
+        Ok((ms, maps))
+    };
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let ig = predictor.explainer(Method::IntegratedGradients { steps })?;
+    let (ig_ms, maps) = time_each(&ig)?;
+    let (gxi_ms, _) = time_each(&predictor.explainer(Method::GradientTimesInput)?)?;
+    let gaps: Vec<f64> = maps.iter().map(|r| r.completeness_gap() as f64).collect();
+    let all: Vec<f32> = images.concat();
+    let fine = predictor.explainer(Method::IntegratedGradients { steps: 256 })?.explain(&all, &classes)?;
+    let random = crate::explain::randomised(predictor.model(), 1234)?;
+    let shuffled = Explainer::new(
+        &random,
+        silence_db(&predictor.meta().features),
+        Method::IntegratedGradients { steps },
+        &predictor.device(),
+    )?
+    .explain(&all, &classes)?;
+    let abs = |r: &Relevance| r.map.iter().map(|v| v.abs()).collect::<Vec<f32>>();
+    let n = maps.len() as f64;
+    Ok(ExplainBench {
+        files: maps.len(),
+        networks: predictor.model().members.len(),
+        threads: rayon::current_num_threads(),
+        steps,
+        ig_ms_mean: ig_ms.iter().sum::<f64>() / n,
+        ig_ms_median: median(ig_ms),
+        gxi_ms_median: median(gxi_ms),
+        completeness_gap_mean: gaps.iter().sum::<f64>() / n,
+        completeness_gap_max: gaps.iter().cloned().fold(0.0, f64::max),
+        completeness_gap_256_max: fine.iter().map(|r| r.completeness_gap() as f64).fold(0.0, f64::max),
+        randomised_rank_correlation: maps
+            .iter()
+            .zip(&shuffled)
+            .map(|(a, b)| rank_correlation(&a.map, &b.map))
+            .sum::<f64>()
+            / n,
+        randomised_rank_correlation_abs: maps
+            .iter()
+            .zip(&shuffled)
+            .map(|(a, b)| rank_correlation(&abs(a), &abs(b)))
+            .sum::<f64>()
+            / n,
+    })
+}

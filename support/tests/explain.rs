@@ -238,3 +238,84 @@ fn an_ensembles_map_is_the_mean_of_its_networks_maps() {
     assert!(ex.explain(&images, &[0]).is_err(), "two images, one class");
     assert!(ex.explain(&images, &[0, CLASSES]).is_err(), "a class the model does not have");
 }
+
+mod common;
+
+#[test]
+fn predict_explain_writes_a_picture_and_relevance_per_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = common::tone_model(dir.path());
+    let inputs = dir.path().join("inputs");
+    std::fs::create_dir_all(inputs.join("again")).unwrap();
+    for (name, f0) in [("a.wav", 145.0), ("b.wav", 320.0), ("again/a.wav", 250.0)] {
+        common::write_wav(&inputs.join(name), 8000, &common::tone(8000, 0.5, f0));
+    }
+    common::write_wav(&inputs.join("silent.wav"), 8000, &vec![0.0; 4000]);
+    std::fs::write(inputs.join("broken.wav"), b"RIFF....WAVE").unwrap();
+    let out = dir.path().join("maps");
+    let run = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_audio-mnist"))
+            .arg("predict")
+            .arg("--model")
+            .arg(&model)
+            .arg("--explain")
+            .arg(&out)
+            .args(extra)
+            .arg(&inputs)
+            .output()
+            .unwrap()
+    };
+    let o = run(&["--json"]);
+    assert_eq!(o.status.code(), Some(1), "one broken file: {}", String::from_utf8_lossy(&o.stderr));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 5);
+    let mut pngs = Vec::new();
+    for line in &lines {
+        let file = line["file"].as_str().unwrap();
+        let r = &line["relevance"];
+        if file.ends_with("silent.wav") || file.ends_with("broken.wav") {
+            assert!(r.is_null(), "{file} has no network answer, so no relevance: {line}");
+            continue;
+        }
+        let probabilities: Vec<f32> =
+            line["probabilities"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+        assert_eq!(r["class"].as_u64().unwrap() as usize, support::eval::argmax(&probabilities));
+        let sum = |key: &str| r[key].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).sum::<f64>();
+        assert_eq!(r["per_band"].as_array().unwrap().len(), 128);
+        assert_eq!(r["per_frame"].as_array().unwrap().len(), 32);
+        let total = r["total"].as_f64().unwrap();
+        assert!((sum("per_band") - total).abs() < 1e-3 * total.abs().max(1.0));
+        assert!((sum("per_frame") - total).abs() < 1e-3 * total.abs().max(1.0));
+        let change = r["score"].as_f64().unwrap() - r["baseline_score"].as_f64().unwrap();
+        assert!((total - change).abs() < 0.1 * change.abs().max(0.1), "IG far from f(x) - f(b): {r}");
+        let png = std::path::PathBuf::from(r["png"].as_str().unwrap());
+        let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&png).unwrap()));
+        let info = decoder.read_info().unwrap().info().clone();
+        assert_eq!((info.width, info.height), (1200, 470), "{}", png.display());
+        pngs.push(png.file_name().unwrap().to_string_lossy().into_owned());
+    }
+    pngs.sort();
+    assert_eq!(pngs, ["a-2.png", "a.png", "b.png"], "one picture per file, same stems kept apart");
+    // Text output names the picture; an --explain folder that cannot be made is a clear error.
+    let o = run(&[]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("[relevance: "),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_audio-mnist"))
+        .args(["predict", "--explain"])
+        .arg(inputs.join("a.wav").join("x"))
+        .arg("--model")
+        .arg(&model)
+        .arg(inputs.join("a.wav"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--explain"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

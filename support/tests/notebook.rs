@@ -236,6 +236,20 @@ fn notebook_runs_top_to_bottom_and_renders() {
         .expect("the confusion-matrix cell shows HTML");
     assert!(explorer_html.contains("Plotly.newPlot") && explorer_html.contains("plotly_click"));
     assert!(explorer_html.contains("data:audio/wav;base64,"), "no audio player in the explorer");
+    assert!(
+        explorer_html.contains("relevance for predicted") && explorer_html.contains("alt=\\\"relevance for "),
+        "no relevance maps in the explorer"
+    );
+    let per_digit = output_text(cell_with(&cells, "explorer.digit_relevance("));
+    assert!(
+        per_digit.contains("mean relevance for the true digit"),
+        "the per-digit relevance cell showed: {per_digit}"
+    );
+    let sides = output_text(cell_with(&cells, "explorer.confusion_relevance("));
+    assert!(
+        sides.contains("what each side saw") && sides.contains("minus"),
+        "the confusion relevance cell showed: {sides}"
+    );
     let one_cell = output_text(cell_with(&cells, "explorer.cell("));
     assert!(one_cell.contains("file(s)") && one_cell.contains("<table"), "explorer.cell showed: {one_cell}");
     let predicted = output_text(cell_with(&cells, "Predictor::load"));
@@ -246,8 +260,8 @@ fn notebook_runs_top_to_bottom_and_renders() {
     assert_eq!(html.matches("plotly.js v3").count(), 1, "plotly.js must be in the HTML export, once");
     assert_eq!(
         html.matches("Plotly.newPlot(\"am-fig").count(),
-        7,
-        "3 looks + curves + confusion matrix + robustness + a listened sequence"
+        9,
+        "3 looks + curves + confusion matrix + 2 relevance figures + robustness + a listened sequence"
     );
     let listened = cell_with(&cells, "transcribe(&predictor");
     let said = output_text(listened);

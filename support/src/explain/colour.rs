@@ -35,10 +35,10 @@ pub fn diverging(t: f32) -> [u8; 3] {
     through(&STOPS, (t + 1.0) / 2.0)
 }
 
-/// A relevance value `r` in [-1, 1] laid over a grey log-Mel cell `level` in [0, 1]: the grey
-/// shows through where the relevance is small.
+/// A relevance value `r` in [-1, 1] laid over a grey log-Mel cell `level` in [0, 1] (loud is
+/// dark, silence near white): the grey shows through where the relevance is small.
 pub fn overlay(level: f32, r: f32) -> [u8; 3] {
-    let grey = 255.0 * (0.15 + 0.7 * level.clamp(0.0, 1.0));
+    let grey = 255.0 * (0.97 - 0.6 * level.clamp(0.0, 1.0));
     let colour = diverging(r.signum());
     let a = r.abs().clamp(0.0, 1.0).sqrt();
     colour.map(|c| (grey + a * (c as f32 - grey)).round() as u8)

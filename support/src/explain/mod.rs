@@ -22,7 +22,7 @@ use anyhow::{ensure, Result};
 use candle_core::{Device, Tensor, Var};
 use serde::Serialize;
 
-use crate::model::{Classifier, Cnn};
+use crate::model::{Classifier, Cnn, Member};
 
 /// How the relevance is computed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -254,6 +254,23 @@ impl Explainer {
         let b = &logits[classes.len()];
         Ok(classes.iter().enumerate().map(|(i, &k)| (logits[i][k], b[k])).collect())
     }
+}
+
+/// The same networks with freshly initialised weights (from `seed`) and the same inputs'
+/// standardisation: the model-randomisation sanity check compares their maps with the
+/// trained ones'.
+pub fn randomised(model: &Classifier, seed: u64) -> Result<Classifier> {
+    let members = model
+        .members
+        .iter()
+        .enumerate()
+        .map(|(k, m)| {
+            let device = m.net.blocks().first().map_or(Device::Cpu, |b| b.conv.weight().device().clone());
+            let (_, net) = crate::model::init_varmap(m.net.config(), seed + k as u64, &device)?;
+            Ok(Member { net, mean: m.mean, std: m.std, temperature: 1.0 })
+        })
+        .collect::<Result<_>>()?;
+    Ok(Classifier { members })
 }
 
 /// The silent image's value: the feature floor, `-top_db` dB below the loudest cell.

@@ -44,6 +44,8 @@ pub fn save_png(path: &Path, log_mel: &[f32], relevance: &Relevance, title: &str
             .x_desc("frame")
             .y_desc("mel band")
             .label_style(("sans-serif", 12))
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .y_label_formatter(&|v| format!("{v:.0}"))
             .draw()
             .map_err(err(path))?;
         let cells = (0..m * t).map(|i| {

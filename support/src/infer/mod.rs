@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::dsp::audio::{AudioError, AudioErrorKind};
 use crate::dsp::features::FeatureExtractor;
 use crate::eval::{argmax, NOT_A_DIGIT};
+use crate::explain::{silence_db, Explainer, Method};
 use crate::model::{load_model, pick_device, Classifier, ModelMeta};
 
 /// Recordings whose peak is below this (dBFS) are "no speech" rather than a guess.
@@ -64,6 +65,9 @@ impl Prediction {
     }
 }
 
+/// A prediction and the log-Mel image (dB) it was made from (`None`: no sound, no network).
+pub type Answer = (Prediction, Option<Vec<f32>>);
+
 /// A loaded model, ready to predict files or raw sample windows.
 pub struct Predictor {
     model: Classifier,
@@ -103,6 +107,14 @@ impl Predictor {
         &self.meta
     }
 
+    pub fn model(&self) -> &Classifier {
+        &self.model
+    }
+
+    pub fn device(&self) -> Device {
+        self.device.clone()
+    }
+
     /// Predict one WAV file.
     pub fn predict_file(&self, path: &Path) -> Result<Prediction, AudioError> {
         let mut out = self.predict_files(&[path.to_path_buf()]);
@@ -115,14 +127,24 @@ impl Predictor {
             return Ok(Prediction::silence(peak));
         }
         let features = self.extractor.extract_samples(samples, sample_rate)?;
-        let mut p = self.forward(&[features]).map_err(|e| AudioErrorKind::Model(e.to_string()))?;
+        let mut p = self.forward(&[&features]).map_err(|e| AudioErrorKind::Model(e.to_string()))?;
         Ok(p.remove(0))
     }
 
     /// Predict many files: features in parallel, then batched forward passes. Results are in
     /// input order; a file that cannot be read gets its error and the rest go on.
     pub fn predict_files(&self, paths: &[PathBuf]) -> Vec<(PathBuf, Result<Prediction, AudioError>)> {
-        // Ok(None): a recording without sound (its peak), answered without the network.
+        let out = self.predict_files_with_features(paths);
+        out.into_iter().map(|(p, r)| (p, r.map(|(prediction, _)| prediction))).collect()
+    }
+
+    /// [`Self::predict_files`], each answer with the log-Mel image (dB) the network saw
+    /// (`None` for a recording without sound, answered without the network).
+    pub fn predict_files_with_features(
+        &self,
+        paths: &[PathBuf],
+    ) -> Vec<(PathBuf, Result<Answer, AudioError>)> {
+        // Ok(Err(peak)): a recording without sound.
         let features: Vec<Result<Result<Vec<f32>, f32>, AudioError>> = paths
             .par_iter()
             .map(|p| {
@@ -136,8 +158,8 @@ impl Predictor {
                     .map_err(|k| AudioError::new(p, k))
             })
             .collect();
-        let ok: Vec<Vec<f32>> =
-            features.iter().filter_map(|f| f.as_ref().ok()?.as_ref().ok().cloned()).collect();
+        let ok: Vec<&[f32]> =
+            features.iter().filter_map(|f| Some(f.as_ref().ok()?.as_ref().ok()?.as_slice())).collect();
         let mut predictions = match self.forward(&ok) {
             Ok(p) => p.into_iter(),
             Err(e) => {
@@ -153,8 +175,11 @@ impl Predictor {
             .zip(features)
             .map(|(p, f)| {
                 let r = match f {
-                    Ok(Ok(_)) => predictions.next().ok_or_else(|| AudioError::new(p, AudioErrorKind::Empty)),
-                    Ok(Err(peak)) => Ok(Prediction::silence(peak)),
+                    Ok(Ok(image)) => predictions
+                        .next()
+                        .map(|pr| (pr, Some(image)))
+                        .ok_or_else(|| AudioError::new(p, AudioErrorKind::Empty)),
+                    Ok(Err(peak)) => Ok((Prediction::silence(peak), None)),
                     Err(e) => Err(e),
                 };
                 (p.clone(), r)
@@ -162,12 +187,17 @@ impl Predictor {
             .collect()
     }
 
-    fn forward(&self, features: &[Vec<f32>]) -> Result<Vec<Prediction>> {
+    /// Relevance maps for this model ([`crate::explain`]), against the silent image.
+    pub fn explainer(&self, method: Method) -> Result<Explainer> {
+        Explainer::new(&self.model, silence_db(&self.meta.features), method, &self.device)
+    }
+
+    fn forward(&self, features: &[&[f32]]) -> Result<Vec<Prediction>> {
         let arch = &self.meta.architecture;
         let mut out = Vec::with_capacity(features.len());
         for chunk in features.chunks(64) {
             // Unstandardised: each network of the model applies its own mean and std.
-            let x: Vec<f32> = chunk.iter().flat_map(|f| f.iter().copied()).collect();
+            let x: Vec<f32> = chunk.concat();
             let x = Tensor::from_vec(x, (chunk.len(), 1, arch.n_mels, arch.n_frames), &self.device)?;
             for p in self.model.probabilities(&x)?.to_vec2::<f32>()? {
                 out.push(Prediction::from_probabilities(p, self.threshold));

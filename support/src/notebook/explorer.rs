@@ -1,6 +1,7 @@
 //! The confusion-matrix explorer: the test confusion matrix as a plotly heatmap; clicking a
-//! cell lists its recordings with speaker, confidence, a player and the spectrogram. A model
-//! with the "not a digit" class gets that row too: the negatives of the test, by kind.
+//! cell lists its recordings with speaker, confidence, a player and the spectrogram (and, with
+//! [`ConfusionExplorer::with_relevance`], what in it made the network decide). A model with the
+//! "not a digit" class gets that row too: the negatives of the test, by kind.
 
 use std::path::PathBuf;
 
@@ -8,12 +9,16 @@ use plotly::common::Title;
 use plotly::layout::{Axis, Layout};
 use plotly::{HeatMap, Plot};
 
-use super::figures::{escape, figure_html, script_json, spectrogram_png, unique_id, wav_data_uri};
+use super::figures::{
+    escape, figure_html, relevance_png, script_json, spectrogram_png, unique_id, wav_data_uri,
+};
 use super::{Html, Result};
 use crate::data::prepare::Prepared;
 use crate::dsp::features::{FeatureConfig, FeatureExtractor};
 use crate::eval::artifacts::Tested;
 use crate::eval::rejection::ScoredNegatives;
+use crate::explain::{silence_db, Explainer, Method};
+use crate::model::Classifier;
 
 /// One test recording as the explorer lists it.
 #[derive(Clone, Debug)]
@@ -36,9 +41,11 @@ pub struct ConfusionExplorer {
     pub confusion: Vec<Vec<usize>>,
     pub entries: Vec<Entry>,
     config: FeatureConfig,
-    images: Vec<f32>,
-    n_mels: usize,
-    n_frames: usize,
+    pub(super) images: Vec<f32>,
+    pub(super) n_mels: usize,
+    pub(super) n_frames: usize,
+    /// Relevance maps of the model, when asked for ([`Self::with_relevance`]).
+    pub(super) explainer: Option<Explainer>,
     /// Recordings per cell embedded with player and spectrogram in [`Self::show`]'s page
     /// (all files are listed; media for every file would make the page huge on AudioMNIST).
     pub media_per_cell: usize,
@@ -96,7 +103,23 @@ impl ConfusionExplorer {
             n_mels: set.n_mels,
             n_frames: set.n_frames,
             media_per_cell: 6,
+            explainer: None,
         }
+    }
+
+    /// Also show, for each listed recording, the relevance of every log-Mel cell for the
+    /// predicted and for the true class (Integrated Gradients, 32 steps, against the silent
+    /// image; [`crate::explain`]) laid over the grey log-Mel: red for the class, blue against.
+    pub fn with_relevance(mut self, model: &Classifier, device: &candle_core::Device) -> Result<Self> {
+        let baseline = silence_db(&self.config);
+        self.explainer = Some(Explainer::new(model, baseline, Method::default(), device)?);
+        Ok(self)
+    }
+
+    /// The log-Mel image (dB) of an entry.
+    pub(super) fn image(&self, e: &Entry) -> &[f32] {
+        let len = self.n_mels * self.n_frames;
+        &self.images[e.row * len..(e.row + 1) * len]
     }
 
     /// The files in cell (`truth`, `predicted`), least confident first.
@@ -121,41 +144,62 @@ impl ConfusionExplorer {
         best.map(|(t, p, _)| (t, p))
     }
 
-    /// Player (the clip as the network hears it; none for a generated negative) and
-    /// spectrogram of one entry.
-    fn media(&self, e: &Entry) -> Result<(String, String)> {
-        let len = self.n_mels * self.n_frames;
-        let image = &self.images[e.row * len..(e.row + 1) * len];
+    /// Player (the clip as the network hears it; none for a generated negative), spectrogram
+    /// and relevance images (for the predicted class, then the true one) of one entry.
+    fn media(&self, e: &Entry) -> Result<(String, String, Vec<String>)> {
+        let image = self.image(e);
         let png = spectrogram_png(image, self.n_mels, self.n_frames, 6)?;
+        let relevance = match &self.explainer {
+            Some(ex) => {
+                let classes =
+                    if e.truth == e.predicted { vec![e.predicted] } else { vec![e.predicted, e.truth] };
+                let maps = ex.explain(&image.repeat(classes.len()), &classes)?;
+                maps.iter()
+                    .map(|r| relevance_png(&r.map, Some(image), self.n_mels, self.n_frames, 6))
+                    .collect::<Result<Vec<_>>>()?
+            }
+            None => Vec::new(),
+        };
         if e.path.as_os_str().is_empty() {
-            return Ok((String::new(), png));
+            return Ok((String::new(), png, relevance));
         }
         let fx = FeatureExtractor::new(self.config.clone())?;
         let audio = crate::dsp::audio::load_wav(&e.path, 60.0)?;
         let stages =
             fx.stages(&audio.samples, audio.sample_rate).map_err(|k| crate::AudioError::new(&e.path, k))?;
-        Ok((wav_data_uri(&stages.clip, self.config.sample_rate)?, png))
+        Ok((wav_data_uri(&stages.clip, self.config.sample_rate)?, png, relevance))
     }
 
     fn rows_html(&self, entries: &[&Entry], with_media: usize) -> String {
-        let mut html = String::from(
-            "<table class=\"am-cell\"><tr><th>file</th><th>speaker</th><th>confidence</th><th>listen</th><th>log-Mel</th></tr>",
+        let extra = if self.explainer.is_some() {
+            "<th>relevance for predicted</th><th>relevance for true</th>"
+        } else {
+            ""
+        };
+        let mut html = format!(
+            "<table class=\"am-cell\"><tr><th>file</th><th>speaker</th><th>confidence</th><th>listen</th><th>log-Mel</th>{extra}</tr>"
         );
         for (i, e) in entries.iter().enumerate() {
-            let (player, image) = match (i < with_media).then(|| self.media(e)) {
-                Some(Ok((wav, png))) => (
+            let (player, image, relevance) = match (i < with_media).then(|| self.media(e)) {
+                Some(Ok((wav, png, maps))) => (
                     if wav.is_empty() {
                         "generated".to_string()
                     } else {
                         format!(r#"<audio controls preload="none" src="{wav}"></audio>"#)
                     },
                     format!(r#"<img src="{png}" alt="log-Mel of {}">"#, escape(&e.file)),
+                    relevance_cells(&maps, &self.names[e.predicted], &self.names[e.truth], &e.file),
                 ),
-                Some(Err(err)) => (escape(&err.to_string()), String::new()),
-                None => (String::new(), String::new()),
+                Some(Err(err)) => (escape(&err.to_string()), String::new(), String::new()),
+                None => (String::new(), String::new(), String::new()),
+            };
+            let relevance = if self.explainer.is_some() && relevance.is_empty() {
+                "<td></td><td></td>".to_string()
+            } else {
+                relevance
             };
             html.push_str(&format!(
-                "<tr><td>{}</td><td>{}</td><td>{:.3}</td><td>{player}</td><td>{image}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{:.3}</td><td>{player}</td><td>{image}</td>{relevance}</tr>",
                 escape(&e.file),
                 escape(&e.speaker),
                 e.confidence
@@ -274,5 +318,23 @@ impl ConfusionExplorer {
             cells.insert(format!("{t},{p}"), (head + &self.rows_html(&files, self.media_per_cell)).into());
         }
         serde_json::Value::Object(cells)
+    }
+}
+
+/// The relevance columns of a row: for the predicted class, then the true one ("same" when
+/// they agree).
+fn relevance_cells(maps: &[String], predicted: &str, truth: &str, file: &str) -> String {
+    let img = |png: &String, class: &str| {
+        format!(
+            r#"<td><img src="{png}" alt="relevance for {} in {}" title="relevance for {}"></td>"#,
+            escape(class),
+            escape(file),
+            escape(class)
+        )
+    };
+    match maps {
+        [p] => img(p, predicted) + "<td>same</td>",
+        [p, t] => img(p, predicted) + &img(t, truth),
+        _ => String::new(),
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod explorer;
 pub mod figures;
+mod relevance;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

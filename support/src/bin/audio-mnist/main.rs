@@ -214,22 +214,7 @@ enum Command {
     /// Predict the digit spoken in WAV files (folders are searched for *.wav).
     ///
     /// Exit status: 0 all predicted, 1 some files failed (the rest are printed), 2 usage or model errors.
-    Predict {
-        #[arg(long)]
-        model: PathBuf,
-        /// One JSON object per line instead of `path: digit (confidence)`.
-        #[arg(long)]
-        json: bool,
-        /// Also show the K most likely digits.
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=11))]
-        top: u8,
-        /// Also answer "not a digit" when the best digit's probability is under this (0-1);
-        /// by default the model decides (its "not a digit" class, when it has one).
-        #[arg(long)]
-        threshold: Option<f32>,
-        #[arg(required = true)]
-        paths: Vec<PathBuf>,
-    },
+    Predict(predict::PredictArgs),
     #[cfg(feature = "train")]
     /// Evaluate an exported model on the test speakers of a split (by default the model's own).
     Evaluate {
@@ -305,6 +290,20 @@ enum Command {
         #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=1000))]
         repeat: u16,
     },
+    /// Time relevance maps (Integrated Gradients and gradient x input) per file and check them
+    /// (completeness, model randomisation) on real recordings; prints one JSON line.
+    BenchExplain {
+        #[arg(long)]
+        model: PathBuf,
+        /// Integrated Gradients' steps.
+        #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=4096))]
+        steps: u16,
+        /// Use at most N recordings, evenly spaced over the inputs.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -317,8 +316,8 @@ fn main() -> ExitCode {
             std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
         }
     }
-    if let Command::Predict { model, json, top, threshold, paths } = &cli.command {
-        return match predict::predict_command(model, *json, *top as usize, *threshold, paths) {
+    if let Command::Predict(args) = &cli.command {
+        return match predict::predict_command(args) {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("error: {e:#}");
@@ -378,7 +377,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::BenchTrain { batch, steps, kernels, layers, .. } => {
             bench::bench_train(batch as usize, steps as usize, kernels, layers)
         }
-        Command::Predict { .. } => unreachable!("handled in main"),
+        Command::Predict(_) => unreachable!("handled in main"),
         #[cfg(feature = "serve")]
         Command::Serve { model, addr, max_body_mb, max_seconds } => {
             let limits = serve::Limits { max_body_bytes: (max_body_mb as usize) << 20, max_seconds };
@@ -416,6 +415,11 @@ fn run(cli: Cli) -> Result<()> {
         #[cfg(feature = "train")]
         Command::Robustness { models, data, all, out, seed } => {
             train::robustness_command(&models, &data.resolve(None)?, all, &out, seed)
+        }
+        Command::BenchExplain { model, steps, limit, paths } => {
+            let r = support::bench::bench_explain(&model, &paths, steps as usize, limit)?;
+            println!("{}", serde_json::to_string(&r)?);
+            Ok(())
         }
         Command::BenchFeatures { data, limit, threads, repeat } => {
             bench::bench_features(&data, limit.map(|l| l as usize), threads as usize, repeat as usize)

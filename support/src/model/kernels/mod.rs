@@ -5,11 +5,13 @@
 //! each make several full passes over the activations. Here:
 //! - [`conv2d`]: im2col + one `gemm` per sample; backward recomputes the columns and gets
 //!   the weight gradient and the input gradient from two more `gemm`s (col2im for the latter),
-//!   and skips the input gradient when the input is data (the first layer).
+//!   and skips the input gradient when the input is data (the first layer in training) and the
+//!   weight gradients when the weights are constants (a relevance map's backward pass).
 //! - [`batch_norm_relu_max_pool2d`]: batch-norm with batch statistics, ReLU and 2x2 max-pool
 //!   fused into one pass forward and two backward (max-pool routes to the first maximum, as
 //!   PyTorch does); [`conv_bn_relu_max_pool2d_eval`] fuses all four for inference, so the
-//!   convolution's output never leaves the cache.
+//!   convolution's output never leaves the cache, and its backward pass gives the input's
+//!   gradient (recomputing the convolution per sample) for relevance maps.
 //! - [`linear`]: `x · wᵀ + b` whose weight gradient comes out in the weight's own layout.
 //!
 //! Every op works on contiguous f32 tensors on the CPU; the model uses Candle's own ops on
