@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use anyhow::Result;
 use candle_core::Device;
@@ -39,15 +40,47 @@ pub struct TrainOptions {
 pub struct Plan {
     pub dataset: Dataset,
     pub split: Split,
+    /// The scan's time and memory: the run's first stage.
+    pub scan: Stage,
 }
 
 impl TrainOptions {
     /// Scan the data and split its speakers.
     pub fn plan(&self) -> Result<Plan> {
+        let start = Instant::now();
         let dataset = scan_all(&self.data)?;
         let split = make_split(&self.split, &dataset.speaker_ids())?;
-        Ok(Plan { dataset, split })
+        Ok(Plan { dataset, split, scan: Stage::since("scan", start) })
     }
+}
+
+/// One stage of a run: its wall time and the process's peak memory when it ended.
+#[derive(Clone, Debug, Serialize)]
+pub struct Stage {
+    pub name: String,
+    pub seconds: f64,
+    /// Peak resident memory of the process so far, MiB (`None` where the OS does not say).
+    pub peak_mib: Option<f64>,
+}
+
+impl Stage {
+    pub fn since(name: &str, start: Instant) -> Self {
+        Self { name: name.to_string(), seconds: start.elapsed().as_secs_f64(), peak_mib: peak_memory_mib() }
+    }
+}
+
+/// The process's peak resident set size in MiB (`getrusage`: KiB on Linux, bytes on macOS).
+pub fn peak_memory_mib() -> Option<f64> {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes a `rusage` into the pointer it is given, which is valid.
+    let usage = unsafe {
+        if libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) != 0 {
+            return None;
+        }
+        usage.assume_init()
+    };
+    let unit = if cfg!(target_os = "macos") { 1024.0 * 1024.0 } else { 1024.0 };
+    Some(usage.ru_maxrss as f64 / unit)
 }
 
 /// `metrics.json`.
@@ -78,6 +111,8 @@ pub struct Metrics {
     /// Every network of the model: its validation speaker(s), best validation accuracy,
     /// epochs, and its own test accuracy.
     pub members: Vec<MemberResult>,
+    /// Wall time and peak memory of each stage: scan, features, training, evaluation, export.
+    pub stages: Vec<Stage>,
 }
 
 /// What a training run produced.
@@ -107,12 +142,19 @@ pub fn run_plan(
     progress: Progress,
     on_epoch: &mut dyn FnMut(&EpochLog),
 ) -> Result<RunReport> {
+    let mut stages = vec![plan.scan.clone()];
+    let start = Instant::now();
     let (set, _) = load_features(&plan.dataset, &opts.cache_dir, &opts.recipe.features(), progress)?;
     let prep = Prepared::new(plan.dataset, set, plan.split)?.with_negatives(&opts.recipe.negatives);
+    stages.push(Stage::since("features", start));
     let arch = prep.architecture(&opts.recipe);
+    let start = Instant::now();
     let trained = fit(&prep, &arch, &opts.recipe, &opts.out, device, on_epoch)?;
+    stages.push(Stage::since("training", start));
+    let start = Instant::now();
     let tested = test(&trained.model, &prep, device, &opts.out)?;
-    let metrics = export(&prep, &arch, &trained, &tested, opts, device)?;
+    stages.push(Stage::since("evaluation", start));
+    let metrics = export_timed(&prep, &arch, &trained, &tested, opts, device, stages)?;
     Ok(RunReport {
         metrics,
         split: prep.split,
@@ -132,8 +174,23 @@ pub fn export(
     opts: &TrainOptions,
     device: &Device,
 ) -> Result<Metrics> {
+    export_timed(prep, arch, trained, tested, opts, device, Vec::new())
+}
+
+/// [`export`], with the times of the stages before it (and its own) in `metrics.json`.
+#[allow(clippy::too_many_arguments)]
+fn export_timed(
+    prep: &Prepared,
+    arch: &CnnConfig,
+    trained: &Fitted,
+    tested: &Tested,
+    opts: &TrainOptions,
+    device: &Device,
+    stages: Vec<Stage>,
+) -> Result<Metrics> {
+    let start = Instant::now();
     let evaluation = &tested.evaluation;
-    let metrics = Metrics {
+    let mut metrics = Metrics {
         // No test speakers (`--split none`): not measured, `null` in metrics.json.
         test_accuracy: if prep.test_rows.is_empty() { f64::NAN } else { evaluation.accuracy },
         val_accuracy: trained.best_val_acc,
@@ -150,9 +207,10 @@ pub fn export(
         calibration: tested.calibration.clone(),
         rejection: tested.rejection.clone(),
         members: trained.member_results(prep, device)?,
+        stages,
     };
+    // The export's own time is measured up to the model file; metrics.json is written last.
     let out = &opts.out;
-    write_json(&out.join("metrics.json"), &metrics)?;
     trained.save(
         &out.join("model.safetensors"),
         prep,
@@ -161,6 +219,8 @@ pub fn export(
         serde_json::to_value(&metrics)?,
     )?;
     write_manifest(&out.join("run_manifest.json"), prep, arch, opts, device)?;
+    metrics.stages.push(Stage::since("export", start));
+    write_json(&out.join("metrics.json"), &metrics)?;
     Ok(metrics)
 }
 

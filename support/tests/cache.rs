@@ -154,6 +154,10 @@ fn features_command_writes_the_contract_file() {
 
     let o2 = run();
     assert!(String::from_utf8_lossy(&o2.stdout).contains("from cache"));
+    // The output shares the cache file's contents (a link where possible) but not its fate.
+    assert_eq!(std::fs::read(&out).unwrap(), bytes);
+    std::fs::remove_dir_all(dir.path().join("cache")).unwrap();
+    assert_eq!(FeatureSet::load(&out).unwrap().row(3), &lib[..]);
 }
 
 #[test]

@@ -284,6 +284,23 @@ fn run_downloads_when_the_data_folder_is_empty_then_trains() {
     assert!(text.contains("downloading AudioMNIST"), "{text}");
     assert!(out.join("model.safetensors").is_file() && out.join("classification_report.txt").is_file());
     assert!(completed(&data).is_some());
+    // Where the time went: printed at the end, and in metrics.json.
+    let summary = &text[text.find("time by stage:").expect("no stage summary")..];
+    for stage in ["scan", "features", "training", "evaluation", "export", "total"] {
+        assert!(summary.contains(&format!("  {stage} ")), "{summary}");
+    }
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    let stages = metrics["stages"].as_array().unwrap();
+    let names: Vec<&str> = stages.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["scan", "features", "training", "evaluation", "export"]);
+    assert!(stages
+        .iter()
+        .all(|s| s["seconds"].as_f64().unwrap() >= 0.0 && s["peak_mib"].as_f64().unwrap() > 1.0));
+    assert!(
+        stages[2]["seconds"].as_f64() > stages[0]["seconds"].as_f64(),
+        "training is not the longest: {stages:?}"
+    );
     // Offline on a folder the user filled: no download attempted (the URL is unreachable).
     let fsdd = tmp.path().join("fsdd");
     std::fs::create_dir_all(&fsdd).unwrap();

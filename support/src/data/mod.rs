@@ -45,6 +45,19 @@ pub fn write_atomically(
     Ok(())
 }
 
+/// Make `dst` a file with `src`'s contents, atomically: a hard link when both are on one file
+/// system (no copying), else a copy.
+pub fn link_or_copy(src: &Path, dst: &Path) -> Result<()> {
+    write_atomically(dst, |tmp| {
+        let part = tmp.path().to_path_buf();
+        std::fs::remove_file(&part).with_context(|| format!("replacing {}", part.display()))?;
+        if std::fs::hard_link(src, &part).is_err() {
+            std::fs::copy(src, &part).with_context(|| format!("copying {}", src.display()))?;
+        }
+        Ok(())
+    })
+}
+
 /// Write `value` as pretty JSON, atomically.
 pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(value)? + "\n";

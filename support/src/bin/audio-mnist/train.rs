@@ -120,6 +120,7 @@ pub fn train_command(opts: &TrainOptions) -> Result<()> {
         m.rejection.as_ref(),
     );
     println!("model: {}; artifacts in {}", report.model_path.display(), opts.out.display());
+    print_stages(&m.stages);
     Ok(())
 }
 
@@ -264,4 +265,20 @@ pub fn robustness_command(
     support::eval::plots::robustness(&r, &out.join("robustness.png"))?;
     println!("robustness.json and robustness.png in {}", out.display());
     Ok(())
+}
+
+/// Where the run's time went: one line per stage, then the total.
+fn print_stages(stages: &[support::workflow::Stage]) {
+    let total: f64 = stages.iter().map(|s| s.seconds).sum();
+    println!("time by stage:");
+    for s in stages {
+        let memory = s.peak_mib.map_or(String::new(), |m| format!("  (peak memory {m:.0} MiB)"));
+        println!(
+            "  {:<10} {:>8.1} s  {:>5.1}%{memory}",
+            s.name,
+            s.seconds,
+            100.0 * s.seconds / total.max(1e-9)
+        );
+    }
+    println!("  {:<10} {:>8.1} s", "total", total);
 }
