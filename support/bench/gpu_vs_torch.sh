@@ -25,11 +25,11 @@ python3 "$here/torch_gpu.py" "$w/f.safetensors" "${fold[@]}" >"$out/torch_train.
 "$bin" bench-train --steps 100 >"$out/ours_bench.json"
 python3 "$here/torch_gpu.py" --synthetic >"$out/torch_bench.json"
 # Relevance maps of the same model and files: GPU (Candle's ops) against CPU (fused kernels).
-files=$(ls "$data"/recordings/*_theo_*.wav | head -20)
-# shellcheck disable=SC2086
-"$bin" predict --json --explain "$w/gpu" --model "$w/ours/model.safetensors" $files >"$out/explain_gpu.jsonl"
-# shellcheck disable=SC2086
-CUDA_VISIBLE_DEVICES= "$bin" predict --json --explain "$w/cpu" --model "$w/ours/model.safetensors" $files >"$out/explain_cpu.jsonl"
+files=("$data"/recordings/*_theo_*.wav)
+files=("${files[@]:0:20}")
+"$bin" predict --json --explain "$w/gpu" --model "$w/ours/model.safetensors" "${files[@]}" >"$out/explain_gpu.jsonl"
+CUDA_VISIBLE_DEVICES= "$bin" bench-train --steps 2 >"$out/cpu_check.json" # says which device that is
+CUDA_VISIBLE_DEVICES= "$bin" predict --json --explain "$w/cpu" --model "$w/ours/model.safetensors" "${files[@]}" >"$out/explain_cpu.jsonl"
 "$bin" bench-explain --model "$w/ours/model.safetensors" --limit 100 "$data/recordings" >"$out/explain_bench_gpu.json"
 python3 - "$out/explain_gpu.jsonl" "$out/explain_cpu.jsonl" >"$out/explain_compare.json" <<'PY'
 import json, sys
