@@ -123,12 +123,26 @@ impl Predictor {
 
     /// Predict a mono signal at any sample rate (e.g. a 1-second window from a microphone).
     pub fn predict_samples(&self, samples: &[f32], sample_rate: u32) -> Result<Prediction, AudioErrorKind> {
+        self.predict_samples_with_features(samples, sample_rate).map(|(p, _)| p)
+    }
+
+    /// [`Self::predict_samples`] with the log-Mel image (dB) the network saw (`None`: no sound).
+    pub fn predict_samples_with_features(
+        &self,
+        samples: &[f32],
+        sample_rate: u32,
+    ) -> Result<Answer, AudioErrorKind> {
         if let Some(peak) = silent(samples) {
-            return Ok(Prediction::silence(peak));
+            return Ok((Prediction::silence(peak), None));
         }
         let features = self.extractor.extract_samples(samples, sample_rate)?;
         let mut p = self.forward(&[&features]).map_err(|e| AudioErrorKind::Model(e.to_string()))?;
-        Ok(p.remove(0))
+        Ok((p.remove(0), Some(features)))
+    }
+
+    /// The model's own preprocessing.
+    pub fn extractor(&self) -> &FeatureExtractor {
+        &self.extractor
     }
 
     /// Predict many files: features in parallel, then batched forward passes. Results are in

@@ -167,7 +167,8 @@ fn answer(app: &App, bytes: Bytes, with_features: bool) -> Result<Json<Value>, A
             ApiError(status, e.to_string())
         })?;
     let seconds = audio.samples.len() as f64 / audio.sample_rate as f64;
-    let p = app.predictor.predict_samples(&audio.samples, audio.sample_rate).map_err(bad)?;
+    let (p, image) =
+        app.predictor.predict_samples_with_features(&audio.samples, audio.sample_rate).map_err(bad)?;
     let mut out = json!({"file": "upload", "duration_s": seconds});
     let obj = out.as_object_mut().expect("an object");
     if let Value::Object(fields) = serde_json::to_value(&p).map_err(bad)? {
@@ -179,8 +180,12 @@ fn answer(app: &App, bytes: Bytes, with_features: bool) -> Result<Json<Value>, A
         obj.insert("segments".into(), json!(events));
     }
     if with_features {
-        let fx = support::FeatureExtractor::new(app.predictor.meta().features.clone()).map_err(bad)?;
-        let f = fx.extract_samples(&audio.samples, audio.sample_rate).map_err(bad)?;
+        // The image the network saw; a silent upload (answered without the network) gets its own.
+        let fx = app.predictor.extractor();
+        let f = match image {
+            Some(f) => f,
+            None => fx.extract_samples(&audio.samples, audio.sample_rate).map_err(bad)?,
+        };
         let c = fx.config();
         obj.insert("log_mel".into(), json!({"n_mels": c.n_mels, "n_frames": c.n_frames(), "db": f}));
     }
