@@ -35,8 +35,9 @@ pub mod workflow;
 
 pub use data::cache::{CacheStatus, FeatureSet};
 pub use data::dataset::{scan, Dataset, Recording, Skipped};
-pub use dsp::audio::{load_wav, resample, Audio, AudioError};
+pub use dsp::audio::{load_wav, Audio, AudioError};
 pub use dsp::features::{FeatureConfig, FeatureExtractor};
+pub use dsp::resample::resample;
 pub use error::Error;
 
 /// Version of this crate, recorded in every file it writes.

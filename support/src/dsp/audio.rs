@@ -2,16 +2,12 @@
 //!
 //! Mirrors `librosa.load(path, sr=16000, mono=True)`: integer samples are scaled to [-1, 1)
 //! the way soundfile does (divide by 2^(bits-1)), channels are averaged (`librosa.to_mono`),
-//! and the signal is resampled to `ceil(n * sr_out / sr_in)` samples (`librosa.resample`).
+//! and [`crate::dsp::resample`] brings the signal to the analysis rate.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::fmt;
 use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
-
-use rubato::audioadapter_buffers::direct::InterleavedSlice;
-use rubato::{Fft, FixedSync, Resampler, WindowFunction};
 
 /// Sample rates outside this range are refused as corrupt headers rather than resampled.
 pub const MIN_SAMPLE_RATE: u32 = 1_000;
@@ -381,85 +377,4 @@ fn decode<const B: usize>(data: &[u8], channels: usize, out: &mut Vec<f32>, conv
             data.chunks_exact(B * channels).map(|frame| frame.chunks_exact(B).map(sample).sum::<f32>() * inv),
         );
     }
-}
-
-/// About this many input frames per FFT block of the resampler. Long blocks give a steep
-/// anti-aliasing filter (close to soxr's "HQ" used by librosa); the delay they add is trimmed
-/// by rubato.
-const RESAMPLER_TARGET_CHUNK: usize = 2048;
-
-/// Input block length: a power-of-two multiple of the smallest block the rate pair allows
-/// (`sr_in / gcd`), so the FFT sizes factor into small primes. (For 48 kHz -> 16 kHz a plain
-/// 2048 becomes 2049 = 3 x 683 in, 683 out: a prime-sized FFT, 5x slower.)
-fn resampler_chunk(sr_in: u32, sr_out: u32) -> usize {
-    let gcd = {
-        let (mut a, mut b) = (sr_in as usize, sr_out as usize);
-        while b != 0 {
-            (a, b) = (b, a % b);
-        }
-        a
-    };
-    let min_in = sr_in as usize / gcd;
-    min_in * RESAMPLER_TARGET_CHUNK.div_ceil(min_in).next_power_of_two()
-}
-
-thread_local! {
-    // Building an FFT resampler plans FFTs and designs a filter: keep one per rate pair and
-    // thread, so a batch of files at the same rate pays that once.
-    static RESAMPLERS: RefCell<HashMap<(u32, u32), Fft<f32>>> = RefCell::new(HashMap::new());
-}
-
-/// Resample a mono signal to `sr_out`, returning `ceil(len * sr_out / sr_in)` samples like
-/// `librosa.resample` (rubato's synchronous FFT resampler, delay compensated).
-pub fn resample(samples: &[f32], sr_in: u32, sr_out: u32) -> Result<Vec<f32>, crate::Error> {
-    let mut out = Vec::new();
-    resample_into(samples, sr_in, sr_out, &mut out)?;
-    Ok(out)
-}
-
-/// [`resample`] into a caller's buffer (replacing its contents).
-pub fn resample_into(
-    samples: &[f32],
-    sr_in: u32,
-    sr_out: u32,
-    out: &mut Vec<f32>,
-) -> Result<(), crate::Error> {
-    out.clear();
-    if sr_in == sr_out || samples.is_empty() {
-        out.extend_from_slice(samples);
-        return Ok(());
-    }
-    let expected = (samples.len() as u128 * sr_out as u128).div_ceil(sr_in as u128) as usize;
-    RESAMPLERS.with_borrow_mut(|map| {
-        let resampler = match map.entry((sr_in, sr_out)) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(v) => v.insert(
-                Fft::<f32>::new_custom(
-                    sr_in as usize,
-                    sr_out as usize,
-                    resampler_chunk(sr_in, sr_out),
-                    1,
-                    1,
-                    WindowFunction::BlackmanHarris2,
-                    FixedSync::Input,
-                )
-                .map_err(|e| crate::Error::Resample(e.to_string()))?,
-            ),
-        };
-        let input = InterleavedSlice::new(samples, 1, samples.len())
-            .map_err(|e| crate::Error::Resample(e.to_string()))?;
-        resampler.reset();
-        // rubato needs room for its delay and a last padded block; the delay is cut off the
-        // front for us, so the signal starts at 0 and the padding is truncated below.
-        let needed = resampler.process_all_needed_output_len(samples.len());
-        out.resize(needed, 0.0);
-        let mut output = InterleavedSlice::new_mut(out.as_mut_slice(), 1, needed)
-            .map_err(|e| crate::Error::Resample(e.to_string()))?;
-        let (_, produced) = resampler
-            .process_all_into_buffer(&input, &mut output, samples.len(), None)
-            .map_err(|e| crate::Error::Resample(e.to_string()))?;
-        out.truncate(produced.min(expected));
-        out.resize(expected, 0.0);
-        Ok(())
-    })
 }

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dsp::audio::{self, AudioError, AudioErrorKind};
 use crate::dsp::mel::{self, SparseFilterbank};
+use crate::dsp::resample::{self, Downsampler};
 
 /// Bumped whenever the feature computation changes in a way the config does not show, so that
 /// caches and exported models made by older code are recognised.
@@ -54,6 +55,10 @@ pub struct FeatureConfig {
     /// Where the STFT frames sit (absent in older caches and model files: `pad`).
     #[serde(default)]
     pub framing: Framing,
+    /// How input above `sample_rate` is brought down to it (absent in older caches and model
+    /// files: `rubato`).
+    #[serde(default = "Downsampler::legacy")]
+    pub downsampler: Downsampler,
 }
 
 /// Where the `n_frames` STFT frames of a trimmed word sit.
@@ -87,6 +92,7 @@ impl Default for FeatureConfig {
             top_db: 80.0,
             max_duration_s: 60.0,
             framing: Framing::Pad,
+            downsampler: Downsampler::Sinc,
         }
     }
 }
@@ -305,7 +311,7 @@ impl FeatureExtractor {
             return Err(AudioErrorKind::NonFinite);
         }
         let c = &self.config;
-        audio::resample_into(samples, sample_rate, c.sample_rate, &mut scratch.resampled)
+        self.resample_into(samples, sample_rate, &mut scratch.resampled)
             .map_err(|e| AudioErrorKind::Resample(e.to_string()))?;
         scratch.trim = trim_bounds(&scratch.resampled, c.trim_top_db, c.trim_frame_length, c.trim_hop_length);
         let (start, end) = scratch.trim;
@@ -317,6 +323,16 @@ impl FeatureExtractor {
         }
         scratch.clip.resize(c.clip_samples, 0.0);
         Ok(self.log_mel(&scratch.clip))
+    }
+
+    /// A signal at `sample_rate` brought to the analysis rate, the way this config says.
+    pub fn resample_into(
+        &self,
+        samples: &[f32],
+        sample_rate: u32,
+        out: &mut Vec<f32>,
+    ) -> Result<(), crate::Error> {
+        resample::to_rate(self.config.downsampler, samples, sample_rate, self.config.sample_rate, out)
     }
 
     /// The log-Mel image of a trimmed, normalised word, framed as the config says.

@@ -103,7 +103,7 @@ fn load_clips(dataset: &Dataset, chosen: &[&Recording], rate: u32) -> Result<Vec
         .map(|r| {
             let path = dataset.absolute(r);
             let audio = crate::dsp::audio::load_wav(&path, 60.0)?;
-            Ok(crate::dsp::audio::resample(&audio.samples, audio.sample_rate, rate)?)
+            Ok(crate::dsp::resample::resample(&audio.samples, audio.sample_rate, rate)?)
         })
         .collect()
 }

@@ -29,13 +29,8 @@ pub fn load_clips(fx: &FeatureExtractor, paths: &[PathBuf]) -> Result<Vec<Vec<f3
         .map(|path| {
             let audio = crate::dsp::audio::load_wav(&path, c.max_duration_s)?;
             let mut resampled = Vec::new();
-            crate::dsp::audio::resample_into(
-                &audio.samples,
-                audio.sample_rate,
-                c.sample_rate,
-                &mut resampled,
-            )
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            fx.resample_into(&audio.samples, audio.sample_rate, &mut resampled)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
             let (start, end) = trim_bounds(&resampled, c.trim_top_db, c.trim_frame_length, c.trim_hop_length);
             let mut clip = resampled[start..end].to_vec();
             normalize(&mut clip);

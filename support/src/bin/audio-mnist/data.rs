@@ -185,7 +185,7 @@ fn speech_sources(dataset: &Dataset, count: usize, rate: u32, seed: u64) -> Resu
     anyhow::ensure!(digits.len() >= 2, "--from needs recordings of at least two digits");
     let load = |i: usize| -> Result<Vec<f32>> {
         let audio = support::dsp::audio::load_wav(&dataset.absolute(&dataset.recordings[i]), 60.0)?;
-        Ok(support::dsp::audio::resample(&audio.samples, audio.sample_rate, rate)?)
+        Ok(support::dsp::resample::resample(&audio.samples, audio.sample_rate, rate)?)
     };
     (0..count)
         .map(|_| {

@@ -195,7 +195,7 @@ fn speak(path: &Path, voice: &str, word: &str, speed: u32, pitch: u32, rate: u32
         .context("running espeak-ng")?;
     ensure!(status.success(), "espeak-ng failed on {word:?} in voice {voice}");
     let audio = support::dsp::audio::load_wav(&raw, 60.0)?;
-    let samples = support::dsp::audio::resample(&audio.samples, audio.sample_rate, rate)?;
+    let samples = support::dsp::resample::resample(&audio.samples, audio.sample_rate, rate)?;
     std::fs::remove_file(&raw).ok();
     support::dsp::audio::write_wav(path, rate, &samples)?;
     Ok(())
