@@ -170,3 +170,20 @@ fn end_to_end_from_wav_within_half_a_db_of_librosa() {
         }
     }
 }
+
+#[test]
+fn rational_ratio_44100_matches_librosa() {
+    // 44.1 -> 16 kHz is 160/441: the sinc down-sampler's FFT lengths are multiples of 441.
+    let g = golden();
+    let samples = as_f32(g.get("0_01_0@44100.samples"));
+    let want = g.get("0_01_0@44100.logmel");
+    let diff = |down| {
+        let fx =
+            FeatureExtractor::new(FeatureConfig { downsampler: down, ..FeatureConfig::default() }).unwrap();
+        diff_stats(&fx.extract_samples(&samples, 44_100).unwrap(), want)
+    };
+    let ((mean, max), (old_mean, old_max)) = (diff(Downsampler::Sinc), diff(Downsampler::Rubato));
+    eprintln!("44.1 kHz: sinc mean {mean:.3} max {max:.2} dB; rubato mean {old_mean:.3} max {old_max:.2} dB");
+    assert!(mean <= 0.05 && max <= 6.0, "mean {mean} max {max} dB");
+    assert!(mean <= old_mean && max <= old_max);
+}
