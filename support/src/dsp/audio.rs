@@ -360,10 +360,18 @@ fn decode_samples(
             return Err(err(AudioErrorKind::Unsupported(format!("{}-byte {format:?} samples", w))));
         }
     }
-    if out.iter().any(|s| !s.is_finite()) {
+    // Integers are always finite; floats may hold NaN or infinities.
+    if spec.sample_format == hound::SampleFormat::Float && !all_finite(out) {
         return Err(err(AudioErrorKind::NonFinite));
     }
     Ok(())
+}
+
+/// No NaN or infinity in `x`. Tests the exponent bits with an integer `max`, which
+/// vectorises (a short-circuiting `any` runs one sample per cycle).
+pub fn all_finite(x: &[f32]) -> bool {
+    const EXPONENT: u32 = 0x7f80_0000;
+    x.iter().map(|s| s.to_bits() & EXPONENT).max().unwrap_or(0) != EXPONENT
 }
 
 /// Convert little-endian samples of `B` bytes to f32 and average the channels of each frame.

@@ -287,17 +287,20 @@ impl FeatureExtractor {
     /// Features of a mono signal at any sample rate (what a streaming front end would call
     /// with each 1-second window).
     pub fn extract_samples(&self, samples: &[f32], sample_rate: u32) -> Result<Vec<f32>, AudioErrorKind> {
+        check_finite(samples)?;
         SCRATCH.with_borrow_mut(|scratch| self.run(samples, sample_rate, scratch))
     }
 
     /// Every preprocessing stage of a mono signal, for inspection.
     pub fn stages(&self, samples: &[f32], sample_rate: u32) -> Result<Stages, AudioErrorKind> {
+        check_finite(samples)?;
         let mut scratch = Scratch::default();
         let log_mel = self.run(samples, sample_rate, &mut scratch)?;
         Ok(Stages { resampled: scratch.resampled, trim: scratch.trim, clip: scratch.clip, log_mel })
     }
 
-    /// The pipeline, with its intermediate signals left in `scratch`.
+    /// The pipeline, with its intermediate signals left in `scratch` (`samples` are finite:
+    /// the WAV decoder or the public entry points checked).
     fn run(
         &self,
         samples: &[f32],
@@ -306,9 +309,6 @@ impl FeatureExtractor {
     ) -> Result<Vec<f32>, AudioErrorKind> {
         if samples.is_empty() {
             return Err(AudioErrorKind::Empty);
-        }
-        if samples.iter().any(|s| !s.is_finite()) {
-            return Err(AudioErrorKind::NonFinite);
         }
         let c = &self.config;
         self.resample_into(samples, sample_rate, &mut scratch.resampled)
@@ -414,6 +414,14 @@ impl FeatureExtractor {
             }
         }
         out
+    }
+}
+
+/// NaN or infinite samples are refused (they would poison every FFT bin).
+fn check_finite(samples: &[f32]) -> Result<(), AudioErrorKind> {
+    match audio::all_finite(samples) {
+        true => Ok(()),
+        false => Err(AudioErrorKind::NonFinite),
     }
 }
 
