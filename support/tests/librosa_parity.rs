@@ -17,7 +17,7 @@ mod common;
 use std::collections::HashMap;
 
 use safetensors::SafeTensors;
-use support::dsp::features::trim_bounds;
+use support::dsp::effects::trim_bounds;
 use support::dsp::mel;
 use support::dsp::resample::Downsampler;
 use support::{FeatureConfig, FeatureExtractor};

@@ -18,7 +18,8 @@ use rayon::prelude::*;
 
 pub use super::recipe::AugmentConfig;
 use crate::dsp::conditions::{add_at_snr, coloured_noise, Colour, Condition};
-use crate::dsp::features::{normalize, trim_bounds, FeatureExtractor};
+use crate::dsp::effects::{normalize, trim_bounds};
+use crate::dsp::features::FeatureExtractor;
 
 /// The trimmed, peak-normalised clip of every file (paths relative to `root`), at the
 /// extractor's rate and not yet padded: what augmentation starts from.
