@@ -13,8 +13,8 @@ use serde::Serialize;
 use crate::data::dataset::Dataset;
 use crate::data::extract::Progress;
 use crate::data::prepare::{load_features, Prepared};
-use crate::data::split::{make_split, Split, SplitSpec};
-use crate::data::union::scan_all;
+use crate::data::split::{Split, SplitSpec};
+use crate::data::union::scan_for_training;
 use crate::data::write_json;
 use crate::eval::artifacts::{test, Tested};
 use crate::eval::calibration::Calibration;
@@ -48,8 +48,8 @@ impl TrainOptions {
     /// Scan the data and split its speakers.
     pub fn plan(&self) -> Result<Plan> {
         let start = Instant::now();
-        let dataset = scan_all(&self.data)?;
-        let split = make_split(&self.split, &dataset.speaker_ids())?;
+        let dataset = scan_for_training(&self.data, &self.recipe.train_data)?;
+        let split = dataset.split(&self.split)?;
         Ok(Plan { dataset, split, scan: Stage::since("scan", start) })
     }
 }

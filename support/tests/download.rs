@@ -344,3 +344,100 @@ fn run_downloads_when_the_data_folder_is_empty_then_trains() {
     assert_eq!(output.status.code(), Some(2), "{err}");
     assert!(err.contains("no recordings named"), "{err}");
 }
+
+fn tone_wav_bytes(digit: usize) -> Vec<u8> {
+    let tmp = tempfile::NamedTempFile::new().unwrap();
+    common::write_wav(tmp.path(), 8000, &common::tone(8000, 0.5, 150.0 + 20.0 * digit as f32));
+    std::fs::read(tmp.path()).unwrap()
+}
+
+/// A zip laid out like github.com/Jakobovski/free-spoken-digit-dataset's archive.
+fn fsdd_zip() -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    {
+        let mut zip = zip::ZipWriter::new(&mut out);
+        let opts = zip::write::SimpleFileOptions::default();
+        let root = "free-spoken-digit-dataset-master";
+        zip.start_file(format!("{root}/README.md"), opts).unwrap();
+        zip.write_all(b"# FSDD\n").unwrap();
+        zip.start_file(format!("{root}/utils/spectogramer.py"), opts).unwrap();
+        zip.write_all(b"print(1)\n").unwrap();
+        for speaker in ["george", "jackson"] {
+            for d in 0..10 {
+                zip.start_file(format!("{root}/recordings/{d}_{speaker}_0.wav"), opts).unwrap();
+                zip.write_all(&tone_wav_bytes(d)).unwrap();
+            }
+        }
+        zip.finish().unwrap();
+    }
+    out.into_inner()
+}
+
+/// A .tar.gz laid out like speech_commands_v0.02.tar.gz: a folder per word.
+fn speech_commands_tgz() -> Vec<u8> {
+    let words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"];
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()));
+    let mut add = |path: &str, bytes: &[u8]| {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, path, bytes).unwrap();
+    };
+    for (d, word) in words.iter().enumerate() {
+        for speaker in ["0a7c2a8d", "ffd2ba2f"] {
+            add(&format!("./{word}/{speaker}_nohash_0.wav"), &tone_wav_bytes(d));
+        }
+    }
+    add("./yes/0a7c2a8d_nohash_0.wav", &tone_wav_bytes(1));
+    add("./_background_noise_/white_noise.wav", &tone_wav_bytes(2));
+    add("./LICENSE", b"CC BY 4.0");
+    tar.into_inner().unwrap().finish().unwrap()
+}
+
+#[test]
+fn fsdd_and_speech_commands_download_into_the_recordings_layout() {
+    let server = serve(vec![("fsdd.zip", fsdd_zip()), ("sc.tgz", speech_commands_tgz())]);
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |dataset: &str, url: &str, dest: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_audio-mnist"))
+            .args(["download", "--dataset", dataset, "--url", &format!("{}/{url}", server.base), "--dest"])
+            .arg(dest)
+            .output()
+            .unwrap()
+    };
+    let fsdd = tmp.path().join("fsdd");
+    let o = run("fsdd", "fsdd.zip", &fsdd);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{stdout}{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout.contains("2 speakers, 20 recordings"), "{stdout}");
+    assert_eq!(files_under(&fsdd.join("recordings")), 20);
+    assert!(!fsdd.join("README.md").exists() && !fsdd.join("utils").exists());
+    let ds = support::scan(&fsdd).unwrap();
+    assert_eq!((ds.recordings.len(), ds.speaker_ids().len()), (20, 2));
+
+    let sc = tmp.path().join("sc");
+    let o = run("speech-commands", "sc.tgz", &sc);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Only the digit words, renamed; "yes" and the background noise are left out.
+    assert_eq!(files_under(&sc.join("recordings")), 20);
+    assert!(sc.join("recordings/7_0a7c2a8d_0.wav").is_file());
+    let ds = support::scan(&sc).unwrap();
+    assert_eq!((ds.recordings.len(), ds.speaker_ids().len()), (20, 2));
+    let marker = completed(&sc).unwrap();
+    assert_eq!(marker.corpus, support::data::download::Corpus::SpeechCommands);
+    assert!(marker.differences.iter().any(|d| d.contains("20 recordings")), "{marker:?}");
+    // A folder that holds another corpus is not overwritten.
+    let o = run("fsdd", "fsdd.zip", &sc);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("already holds a download of SpeechCommands"));
+    // A broken tarball is a clear error, and deleted for the next try.
+    let o = run("speech-commands", "fsdd.zip", &tmp.path().join("bad"));
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("not a complete .tar.gz"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!tmp.path().join("bad/.download/archive.tar.gz").exists());
+}

@@ -210,6 +210,12 @@ fn notebook_runs_top_to_bottom_and_renders() {
     let eval = output_text(cell_with(&cells, "test(&trained.model"));
     assert!(eval.contains("test accuracy:"), "evaluation cell printed: {eval}");
     assert!(eval.contains("precision") && eval.contains("macro avg"), "no classification report: {eval}");
+    // Which corpora and voices the model learns from: 6 FSDD speakers, 300 files, in three parts.
+    let learned = output_text(cell_with(&cells, "nb::learned_from"));
+    assert!(
+        learned.contains("train") && learned.contains("validation") && learned.contains("test"),
+        "the learned-from cell showed: {learned}"
+    );
     let training = output_text(cell_with(&cells, "fit(&prep"));
     // The default recipe (`best`) trains three networks: a line per epoch of each.
     for k in 1..=3 {

@@ -39,6 +39,9 @@ pub struct Source {
     pub name: String,
     pub root: PathBuf,
     pub layout: Layout,
+    /// Its speakers only ever train (a recipe's `--train-data`): never tested or validated.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub train_only: bool,
 }
 
 /// One usable recording.
@@ -149,7 +152,8 @@ pub fn scan(root: &Path) -> Result<Dataset, Error> {
         Some(p) => read_speaker_meta(p, &mut warnings)?,
         None => BTreeMap::new(),
     };
-    let source = Source { name: super::union::source_name(root), root: root.to_path_buf(), layout };
+    let source =
+        Source { name: super::union::source_name(root), root: root.to_path_buf(), layout, train_only: false };
     Ok(Dataset { sources: vec![source], recordings, skipped, speakers, warnings })
 }
 
@@ -259,6 +263,28 @@ pub fn read_speaker_meta(
 
 impl Dataset {
     /// Distinct speakers, sorted.
+    /// The speakers a split may test or validate: those of folders that are not training-only.
+    pub fn testable_speaker_ids(&self) -> Vec<String> {
+        let mut s: Vec<String> = self
+            .recordings
+            .iter()
+            .filter(|r| !self.sources[r.source].train_only)
+            .map(|r| r.speaker.clone())
+            .collect();
+        s.sort();
+        s.dedup();
+        s
+    }
+
+    /// Split the testable speakers by `spec`; the training-only folders' speakers all train.
+    pub fn split(&self, spec: &crate::data::split::SplitSpec) -> Result<crate::data::split::Split, Error> {
+        let mut split = crate::data::split::make_split(spec, &self.testable_speaker_ids())?;
+        let testable = self.testable_speaker_ids();
+        split.train.extend(self.speaker_ids().into_iter().filter(|s| testable.binary_search(s).is_err()));
+        split.train.sort();
+        Ok(split)
+    }
+
     pub fn speaker_ids(&self) -> Vec<String> {
         let mut s: Vec<String> = self.recordings.iter().map(|r| r.speaker.clone()).collect();
         s.sort();

@@ -1,4 +1,6 @@
-//! `audio-mnist download`: AudioMNIST from the authors' public repository archive, no account.
+//! `audio-mnist download`: AudioMNIST or the Free Spoken Digit Dataset from their authors'
+//! public repository archives, or the ten digit words of Speech Commands v0.02 from its
+//! public tarball (renamed `recordings/{digit}_{speaker}_{n}.wav`), no account.
 //!
 //! The archive is fetched to `DEST/.download/archive.zip.part` (resumed with an HTTP range
 //! request when a previous attempt was cut off), renamed to `archive.zip` when complete, checked
@@ -17,6 +19,51 @@ use serde::{Deserialize, Serialize};
 
 /// The dataset authors' repository archive (Becker et al., github.com/soerenab/AudioMNIST).
 pub const AUDIOMNIST_URL: &str = "https://github.com/soerenab/AudioMNIST/archive/refs/heads/master.zip";
+/// The Free Spoken Digit Dataset's repository archive (Jakobovski et al., CC BY-SA 4.0).
+pub const FSDD_URL: &str =
+    "https://github.com/Jakobovski/free-spoken-digit-dataset/archive/refs/heads/master.zip";
+/// Speech Commands v0.02 (Warden 2018, CC BY 4.0), 2.3 GB, of which the digit words are kept.
+pub const SPEECH_COMMANDS_URL: &str = "http://download.tensorflow.org/data/speech_commands_v0.02.tar.gz";
+
+/// The corpora `download` knows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Corpus {
+    /// 60 speakers x 500 recordings, 48 kHz, `NN/{digit}_{NN}_{take}.wav`.
+    #[default]
+    Audiomnist,
+    /// 6 speakers x 500 recordings, 8 kHz, `recordings/{digit}_{name}_{take}.wav`.
+    Fsdd,
+    /// The words "zero".."nine" of Speech Commands v0.02: 38,908 one-second clips of 2,618
+    /// speakers, 16 kHz, as `recordings/{digit}_{speaker}_{n}.wav`.
+    SpeechCommands,
+}
+
+impl Corpus {
+    pub fn url(self) -> &'static str {
+        match self {
+            Self::Audiomnist => AUDIOMNIST_URL,
+            Self::Fsdd => FSDD_URL,
+            Self::SpeechCommands => SPEECH_COMMANDS_URL,
+        }
+    }
+
+    /// Expected speakers and recordings of a complete download.
+    fn expected(self) -> (usize, usize) {
+        match self {
+            Self::Audiomnist => (EXPECTED_SPEAKERS, EXPECTED_WAVS),
+            Self::Fsdd => (6, 3_000),
+            Self::SpeechCommands => (2_618, 38_908),
+        }
+    }
+
+    fn archive_name(self) -> &'static str {
+        match self {
+            Self::SpeechCommands => "archive.tar.gz",
+            _ => "archive.zip",
+        }
+    }
+}
 /// The metadata file that sits beside the speaker folders.
 pub const META_FILE: &str = "audioMNIST_meta.txt";
 /// Written last: its presence means the folder is complete.
@@ -30,7 +77,10 @@ pub const EXPECTED_WAVS: usize = 30_000;
 /// The shape of an extracted dataset and how it differs from AudioMNIST's.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Report {
+    #[serde(default)]
+    pub corpus: Corpus,
     pub url: String,
+    /// Speaker folders (AudioMNIST) or distinct speakers (the flat `recordings/` layouts).
     pub speaker_folders: usize,
     pub wavs: usize,
     pub metadata: bool,
@@ -62,14 +112,22 @@ pub fn unfinished(dest: &Path) -> bool {
 
 /// Download `url` (a zip of AudioMNIST) into `dest`; see the module docs.
 pub fn download(url: &str, dest: &Path, progress: Progress) -> Result<Outcome> {
+    download_corpus(Corpus::Audiomnist, url, dest, progress)
+}
+
+/// Download `corpus` from `url` (its archive, or a copy of it) into `dest`.
+pub fn download_corpus(corpus: Corpus, url: &str, dest: &Path, progress: Progress) -> Result<Outcome> {
     if let Some(report) = completed(dest) {
+        if report.corpus != corpus {
+            bail!("{} already holds a download of {:?}; give another --dest", dest.display(), report.corpus);
+        }
         return Ok(Outcome::AlreadyComplete(report));
     }
     let staging = dest.join(STAGING);
     fs::create_dir_all(&staging).with_context(|| format!("creating {}", staging.display()))?;
-    let archive = staging.join("archive.zip");
+    let archive = staging.join(corpus.archive_name());
     if !archive.exists() {
-        let part = staging.join("archive.zip.part");
+        let part = staging.join(format!("{}.part", corpus.archive_name()));
         fetch(url, &part, progress)?;
         fs::rename(&part, &archive).with_context(|| format!("renaming {}", part.display()))?;
     }
@@ -77,7 +135,11 @@ pub fn download(url: &str, dest: &Path, progress: Progress) -> Result<Outcome> {
     if extract.exists() {
         fs::remove_dir_all(&extract).with_context(|| format!("clearing {}", extract.display()))?;
     }
-    if let Err(e) = unpack(&archive, &extract) {
+    let unpacked = match corpus {
+        Corpus::SpeechCommands => unpack_speech_commands(&archive, &extract),
+        _ => unpack(&archive, &extract, corpus),
+    };
+    if let Err(e) = unpacked {
         // A damaged archive is not worth resuming: the next run fetches a fresh one.
         let _ = fs::remove_file(&archive);
         let _ = fs::remove_dir_all(&extract);
@@ -95,7 +157,7 @@ pub fn download(url: &str, dest: &Path, progress: Progress) -> Result<Outcome> {
         }
         fs::rename(entry.path(), &target).with_context(|| format!("moving into {}", target.display()))?;
     }
-    let report = inspect(dest, url)?;
+    let report = inspect_corpus(corpus, dest, url)?;
     let text = serde_json::to_string_pretty(&report)? + "\n";
     fs::write(dest.join(MARKER), text).with_context(|| format!("writing {}", dest.join(MARKER).display()))?;
     let _ = fs::remove_dir_all(&staging);
@@ -182,8 +244,44 @@ fn data_root(names: &[PathBuf]) -> Option<PathBuf> {
         .and_then(|wav| wav.parent()?.parent().map(Path::to_path_buf))
 }
 
+/// Where each checked zip entry goes under the extraction folder (`None`: not kept).
+fn zip_targets(names: &[PathBuf], corpus: Corpus, archive: &Path) -> Result<Vec<Option<PathBuf>>> {
+    let is_recording = |n: &Path| {
+        n.extension().is_some_and(|e| e.eq_ignore_ascii_case("wav"))
+            && n.file_name()
+                .and_then(|f| f.to_str())
+                .is_some_and(|f| crate::data::dataset::parse_name(f).is_some())
+    };
+    let targets: Vec<Option<PathBuf>> = match corpus {
+        Corpus::Fsdd => names
+            .iter()
+            .map(|n| {
+                let in_recordings = n.parent().and_then(Path::file_name).is_some_and(|d| d == "recordings");
+                (in_recordings && is_recording(n))
+                    .then(|| Path::new("recordings").join(n.file_name().unwrap_or_default()))
+            })
+            .collect(),
+        _ => {
+            let root = data_root(names).ok_or_else(|| {
+                anyhow!(
+                    "{} holds no AudioMNIST recordings ({{digit}}_{{speaker}}_{{take}}.wav)",
+                    archive.display()
+                )
+            })?;
+            let rel = |n: &PathBuf| {
+                n.strip_prefix(&root).ok().filter(|r| !r.as_os_str().is_empty()).map(Path::to_path_buf)
+            };
+            names.iter().map(rel).collect()
+        }
+    };
+    if targets.iter().all(Option::is_none) {
+        bail!("{} holds no {corpus:?} recordings ({{digit}}_{{speaker}}_{{take}}.wav)", archive.display());
+    }
+    Ok(targets)
+}
+
 /// Check every entry of the zip at `archive`, then extract the dataset part of it into `out`.
-fn unpack(archive: &Path, out: &Path) -> Result<()> {
+fn unpack(archive: &Path, out: &Path, corpus: Corpus) -> Result<()> {
     let file = File::open(archive).with_context(|| format!("opening {}", archive.display()))?;
     let mut zip = zip::ZipArchive::new(io::BufReader::new(file)).map_err(|e| {
         anyhow!(
@@ -212,15 +310,10 @@ fn unpack(archive: &Path, out: &Path) -> Result<()> {
         }
         names.push(path);
     }
-    let root = data_root(&names).ok_or_else(|| {
-        anyhow!("{} holds no AudioMNIST recordings ({{digit}}_{{speaker}}_{{take}}.wav)", archive.display())
-    })?;
+    let targets = zip_targets(&names, corpus, archive)?;
     fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    for (i, name) in names.iter().enumerate() {
-        let Ok(rel) = name.strip_prefix(&root) else { continue };
-        if rel.as_os_str().is_empty() {
-            continue;
-        }
+    for (i, (name, rel)) in names.iter().zip(&targets).enumerate() {
+        let Some(rel) = rel else { continue };
         let mut entry = zip.by_index(i).with_context(|| format!("reading {}", name.display()))?;
         let target = out.join(rel);
         if entry.is_dir() {
@@ -235,6 +328,84 @@ fn unpack(archive: &Path, out: &Path) -> Result<()> {
             .map_err(|e| anyhow!("extracting {} from {}: {e}", name.display(), archive.display()))?;
     }
     Ok(())
+}
+
+/// Speech Commands' digit words from the tarball at `archive` into `out/recordings`, renamed
+/// `{digit}_{speaker}_{n}.wav` from `{word}/{speaker}_nohash_{n}.wav`. Only names built here
+/// are written, so no entry can land outside `out`.
+fn unpack_speech_commands(archive: &Path, out: &Path) -> Result<()> {
+    use crate::data::synth::DIGIT_WORDS;
+    let file = File::open(archive).with_context(|| format!("opening {}", archive.display()))?;
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(io::BufReader::new(file)));
+    let recordings = out.join("recordings");
+    fs::create_dir_all(&recordings).with_context(|| format!("creating {}", recordings.display()))?;
+    let broken = |e: io::Error| {
+        anyhow!(
+            "{} is not a complete .tar.gz archive ({e}); it was deleted, run the command again",
+            archive.display()
+        )
+    };
+    let mut kept = 0;
+    for entry in tar.entries().map_err(broken)? {
+        let mut entry = entry.map_err(broken)?;
+        let path = entry.path().map_err(broken)?.to_string_lossy().to_string();
+        let Some(name) = speech_commands_name(&path, &DIGIT_WORDS) else { continue };
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let target = recordings.join(name);
+        let mut f = File::create(&target).with_context(|| format!("creating {}", target.display()))?;
+        io::copy(&mut entry, &mut f).map_err(broken)?;
+        kept += 1;
+    }
+    if kept == 0 {
+        bail!("{} holds none of Speech Commands' digit words (zero/..., nine/...)", archive.display());
+    }
+    Ok(())
+}
+
+/// `./seven/0a7c2a8d_nohash_1.wav` -> `7_0a7c2a8d_1.wav`; `None` for anything else.
+fn speech_commands_name(path: &str, words: &[&str]) -> Option<String> {
+    let mut parts = path.trim_start_matches("./").split('/');
+    let (word, file, rest) = (parts.next()?, parts.next()?, parts.next());
+    let digit = words.iter().position(|w| *w == word)?;
+    let (speaker, n) = file.strip_suffix(".wav")?.split_once("_nohash_")?;
+    let plain = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric());
+    (rest.is_none() && plain(speaker) && plain(n)).then(|| format!("{digit}_{speaker}_{n}.wav"))
+}
+
+/// Count speakers and recordings of `corpus` in `dest` and list what differs from a complete
+/// download.
+pub fn inspect_corpus(corpus: Corpus, dest: &Path, url: &str) -> Result<Report> {
+    if corpus == Corpus::Audiomnist {
+        return inspect(dest, url);
+    }
+    let dir = dest.join("recordings");
+    let mut speakers = std::collections::BTreeSet::new();
+    let mut wavs = 0;
+    for f in fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+        let name = f?.file_name().to_string_lossy().to_string();
+        if let Some((_, speaker, _)) = crate::data::dataset::parse_name(&name) {
+            speakers.insert(speaker.to_string());
+            wavs += 1;
+        }
+    }
+    let (want_speakers, want_wavs) = corpus.expected();
+    let mut differences = Vec::new();
+    if speakers.len() != want_speakers {
+        differences.push(format!("{} speakers, {corpus:?} has {want_speakers}", speakers.len()));
+    }
+    if wavs != want_wavs {
+        differences.push(format!("{wavs} recordings, {corpus:?} has {want_wavs}"));
+    }
+    Ok(Report {
+        corpus,
+        url: url.to_string(),
+        speaker_folders: speakers.len(),
+        wavs,
+        metadata: false,
+        differences,
+    })
 }
 
 /// Count speaker folders and recordings in `dest` and list what differs from AudioMNIST.
@@ -266,5 +437,41 @@ pub fn inspect(dest: &Path, url: &str) -> Result<Report> {
     if !metadata {
         differences.push(format!("no {META_FILE}"));
     }
-    Ok(Report { url: url.to_string(), speaker_folders, wavs, metadata, differences })
+    Ok(Report {
+        corpus: Corpus::Audiomnist,
+        url: url.to_string(),
+        speaker_folders,
+        wavs,
+        metadata,
+        differences,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::speech_commands_name;
+
+    #[test]
+    fn speech_commands_names_keep_only_plain_digit_words() {
+        let words = crate::data::synth::DIGIT_WORDS;
+        assert_eq!(
+            speech_commands_name("./seven/0a7c2a8d_nohash_1.wav", &words).as_deref(),
+            Some("7_0a7c2a8d_1.wav")
+        );
+        assert_eq!(
+            speech_commands_name("zero/ffd2ba2f_nohash_12.wav", &words).as_deref(),
+            Some("0_ffd2ba2f_12.wav")
+        );
+        for bad in [
+            "./yes/0a7c2a8d_nohash_1.wav",
+            "./seven/../../evil_nohash_1.wav",
+            "./seven/a/b_nohash_1.wav",
+            "./seven/a-b_nohash_1.wav",
+            "./seven/0a7c2a8d_1.wav",
+            "./seven/0a7c2a8d_nohash_1.txt",
+            "./seven/",
+        ] {
+            assert_eq!(speech_commands_name(bad, &words), None, "{bad}");
+        }
+    }
 }

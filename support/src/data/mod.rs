@@ -1,7 +1,8 @@
 //! Recordings on disk and what is derived from them: dataset layouts and metadata
 //! ([`dataset`]), speaker-independent splits ([`split`]), parallel feature extraction
 //! ([`extract`]), the safetensors feature file and cache ([`cache`]), the AudioMNIST download
-//! ([`download`]), several folders at once ([`union`]) and a run's prepared data ([`prepare`]).
+//! ([`download`]), several folders at once ([`union`]), a run's prepared data ([`prepare`]) and
+//! digit words said by text-to-speech voices ([`synth`]).
 
 pub mod cache;
 pub mod dataset;
@@ -11,6 +12,7 @@ pub mod extract;
 #[cfg(feature = "train")]
 pub mod prepare;
 pub mod split;
+pub mod synth;
 pub mod union;
 
 use std::path::Path;

@@ -28,6 +28,24 @@ pub fn scan_all(roots: &[PathBuf]) -> Result<Dataset, Error> {
     }
 }
 
+/// `roots` and, as training-only folders whose speakers never test or validate,
+/// `train_only` (a recipe's `--train-data`). Without training-only folders, [`scan_all`].
+pub fn scan_for_training(roots: &[PathBuf], train_only: &[PathBuf]) -> Result<Dataset, Error> {
+    if train_only.is_empty() {
+        return scan_all(roots);
+    }
+    if roots.is_empty() {
+        return Err(Error::Data("no data folder given (pass --data DIR, or set AUDIO_MNIST_DATA)".into()));
+    }
+    let all: Vec<PathBuf> = roots.iter().chain(train_only).cloned().collect();
+    let mut dataset = scan_all(&all)?;
+    // scan_all keeps the order and gives one source per folder.
+    for source in dataset.sources.iter_mut().skip(roots.len()) {
+        source.train_only = true;
+    }
+    Ok(dataset)
+}
+
 /// A folder's short name: its own name, or its parent's when it is FSDD's inner
 /// `recordings` folder (`fsdd/recordings` -> `fsdd`).
 pub fn source_name(root: &Path) -> String {

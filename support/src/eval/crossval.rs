@@ -16,7 +16,7 @@ use super::{class_names, FolderAccuracy};
 use crate::data::dataset::Dataset;
 use crate::data::extract::Progress;
 use crate::data::prepare::{load_features, Prepared};
-use crate::data::split::{make_split, SplitSpec};
+use crate::data::split::SplitSpec;
 use crate::data::write_json;
 use crate::train::fit::{fit, MemberResult};
 use crate::train::{EpochLog, Recipe};
@@ -87,12 +87,24 @@ pub struct FoldResult {
     pub best_epoch: usize,
     pub epochs: usize,
     pub seconds: f64,
+    /// Recordings the fold trained on (per network; augmented copies not counted).
+    #[serde(default)]
+    pub train_files: usize,
     /// Every network trained for the fold (one unless the recipe is an ensemble).
     pub members: Vec<MemberResult>,
     /// Temperatures and the test confidences' calibration error before and after them.
     pub calibration: Option<Calibration>,
     /// False rejects of the test digits, false accepts of the test negatives per kind.
     pub rejection: Option<Rejection>,
+}
+
+/// What [`crossval`] reports as it goes.
+pub enum FoldEvent<'a> {
+    /// Fold `k` of `n` (from 0) starts: its test and validation speakers.
+    Start { k: usize, n: usize, spec: &'a SplitSpec },
+    /// Fold `k` of `n` is done; `eta_s` estimates the seconds the remaining folds will take
+    /// (the folds so far, on average, times the folds left).
+    Done { k: usize, n: usize, fold: &'a FoldResult, eta_s: f64 },
 }
 
 /// `crossval.json`.
@@ -168,9 +180,9 @@ fn kfold(k: usize, speakers: &[String], seed: u64) -> Result<Vec<SplitSpec>, cra
         .collect())
 }
 
-/// Cross-validate `recipe` on `dataset`: train and test every fold (artifacts in
-/// `out/fold-K`), writing `out/crossval.json` after every fold and `out/confusion_matrix.png`
-/// at the end.
+/// Cross-validate `recipe` on `dataset`: train and test every fold (the first `max_folds`
+/// only, when given: a quicker estimate; artifacts in `out/fold-K`), writing
+/// `out/crossval.json` after every fold and `out/confusion_matrix.png` at the end.
 #[allow(clippy::too_many_arguments)]
 pub fn crossval(
     dataset: Dataset,
@@ -180,13 +192,17 @@ pub fn crossval(
     out: &Path,
     device: &Device,
     progress: Progress,
-    on_fold: &mut dyn FnMut(usize, usize, &SplitSpec),
+    max_folds: Option<usize>,
+    on_fold: &mut dyn FnMut(FoldEvent),
     on_epoch: &mut dyn FnMut(&EpochLog),
 ) -> Result<CrossVal> {
     let start = std::time::Instant::now();
     let (mut set, _) = load_features(&dataset, cache_dir, &recipe.features(), progress)?;
     let mut dataset = dataset;
-    let folds = crossval_folds(scheme, &dataset.speaker_ids(), recipe.seed)?;
+    let mut folds = crossval_folds(scheme, &dataset.testable_speaker_ids(), recipe.seed)?;
+    if let Some(limit) = max_folds {
+        folds.truncate(limit.max(1));
+    }
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let mut result = CrossVal {
         scheme,
@@ -203,11 +219,15 @@ pub fn crossval(
         seconds: 0.0,
     };
     for (k, spec) in folds.iter().enumerate() {
-        on_fold(k, folds.len(), spec);
-        let split = make_split(spec, &dataset.speaker_ids())?;
+        let n = folds.len();
+        on_fold(FoldEvent::Start { k, n, spec });
+        let split = dataset.split(spec)?;
         let prep = Prepared::new(dataset, set, split)?.with_negatives(&recipe.negatives);
         let fold = run_fold(&prep, recipe, &out.join(format!("fold-{k}")), device, on_epoch)?;
         result.add(fold.0, &fold.1.evaluation.confusion);
+        let per_fold = start.elapsed().as_secs_f64() / (k + 1) as f64;
+        let eta_s = per_fold * (n - k - 1) as f64;
+        on_fold(FoldEvent::Done { k, n, fold: &result.folds[k], eta_s });
         super::add_counts(&mut result.per_dataset, &fold.1.per_dataset);
         result.seconds = start.elapsed().as_secs_f64();
         write_json(&out.join("crossval.json"), &result)?;
@@ -249,6 +269,7 @@ fn run_fold(
         best_epoch: members[0].best_epoch,
         epochs: members[0].epochs,
         seconds: t0.elapsed().as_secs_f64(),
+        train_files: prep.train_rows.len(),
         members,
         calibration: tested.calibration.clone(),
         rejection: tested.rejection.clone(),
@@ -279,6 +300,7 @@ impl CrossVal {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::split::make_split;
 
     fn ids(n: usize) -> Vec<String> {
         (0..n).map(|i| format!("s{i:02}")).collect()

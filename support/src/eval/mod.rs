@@ -1,10 +1,12 @@
 //! Evaluation: accuracy, confusion matrix, scikit-learn-style classification report,
 //! per-speaker accuracy (here); the artifacts written for a model ([`artifacts`]),
 //! cross-validation ([`crossval`]), accuracy under noise, rooms and phone lines
-//! ([`robustness`]) and the PNG figures ([`plots`]).
+//! ([`robustness`]), the many-speaker scoreboard ([`benchmark`]) and the PNG figures ([`plots`]).
 
 #[cfg(feature = "train")]
 pub mod artifacts;
+#[cfg(feature = "train")]
+pub mod benchmark;
 pub mod calibration;
 #[cfg(feature = "train")]
 pub mod crossval;

@@ -193,13 +193,7 @@ pub fn robustness(report: &super::robustness::Robustness, path: &Path) -> Result
         .y_label_area_size(200)
         .build_cartesian_2d(0f64..1f64, -0.5f64..n as f64 - 0.5)
         .map_err(err(path))?;
-    let label = |v: &f64| {
-        let i = n as isize - 1 - v.round() as isize;
-        match (v - v.round()).abs() < 1e-6 && i >= 0 && (i as usize) < n {
-            true => report.conditions[i as usize].name.clone(),
-            false => String::new(),
-        }
-    };
+    let label = row_label(report.conditions.iter().map(|c| c.name.clone()).collect());
     chart
         .configure_mesh()
         .y_labels(n)
@@ -224,6 +218,65 @@ pub fn robustness(report: &super::robustness::Robustness, path: &Path) -> Result
         chart.draw_series(points.iter().map(|p| Circle::new(*p, 4, color.filled()))).map_err(err(path))?;
     }
     draw_legend(&mut chart, SeriesLabelPosition::LowerLeft, path)?;
+    root.present().map_err(err(path))?;
+    Ok(())
+}
+
+/// The y-axis labels of a chart with one row per name, the first at the top (row `n - 1`).
+fn row_label(names: Vec<String>) -> impl Fn(&f64) -> String {
+    move |v: &f64| {
+        let i = names.len() as isize - 1 - v.round() as isize;
+        match (v - v.round()).abs() < 1e-6 && i >= 0 && (i as usize) < names.len() {
+            true => names[i as usize].clone(),
+            false => String::new(),
+        }
+    }
+}
+
+/// The scoreboard as bars: each line's score against its target (accuracy lines in percent;
+/// the robustness lines as 100 + their change from clean, so "within 5 points" is a target
+/// of 95).
+pub fn scoreboard(board: &super::benchmark::Scoreboard, path: &Path) -> Result<()> {
+    register_fonts();
+    let n = board.lines.len();
+    let root = BitMapBackend::new(path, (900, 140 + 46 * n.max(1) as u32)).into_drawing_area();
+    root.fill(&WHITE).map_err(err(path))?;
+    let quick = if board.quick { " (QUICK ESTIMATE)" } else { "" };
+    let mut chart = ChartBuilder::on(&root)
+        .caption(format!("scoreboard: {}{quick}", board.recipe.label()), ("sans-serif", 22))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(150)
+        .build_cartesian_2d(0f64..100f64, -0.5f64..n as f64 - 0.5)
+        .map_err(err(path))?;
+    let label = row_label(board.lines.iter().map(|l| l.name.clone()).collect());
+    chart
+        .configure_mesh()
+        .y_labels(n)
+        .y_label_formatter(&label)
+        .x_desc("percent (robustness: 100 + change from clean)")
+        .draw()
+        .map_err(err(path))?;
+    let score = |l: &super::benchmark::Line| match l.name.starts_with("babble") || l.name.starts_with("rt60")
+    {
+        true => (100.0 + 100.0 * l.value, 100.0 + 100.0 * l.target),
+        false => (100.0 * l.value, 100.0 * l.target),
+    };
+    for (k, line) in board.lines.iter().enumerate() {
+        let y = (n - 1 - k) as f64;
+        let (v, t) = score(line);
+        let color = if line.met { RGBColor(0, 140, 0) } else { RGBColor(200, 120, 0) };
+        chart
+            .draw_series([Rectangle::new([(0.0, y - 0.3), (v.clamp(0.0, 100.0), y + 0.3)], color.filled())])
+            .map_err(err(path))?;
+        chart
+            .draw_series([PathElement::new(vec![(t, y - 0.42), (t, y + 0.42)], BLACK.stroke_width(3))])
+            .map_err(err(path))?;
+        let text = format!("{v:.1}");
+        chart
+            .draw_series([Text::new(text, (v.clamp(0.0, 88.0) + 1.0, y + 0.15), ("sans-serif", 15))])
+            .map_err(err(path))?;
+    }
     root.present().map_err(err(path))?;
     Ok(())
 }

@@ -48,10 +48,22 @@ pub fn robustness(
     device: &Device,
     progress: &dyn Fn(usize, usize),
 ) -> Result<Robustness> {
+    robustness_under(models, data, all, &standard_grid(), seed, device, progress)
+}
+
+/// [`robustness`] under the conditions of `grid` only.
+pub fn robustness_under(
+    models: &[PathBuf],
+    data: &[PathBuf],
+    all: bool,
+    grid: &[Condition],
+    seed: u64,
+    device: &Device,
+    progress: &dyn Fn(usize, usize),
+) -> Result<Robustness> {
     let dataset = scan_all(data)?;
-    let grid = standard_grid();
     let mut report = Robustness { models: Vec::new(), conditions: Vec::new(), files: BTreeMap::new(), seed };
-    for c in &grid {
+    for c in grid {
         report.conditions.push(ConditionResult { name: c.name(), condition: *c, accuracy: BTreeMap::new() });
     }
     for (m, path) in models.iter().enumerate() {

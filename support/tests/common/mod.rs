@@ -54,11 +54,15 @@ pub fn tone(sample_rate: u32, seconds: f32, f0: f32) -> Vec<f32> {
 
 /// 3 speakers x 10 digits x 4 takes, 8 kHz; each digit its own pitch, each speaker a shift.
 pub fn tone_dataset(root: &std::path::Path) {
-    let dir = root.join("recordings");
-    std::fs::create_dir_all(&dir).unwrap();
-    for (s, speaker) in ["ann", "bob", "cat"].iter().enumerate() {
+    tone_speakers(&root.join("recordings"), &["ann", "bob", "cat"], 4);
+}
+
+/// `speakers` x 10 digits x `takes` tones, 8 kHz, in `dir` as `{digit}_{speaker}_{take}.wav`.
+pub fn tone_speakers(dir: &std::path::Path, speakers: &[&str], takes: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    for (s, speaker) in speakers.iter().enumerate() {
         for digit in 0..10 {
-            for take in 0..4 {
+            for take in 0..takes {
                 let f0 = 110.0 + 35.0 * digit as f32 + 6.0 * s as f32 + 2.0 * take as f32;
                 let samples = tone(8000, 0.5, f0);
                 write_wav(&dir.join(format!("{digit}_{speaker}_{take}.wav")), 8000, &samples);

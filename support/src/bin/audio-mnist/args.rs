@@ -114,6 +114,9 @@ pub struct RecipeArgs {
     /// Dynamic range of the log-Mel image in dB (the seed's: 80).
     #[arg(long)]
     pub top_db: Option<f32>,
+    /// Highest mel frequency in Hz (default: 8000, the Nyquist frequency of the 16 kHz analysis).
+    #[arg(long)]
+    pub fmax: Option<f32>,
     /// Cepstral liftering: DCT coefficients kept per frame (0 = off).
     #[arg(long)]
     pub lifter: Option<usize>,
@@ -132,6 +135,10 @@ pub struct RecipeArgs {
     /// learned as "not a digit" and scored on its test speakers; repeatable; turns --reject on.
     #[arg(long, value_name = "DIR")]
     pub negatives: Vec<PathBuf>,
+    /// A folder of digit recordings that only ever trains (another corpus, `synth`'s voices):
+    /// its speakers join every split's training part, never its test or validation; repeatable.
+    #[arg(long, value_name = "DIR")]
+    pub train_data: Vec<PathBuf>,
 }
 
 /// A parsed `--augment` list.
@@ -160,11 +167,13 @@ impl RecipeArgs {
             ensemble: size(self.ensemble),
             framing: self.framing,
             top_db: self.top_db,
+            fmax: self.fmax,
             lifter: self.lifter,
             channels: self.channels.clone(),
             augment: self.augment.as_ref().map(|s| s.0.clone()),
             reject: self.reject,
             negatives: (!self.negatives.is_empty()).then(|| self.negatives.clone()),
+            train_data: (!self.train_data.is_empty()).then(|| self.train_data.clone()),
         };
         Ok(Recipe::new(self.recipe, self.seed, overrides)?)
     }

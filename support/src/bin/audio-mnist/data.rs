@@ -7,8 +7,8 @@ use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use support::data::cache::CacheStatus;
 use support::data::dataset::{scan, write_csv, Dataset};
+use support::data::download::Corpus;
 use support::data::prepare::load_features;
-use support::data::union::scan_all;
 use support::train::Recipe;
 
 /// `audio-mnist scan`: the metadata table, printed and written as CSV.
@@ -23,15 +23,21 @@ pub fn scan_command(data: &[PathBuf], csv: &Path) -> Result<()> {
 
 /// Scan the folders and say what was found: per folder, then the union.
 pub fn scan_verbose(data: &[PathBuf]) -> Result<Dataset> {
-    let dataset = scan_all(data)?;
+    scan_verbose_for(data, &[])
+}
+
+/// [`scan_verbose`] with training-only folders (a recipe's `--train-data`).
+pub fn scan_verbose_for(data: &[PathBuf], train_only: &[PathBuf]) -> Result<Dataset> {
+    let dataset = support::data::union::scan_for_training(data, train_only)?;
     for (i, s) in dataset.sources.iter().enumerate() {
         let part = dataset.part(i);
         let (n, speakers) = (part.recordings.len(), part.speaker_ids().len());
         println!(
-            "{}: {:?} layout, {n} recordings, {speakers} speakers ({})",
+            "{}: {:?} layout, {n} recordings, {speakers} speakers ({}){}",
             s.name,
             s.layout,
-            s.root.display()
+            s.root.display(),
+            if s.train_only { ", training only" } else { "" }
         );
     }
     if dataset.sources.len() > 1 {
@@ -102,16 +108,28 @@ pub fn needs_download(data: &Path) -> Result<bool> {
     Ok(false)
 }
 
-/// `audio-mnist download`, with a byte progress bar.
-pub fn download_command(dest: &Path, url: &str) -> Result<()> {
-    use support::data::download::{download, Outcome};
+/// `audio-mnist download --dataset D`: its default folder and address unless given.
+pub fn download_command(corpus: Corpus, dest: Option<PathBuf>, url: Option<String>) -> Result<()> {
+    let dest = dest.unwrap_or_else(|| match corpus {
+        Corpus::Audiomnist => PathBuf::from("data"),
+        Corpus::Fsdd => PathBuf::from("data/fsdd"),
+        Corpus::SpeechCommands => PathBuf::from("data/speech-commands"),
+    });
+    let env = std::env::var("AUDIO_MNIST_URL").ok().filter(|u| !u.is_empty() && corpus == Corpus::Audiomnist);
+    let url = url.or(env).unwrap_or_else(|| corpus.url().to_string());
+    download_into(corpus, &dest, &url)
+}
+
+/// Download `corpus` from `url` into `dest`, with a byte progress bar.
+pub fn download_into(corpus: Corpus, dest: &Path, url: &str) -> Result<()> {
+    use support::data::download::{download_corpus, Outcome};
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template(
             "{spinner} download {bar:40} {bytes}/{total_bytes}  {bytes_per_sec}  eta {eta}",
         )
         .context("progress bar template")?,
     );
-    let outcome = download(url, dest, &|done, total| {
+    let outcome = download_corpus(corpus, url, dest, &|done, total| {
         if let Some(t) = total {
             bar.set_length(t);
         }
@@ -128,15 +146,66 @@ pub fn download_command(dest: &Path, url: &str) -> Result<()> {
             r
         }
     };
-    println!(
-        "{} speaker folders, {} recordings, metadata {}",
-        report.speaker_folders,
-        report.wavs,
-        if report.metadata { "present" } else { "missing" }
-    );
+    match corpus {
+        Corpus::Audiomnist => println!(
+            "{} speaker folders, {} recordings, metadata {}",
+            report.speaker_folders,
+            report.wavs,
+            if report.metadata { "present" } else { "missing" }
+        ),
+        _ => println!(
+            "{} speakers, {} recordings in {}",
+            report.speaker_folders,
+            report.wavs,
+            dest.join("recordings").display()
+        ),
+    }
     for d in &report.differences {
         eprintln!("warning: {d}");
     }
+    Ok(())
+}
+
+/// `audio-mnist synth`: the digit words in every installed voice (or `--list` them).
+pub fn synth_command(
+    out: Option<&Path>,
+    count: usize,
+    voices: Option<usize>,
+    seed: u64,
+    list: bool,
+) -> Result<()> {
+    use support::data::synth::{installed_voices, synth_corpus};
+    let mut all = installed_voices();
+    let mut engines = std::collections::BTreeMap::<&str, usize>::new();
+    all.iter().for_each(|v| *engines.entry(v.engine.short()).or_default() += 1);
+    let found: Vec<String> = engines.iter().map(|(e, n)| format!("{e} {n}")).collect();
+    println!("{} voices installed ({})", all.len(), found.join(", "));
+    let Some(out) = out.filter(|_| !list) else {
+        all.iter().for_each(|v| println!("{}\t{}", v.id(), v.name));
+        return Ok(());
+    };
+    if let Some(n) = voices.filter(|&n| n < all.len()) {
+        use rand::seq::SliceRandom;
+        all.shuffle(&mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed));
+        all.truncate(n);
+        all.sort();
+    }
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template("{spinner} synth {bar:40} {pos}/{len} files  {per_sec}  eta {eta}")
+            .context("progress bar template")?,
+    );
+    let report = synth_corpus(out, &all, count, seed, &|done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64)
+    })?;
+    bar.finish_and_clear();
+    println!(
+        "{} files ({} voices x 10 digits x {count}; {} already there) in {}, described in synth.json",
+        report.files.len(),
+        report.voices.len(),
+        report.reused,
+        out.display()
+    );
     Ok(())
 }
 

@@ -80,6 +80,29 @@ enum Command {
         recipe: RecipeArgs,
     },
     #[cfg(feature = "train")]
+    /// The scoreboard: FSDD leave-one-speaker-out, Gujarati and Arabic kfold:5, trained on FSDD
+    /// and tested on speech-commands' 118 strangers, robustness at 10 dB babble and RT60 0.6 s,
+    /// training cost per file. Writes OUT/scoreboard.json, scoreboard.md, scoreboard.png.
+    Benchmark {
+        /// A cheaper estimate for iterating (one network, at most 12 epochs, FSDD 3 of 6 folds,
+        /// kfold 2 of 5), labelled QUICK everywhere.
+        #[arg(long)]
+        quick: bool,
+        /// Only these lines (comma-separated): fsdd-loso, gujarati, arabic, cross-corpus,
+        /// robustness (needs fsdd-loso).
+        #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(support::eval::benchmark::LINES))]
+        only: Vec<String>,
+        #[arg(long, default_value = "benchmark")]
+        out: PathBuf,
+        /// The folder holding fsdd/, speech-commands-digits/, gujarati/ and arabic/.
+        #[arg(long, env = "AUDIO_MNIST_CORPORA", default_value = "../shared/data")]
+        corpora: PathBuf,
+        #[arg(long, env = "AUDIO_MNIST_CACHE", default_value = "cache")]
+        cache_dir: PathBuf,
+        #[command(flatten)]
+        recipe: RecipeArgs,
+    },
+    #[cfg(feature = "train")]
     /// The whole job: download AudioMNIST into --data when it holds no dataset, then features
     /// (cached), training, evaluation and export. Offline with any dataset already in --data.
     Run {
@@ -97,15 +120,22 @@ enum Command {
         train: TrainArgs,
     },
     #[cfg(feature = "train")]
-    /// Download AudioMNIST (no account needed) and unpack it to DEST/NN/*.wav + audioMNIST_meta.txt.
+    /// Download a corpus (no account needed): AudioMNIST (to DEST/NN/*.wav +
+    /// audioMNIST_meta.txt), FSDD, or Speech Commands' ten digit words (to
+    /// DEST/recordings/{digit}_{speaker}_{n}.wav).
     ///
     /// Resumes an interrupted download, skips a completed one, refuses archive entries that
-    /// would land outside DEST, and reports how the result differs from 60 speakers x 500 files.
+    /// would land outside DEST, and reports how the result differs from the complete corpus.
     Download {
-        #[arg(long, default_value = "data")]
-        dest: PathBuf,
-        #[arg(long, env = "AUDIO_MNIST_URL", default_value = support::data::download::AUDIOMNIST_URL)]
-        url: String,
+        #[arg(long, value_enum, default_value_t = support::data::download::Corpus::Audiomnist)]
+        dataset: support::data::download::Corpus,
+        /// Default: `data` for AudioMNIST, `data/fsdd`, `data/speech-commands`.
+        #[arg(long)]
+        dest: Option<PathBuf>,
+        /// Another copy of the corpus's archive (default: its authors'; for AudioMNIST also
+        /// AUDIO_MNIST_URL).
+        #[arg(long)]
+        url: Option<String>,
     },
     #[cfg(feature = "train")]
     /// Write seeded sounds that are not digits as WAV files (OUT/{kind}_{n}.wav and
@@ -132,6 +162,26 @@ enum Command {
         /// Voices for --words.
         #[arg(long, default_value_t = 40, requires = "words")]
         voices: usize,
+    },
+    #[cfg(feature = "train")]
+    /// Say the ten digit words with every installed text-to-speech voice (espeak-ng's accents
+    /// and variants, flite's and festival's voices), seeded rate, pitch, vocal-tract length and
+    /// emphasis per take: OUT/{digit}_{voice}_{n}.wav (16 kHz, FSDD layout) and OUT/synth.json.
+    /// Resumes an interrupted run; `--train-data OUT` trains on it.
+    Synth {
+        #[arg(long, required_unless_present = "list")]
+        out: Option<PathBuf>,
+        /// Takes of each digit per voice.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        count: u32,
+        /// At most this many voices, drawn with the seed from all installed (default: all).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        voices: Option<u32>,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Only list the installed voices.
+        #[arg(long)]
+        list: bool,
     },
     /// Digits from a recording of any length, a stream on stdin or a microphone, printed as
     /// each word ends (`1.84-2.31 s  7 (0.97)`), then the whole sequence.
@@ -354,12 +404,12 @@ fn run(cli: Cli) -> Result<()> {
             let opts = train.options(folders.clone(), cache_dir)?;
             if data::needs_download(&folders[0])? {
                 println!("no dataset in {}: downloading AudioMNIST from {url}", folders[0].display());
-                data::download_command(&folders[0], &url)?;
+                data::download_into(support::data::download::Corpus::Audiomnist, &folders[0], &url)?;
             }
             train::train_command(&opts)
         }
         #[cfg(feature = "train")]
-        Command::Download { dest, url } => data::download_command(&dest, &url),
+        Command::Download { dataset, dest, url } => data::download_command(dataset, dest, url),
         #[cfg(feature = "train")]
         Command::Negatives { out, count, seed, rate, words: true, voices, .. } => {
             let n = words::write_words(&out, voices, count as usize, rate, seed)?;
@@ -369,6 +419,14 @@ fn run(cli: Cli) -> Result<()> {
         #[cfg(feature = "train")]
         Command::Negatives { out, count, seed, rate, from, .. } => {
             data::negatives_command(&out, count as usize, seed, rate, from.as_deref())
+        }
+        #[cfg(feature = "train")]
+        Command::Benchmark { quick, only, out, corpora, cache_dir, recipe } => {
+            train::benchmark_command(&recipe, quick, &only, &corpora, &out, &cache_dir)
+        }
+        #[cfg(feature = "train")]
+        Command::Synth { out, count, voices, seed, list } => {
+            data::synth_command(out.as_deref(), count as usize, voices.map(|v| v as usize), seed, list)
         }
         #[cfg(feature = "train")]
         Command::Evaluate { model, data, out, split, seed } => {

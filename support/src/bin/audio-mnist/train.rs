@@ -7,15 +7,16 @@ use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use support::data::dataset::Dataset;
 use support::data::split::Split;
+use support::data::split::SplitSpec;
 use support::eval::class_names;
-use support::eval::crossval::Scheme;
+use support::eval::crossval::{FoldEvent, Scheme};
 use support::eval::rejection::Rejection;
 use support::model::{describe_device, pick_device};
 use support::train::{EpochLog, Recipe};
 use support::workflow::{run_plan, TrainOptions};
 
 use crate::args::{DataArgs, RecipeArgs, SplitArgs};
-use crate::data::scan_verbose;
+use crate::data::scan_verbose_for;
 
 pub fn feature_bar() -> Result<ProgressBar> {
     Ok(ProgressBar::new(0).with_style(
@@ -165,8 +166,8 @@ fn report_dataset(dataset: &Dataset) {
 
 /// `audio-mnist crossval`: every fold, a line per epoch, the summary table.
 pub fn crossval_command(data: &DataArgs, scheme: Scheme, recipe: &RecipeArgs, out: &Path) -> Result<()> {
-    let dataset = scan_verbose(&data.data.resolve(None)?)?;
     let recipe = recipe.recipe()?;
+    let dataset = scan_verbose_for(&data.data.resolve(None)?, &recipe.train_data)?;
     let device = pick_device();
     announce(&recipe, &device);
     let bar = feature_bar()?;
@@ -179,9 +180,10 @@ pub fn crossval_command(data: &DataArgs, scheme: Scheme, recipe: &RecipeArgs, ou
         out,
         &device,
         &progress,
-        &mut |k, n, spec| {
+        None,
+        &mut |event| {
             bar.finish_and_clear();
-            println!("fold {}/{n}: {spec:?}", k + 1);
+            print_fold_event(&event);
         },
         &mut |e| {
             let (l, tl, ta, va, s) = (e.label(), e.train_loss, e.train_acc, e.val_acc, e.seconds);
@@ -207,6 +209,102 @@ pub fn crossval_command(data: &DataArgs, scheme: Scheme, recipe: &RecipeArgs, ou
     print_calibration_and_rejection(Some((r.ece_before, r.ece_after)), r.rejection.as_ref());
     println!("computed on {} ({}, caches {:?} KiB)", r.machine.cpu, r.machine.simd, r.machine.cache_kib);
     Ok(())
+}
+
+/// `audio-mnist benchmark`: every line as it is measured, then the table.
+pub fn benchmark_command(
+    recipe: &RecipeArgs,
+    quick: bool,
+    only: &[String],
+    corpora: &Path,
+    out: &Path,
+    cache: &Path,
+) -> Result<()> {
+    use support::eval::benchmark::{benchmark, Corpora};
+    let recipe = recipe.recipe()?;
+    let corpora = Corpora::in_folder(corpora);
+    for needed in [&corpora.fsdd, &corpora.strangers] {
+        anyhow::ensure!(
+            needed.is_dir(),
+            "{} is not there (set --corpora to the folder holding fsdd/ and speech-commands-digits/)",
+            needed.display()
+        );
+    }
+    let device = pick_device();
+    announce(&recipe, &device);
+    if quick {
+        println!(
+            "QUICK ESTIMATE: one network, at most 12 epochs, FSDD 3 of 6 folds, kfold 2 of 5; not the score"
+        );
+    }
+    let bar = feature_bar()?;
+    let progress = bar_progress(&bar);
+    let mut report = BenchPrinter { bar: &bar };
+    let board = benchmark(&recipe, quick, only, &corpora, out, cache, &device, &progress, &mut report)?;
+    println!("\n{}", board.markdown());
+    println!("scoreboard.json, scoreboard.md and scoreboard.png in {}", out.display());
+    Ok(())
+}
+
+/// Prints a benchmark's progress.
+struct BenchPrinter<'a> {
+    bar: &'a ProgressBar,
+}
+
+impl support::eval::benchmark::Report for BenchPrinter<'_> {
+    fn start(&mut self, name: &str, what: &str) {
+        println!("== {name}: {what}");
+    }
+    fn fold(&mut self, event: &FoldEvent) {
+        self.bar.finish_and_clear();
+        print_fold_event(event);
+    }
+    fn epoch(&mut self, e: &EpochLog) {
+        self.bar.finish_and_clear();
+        println!("  {}", e.line());
+    }
+    fn line(&mut self, l: &support::eval::benchmark::Line) {
+        let met = if l.met { "met" } else { "not met" };
+        println!("-> {}: {:.4} (target {:.2}, {met}), {}", l.name, l.value, l.target, duration(l.seconds));
+    }
+}
+
+/// A fold's start (its speakers) or its result and the time left.
+pub fn print_fold_event(event: &FoldEvent) {
+    match event {
+        FoldEvent::Start { k, n, spec } => match spec {
+            SplitSpec::Explicit { test, val } if test.len() <= 4 => {
+                println!("fold {}/{n}: test {}, validate {}", k + 1, test.join(", "), val.join(", "))
+            }
+            SplitSpec::Explicit { test, val } => {
+                println!("fold {}/{n}: test {} speakers, validate {}", k + 1, test.len(), val.join(", "))
+            }
+            other => println!("fold {}/{n}: {other:?}", k + 1),
+        },
+        FoldEvent::Done { k, n, fold, eta_s } => {
+            let left = if k + 1 < *n { format!("; about {} left", duration(*eta_s)) } else { String::new() };
+            let speakers = fold.test_speaker.split(',').count();
+            let who = if speakers <= 4 { fold.test_speaker.clone() } else { format!("{speakers} speakers") };
+            println!(
+                "fold {}/{n} done: test {:.1}% ({who}), val {:.1}%, {} epochs, {}{left}",
+                k + 1,
+                100.0 * fold.test_accuracy,
+                100.0 * fold.val_accuracy,
+                fold.epochs,
+                duration(fold.seconds)
+            );
+        }
+    }
+}
+
+/// `75 s`, `12 min 5 s`, `1 h 3 min`.
+pub fn duration(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as u64;
+    match s {
+        0..=99 => format!("{s} s"),
+        100..=3599 => format!("{} min {} s", s / 60, s % 60),
+        _ => format!("{} h {} min", s / 3600, (s % 3600) / 60),
+    }
 }
 
 /// `audio-mnist evaluate`.

@@ -184,19 +184,14 @@ fn check_espeak() -> Result<()> {
     }
 }
 
-/// `word` in `voice` at `rate` Hz, written to `path` (espeak-ng writes 22,050 Hz).
+/// `word` in `voice` at `rate` Hz (the synthetic corpus's engine call, plain intonation).
 fn speak(path: &Path, voice: &str, word: &str, speed: u32, pitch: u32, rate: u32) -> Result<()> {
-    let raw = path.with_extension("espeak.wav");
-    let status = Command::new("espeak-ng")
-        .args(["-v", voice, "-s", &speed.to_string(), "-p", &pitch.to_string(), "-w"])
-        .arg(&raw)
-        .arg(word)
-        .status()
-        .context("running espeak-ng")?;
-    ensure!(status.success(), "espeak-ng failed on {word:?} in voice {voice}");
-    let audio = support::dsp::audio::load_wav(&raw, 60.0)?;
-    let samples = support::dsp::resample::resample(&audio.samples, audio.sample_rate, rate)?;
-    std::fs::remove_file(&raw).ok();
+    use support::data::synth::{self, Engine, Style, Voice, SYNTH_RATE};
+    let voice = Voice { engine: Engine::EspeakNg, name: voice.to_string() };
+    let style = Style { rate: speed as f32 / 175.0, pitch: pitch as f32 / 99.0, tract: 1.0, emphasis: "" };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let samples = synth::speak(&voice, word, &style, dir)?;
+    let samples = support::dsp::resample::resample(&samples, SYNTH_RATE, rate)?;
     support::dsp::audio::write_wav(path, rate, &samples)?;
     Ok(())
 }
