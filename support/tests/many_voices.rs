@@ -61,11 +61,7 @@ fn training_only_folders_train_every_fold_and_are_never_tested_or_validated() {
     assert_eq!(cv["recipe"]["train_data"].as_array().map(Vec::len), Some(1), "{cv}");
     // The model file records it, and its split lists the extra speakers as training.
     let model =
-        support::model::load_model(&out.join("fold-0/member-0/model.safetensors"), &candle_core::Device::Cpu)
-            .or_else(|_| {
-                support::model::load_model(&out.join("fold-0/model.safetensors"), &candle_core::Device::Cpu)
-            })
-            .unwrap();
+        support::model::load_model(&out.join("fold-0/model.safetensors"), &candle_core::Device::Cpu).unwrap();
     let train = model.meta.split["train"].as_array().unwrap();
     assert!(train.iter().any(|s| s == "extra/dan") && train.iter().any(|s| s == "extra/eve"), "{train:?}");
 

@@ -290,14 +290,10 @@ impl Ctx<'_> {
         Ok(line)
     }
 
-    /// The model of fold `k` of a cross-validation in `dir` (the ensemble's, else its one
+    /// The model of fold `k` of a cross-validation in `dir` (the whole ensemble, or the one
     /// network's best checkpoint).
     fn fold_model(&self, dir: &Path, k: usize) -> PathBuf {
-        let fold = dir.join(format!("fold-{k}"));
-        match fold.join("model.safetensors").exists() {
-            true => fold.join("model.safetensors"),
-            false => fold.join("member-0/model.safetensors"),
-        }
+        dir.join(format!("fold-{k}/model.safetensors"))
     }
 
     /// Trained on FSDD (theo validates) plus the recipe's training data; tested on every

@@ -254,7 +254,7 @@ pub fn scoreboard(board: &super::benchmark::Scoreboard, path: &Path) -> Result<(
         .configure_mesh()
         .y_labels(n)
         .y_label_formatter(&label)
-        .x_desc("percent (robustness: 100 + change from clean)")
+        .x_desc("percent (robustness: 100 + change from clean); black mark: target; green: met")
         .draw()
         .map_err(err(path))?;
     let score = |l: &super::benchmark::Line| match l.name.starts_with("babble") || l.name.starts_with("rt60")

@@ -155,8 +155,6 @@ pub struct Overrides {
     pub negatives: Option<Vec<std::path::PathBuf>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub train_data: Option<Vec<std::path::PathBuf>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fmax: Option<f32>,
 }
 
 /// Everything that decides how a model is trained.
@@ -173,10 +171,6 @@ pub struct Recipe {
     pub framing: Framing,
     /// Dynamic range of the log-Mel image, `power_to_db(top_db=...)` (the seed's: 80 dB).
     pub top_db: f32,
-    /// Highest mel filter edge in Hz (the seed's: none, the Nyquist frequency, 8 kHz). 4,000
-    /// keeps only the band every corpus has: FSDD is recorded at 8 kHz.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fmax: Option<f32>,
     // Network.
     /// Output channels of each conv block (the seed's: `[32, 64]`).
     pub channels: Vec<usize>,
@@ -221,7 +215,6 @@ impl Recipe {
             seed: 42,
             framing: Framing::Pad,
             top_db: 80.0,
-            fmax: None,
             channels: vec![32, 64],
             lifter: 0,
             epochs: 30,
@@ -275,7 +268,6 @@ impl Recipe {
         r.ensemble = o.ensemble.unwrap_or(r.ensemble);
         r.framing = o.framing.unwrap_or(r.framing);
         r.top_db = o.top_db.unwrap_or(r.top_db);
-        r.fmax = o.fmax.or(r.fmax);
         r.lifter = o.lifter.unwrap_or(r.lifter);
         r.channels = o.channels.clone().unwrap_or(r.channels);
         r.negatives = o.negatives.clone().unwrap_or_default();
@@ -305,17 +297,13 @@ impl Recipe {
         config_check(self.top_db.is_finite() && self.top_db > 0.0 && self.top_db <= 200.0, || {
             format!("top-db {} (above 0, at most 200)", self.top_db)
         })?;
-        let nyquist = FeatureConfig::default().sample_rate as f32 / 2.0;
-        config_check(self.fmax.is_none_or(|f| f > 500.0 && f <= nyquist), || {
-            format!("fmax {:?} Hz (above 500, at most {nyquist})", self.fmax)
-        })?;
         self.network(FeatureConfig::default().n_mels, 32).validate()
     }
 
     /// The feature extraction this recipe trains on: the seed's, with the recipe's framing and
     /// dynamic range.
     pub fn features(&self) -> FeatureConfig {
-        FeatureConfig { framing: self.framing, top_db: self.top_db, fmax: self.fmax, ..Default::default() }
+        FeatureConfig { framing: self.framing, top_db: self.top_db, ..Default::default() }
     }
 
     /// The network this recipe trains on `n_mels x n_frames` features.

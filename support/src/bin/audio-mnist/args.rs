@@ -114,9 +114,6 @@ pub struct RecipeArgs {
     /// Dynamic range of the log-Mel image in dB (the seed's: 80).
     #[arg(long)]
     pub top_db: Option<f32>,
-    /// Highest mel frequency in Hz (default: 8000, the Nyquist frequency of the 16 kHz analysis).
-    #[arg(long)]
-    pub fmax: Option<f32>,
     /// Cepstral liftering: DCT coefficients kept per frame (0 = off).
     #[arg(long)]
     pub lifter: Option<usize>,
@@ -167,7 +164,6 @@ impl RecipeArgs {
             ensemble: size(self.ensemble),
             framing: self.framing,
             top_db: self.top_db,
-            fmax: self.fmax,
             lifter: self.lifter,
             channels: self.channels.clone(),
             augment: self.augment.as_ref().map(|s| s.0.clone()),
