@@ -239,11 +239,13 @@ fn row_label(names: Vec<String>) -> impl Fn(&f64) -> String {
 pub fn scoreboard(board: &super::benchmark::Scoreboard, path: &Path) -> Result<()> {
     register_fonts();
     let n = board.lines.len();
-    let root = BitMapBackend::new(path, (900, 140 + 46 * n.max(1) as u32)).into_drawing_area();
+    let root = BitMapBackend::new(path, (1000, 140 + 46 * n.max(1) as u32)).into_drawing_area();
     root.fill(&WHITE).map_err(err(path))?;
-    let quick = if board.quick { " (QUICK ESTIMATE)" } else { "" };
+    let quick = if board.quick { "QUICK ESTIMATE of " } else { "" };
+    // Long override lists would run off the picture.
+    let title: String = format!("{quick}{}", board.recipe.label()).chars().take(95).collect();
     let mut chart = ChartBuilder::on(&root)
-        .caption(format!("scoreboard: {}{quick}", board.recipe.label()), ("sans-serif", 22))
+        .caption(title, ("sans-serif", 17))
         .margin(15)
         .x_label_area_size(45)
         .y_label_area_size(150)
