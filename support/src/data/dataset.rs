@@ -263,12 +263,22 @@ pub fn read_speaker_meta(
 
 impl Dataset {
     /// Distinct speakers, sorted.
+    pub fn speaker_ids(&self) -> Vec<String> {
+        self.speakers_where(|_| true)
+    }
+
     /// The speakers a split may test or validate: those of folders that are not training-only.
     pub fn testable_speaker_ids(&self) -> Vec<String> {
+        self.speakers_where(|train_only| !train_only)
+    }
+
+    /// Distinct speakers, sorted, of the recordings whose folder's `train_only` flag `keep`
+    /// accepts.
+    fn speakers_where(&self, keep: impl Fn(bool) -> bool) -> Vec<String> {
         let mut s: Vec<String> = self
             .recordings
             .iter()
-            .filter(|r| !self.sources[r.source].train_only)
+            .filter(|r| keep(self.sources.get(r.source).is_some_and(|s| s.train_only)))
             .map(|r| r.speaker.clone())
             .collect();
         s.sort();
@@ -278,18 +288,11 @@ impl Dataset {
 
     /// Split the testable speakers by `spec`; the training-only folders' speakers all train.
     pub fn split(&self, spec: &crate::data::split::SplitSpec) -> Result<crate::data::split::Split, Error> {
-        let mut split = crate::data::split::make_split(spec, &self.testable_speaker_ids())?;
         let testable = self.testable_speaker_ids();
-        split.train.extend(self.speaker_ids().into_iter().filter(|s| testable.binary_search(s).is_err()));
+        let mut split = crate::data::split::make_split(spec, &testable)?;
+        split.train.extend(self.speakers_where(|train_only| train_only));
         split.train.sort();
         Ok(split)
-    }
-
-    pub fn speaker_ids(&self) -> Vec<String> {
-        let mut s: Vec<String> = self.recordings.iter().map(|r| r.speaker.clone()).collect();
-        s.sort();
-        s.dedup();
-        s
     }
 
     /// Where the recording is on disk.
