@@ -219,22 +219,21 @@ pub fn scan_data(cfg: &Config) -> Result<(Dataset, DataFrame)> {
 pub fn learned_from(prep: &crate::data::prepare::Prepared) -> Result<DataFrame> {
     let d = &prep.dataset;
     let mut rows =
-        std::collections::BTreeMap::<(usize, &str), (std::collections::BTreeSet<&str>, i64)>::new();
-    for (part, speakers) in
-        [("train", &prep.split.train), ("validation", &prep.split.val), ("test", &prep.split.test)]
-    {
+        std::collections::BTreeMap::<(usize, usize), (std::collections::BTreeSet<&str>, i64)>::new();
+    let parts = ["train", "validation", "test"];
+    for (part, speakers) in [&prep.split.train, &prep.split.val, &prep.split.test].into_iter().enumerate() {
         for r in d.recordings.iter().filter(|r| speakers.binary_search(&r.speaker).is_ok()) {
             let row = rows.entry((r.source, part)).or_default();
             row.0.insert(&r.speaker);
             row.1 += 1;
         }
     }
-    let col = |f: &dyn Fn(&(usize, &str), &(std::collections::BTreeSet<&str>, i64)) -> String| {
+    let col = |f: &dyn Fn(&(usize, usize), &(std::collections::BTreeSet<&str>, i64)) -> String| {
         rows.iter().map(|(k, v)| f(k, v)).collect::<Vec<_>>()
     };
     Ok(DataFrame::new_infer_height(vec![
         Column::new("corpus".into(), col(&|k, _| d.sources[k.0].name.clone())),
-        Column::new("part".into(), col(&|k, _| k.1.to_string())),
+        Column::new("part".into(), col(&|k, _| parts[k.1].to_string())),
         Column::new("speakers".into(), rows.values().map(|v| v.0.len() as i64).collect::<Vec<_>>()),
         Column::new("recordings".into(), rows.values().map(|v| v.1).collect::<Vec<_>>()),
         Column::new(
