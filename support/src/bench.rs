@@ -207,7 +207,7 @@ pub fn profile_layers(
         (cin, m, t) = (cout, m / 2, t / 2);
     }
     let f1 = random(&[batch, arch.flat_dim()], true)?;
-    let fc1 = model.fc1();
+    let fc1 = model.fc1().ok_or_else(|| anyhow::anyhow!("the profile measures the CNN"))?;
     layers.push((
         format!("fc1 ({}->{})", arch.flat_dim(), arch.hidden),
         Box::new(move || match ours {

@@ -7,7 +7,7 @@ use candle_nn::optim::ParamsAdamW;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use support::explain::{rank_correlation, Explainer, Method, Relevance};
-use support::model::{init_varmap, parameters, Classifier, Cnn, CnnConfig, Kernels, Member};
+use support::model::{init_varmap, parameters, Arch, Classifier, Cnn, CnnConfig, Kernels, Member};
 use support::train::optim::AdamW;
 
 const SIDE: usize = 16;
@@ -71,6 +71,7 @@ fn small_config() -> CnnConfig {
         dropout: 0.0,
         classes: CLASSES,
         lifter: 0,
+        ..CnnConfig::default()
     }
 }
 
@@ -159,6 +160,20 @@ fn relevance_stays_in_the_region_that_carries_the_label_and_sums_to_the_logit_ch
     assert!(mean < 0.5, "re-initialised weights give nearly the same maps: rank correlation {mean:.3}");
     // ... while a second run of the trained network gives the very same maps.
     assert_eq!(coarse, explain(&net, Method::IntegratedGradients { steps: 32 }, &images, &classes));
+}
+
+/// TC-ResNet's maps come from Candle's autograd through its unfolded convs: Integrated
+/// Gradients still sums to the logit change.
+#[test]
+fn tc_resnet_maps_are_complete() {
+    let config = CnnConfig { arch: Arch::TcResnet, channels: vec![6, 8, 10], lifter: 8, ..small_config() };
+    let net = seasoned(&config, 5);
+    let mut rng = StdRng::seed_from_u64(6);
+    let images: Vec<f32> = (0..3 * SIDE * SIDE).map(|_| gaussian(&mut rng)).collect();
+    let maps = explain(&net, Method::IntegratedGradients { steps: 256 }, &images, &[0, 1, 3]);
+    let worst = maps.iter().map(Relevance::completeness_gap).fold(0f32, f32::max);
+    assert!(worst < 0.01, "Integrated Gradients misses f(x) - f(b) by {:.2}%", 100.0 * worst);
+    assert!(maps.iter().all(|r| r.map.iter().any(|v| *v != 0.0)), "an empty map");
 }
 
 /// A network with trained-looking batch-norm statistics (a few training-mode passes).

@@ -5,7 +5,7 @@ mod common;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use support::model::{
-    init_varmap, load_model, parameters, save_ensemble, save_model, Cnn, CnnConfig, ModelMeta,
+    init_varmap, load_model, parameters, save_ensemble, save_model, Arch, Cnn, CnnConfig, ModelMeta,
 };
 use support::train::{evaluate_loss, train, Recipe, RecipeName};
 use support::FeatureConfig;
@@ -112,7 +112,12 @@ fn quick_cfg(seed: u64) -> Recipe {
 
 #[test]
 fn training_lowers_the_loss_and_learns_the_toy_task() {
-    let arch = small_arch();
+    for arch in [small_arch(), CnnConfig { arch: Arch::TcResnet, channels: vec![8, 12, 16], ..small_arch() }] {
+        learns_the_toy_task(arch);
+    }
+}
+
+fn learns_the_toy_task(arch: CnnConfig) {
     let (x, y) = toy_data(64, &arch, 1);
     let (xv, yv) = toy_data(32, &arch, 2);
     let (_, fresh) = init_varmap(&arch, 9, &Device::Cpu).unwrap();
@@ -130,7 +135,12 @@ fn training_lowers_the_loss_and_learns_the_toy_task() {
 
 #[test]
 fn same_seed_gives_bit_identical_weights_and_logs() {
-    let arch = small_arch();
+    for arch in [small_arch(), CnnConfig { arch: Arch::TcResnet, channels: vec![4, 6], ..small_arch() }] {
+        bit_identical(arch);
+    }
+}
+
+fn bit_identical(arch: CnnConfig) {
     let (x, y) = toy_data(48, &arch, 1);
     let (xv, yv) = toy_data(16, &arch, 2);
     let run = |seed| {
@@ -224,7 +234,12 @@ fn the_lifter_keeps_the_envelope_and_drops_the_ripple() {
 
 #[test]
 fn model_file_round_trips() {
-    let arch = small_arch();
+    for arch in [small_arch(), CnnConfig { arch: Arch::TcResnet, channels: vec![4, 6], ..small_arch() }] {
+        round_trips(arch);
+    }
+}
+
+fn round_trips(arch: CnnConfig) {
     let (x, y) = toy_data(32, &arch, 1);
     let trained = train(
         &arch,
@@ -393,6 +408,10 @@ fn bad_model_files_are_refused_with_reasons() {
         );
         v1
     };
+    // Version 2 had no `arch`: the CNN.
+    let mut v2 = md.clone();
+    v2.insert("model_version".into(), "2".into());
+    assert_eq!(load_model(&write("v2.safetensors", "", None, v2), &Device::Cpu).unwrap().meta.architecture, arch);
     let old = write("v1.safetensors", "", None, v1(r#","head":"flatten""#));
     let loaded = load_model(&old, &Device::Cpu).unwrap();
     assert_eq!(loaded.meta.architecture, arch);

@@ -265,7 +265,7 @@ pub fn randomised(model: &Classifier, seed: u64) -> Result<Classifier> {
         .iter()
         .enumerate()
         .map(|(k, m)| {
-            let device = m.net.blocks().first().map_or(Device::Cpu, |b| b.conv.weight().device().clone());
+            let device = m.net.device();
             let (_, net) = crate::model::init_varmap(m.net.config(), seed + k as u64, &device)?;
             Ok(Member { net, mean: m.mean, std: m.std, temperature: 1.0 })
         })

@@ -8,15 +8,49 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{config_check, Error};
 
+/// Which network [`CnnConfig::channels`] builds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Arch {
+    /// 2-D conv blocks (3x3 conv, BatchNorm, ReLU, 2x2 max-pool), flatten, two linear layers:
+    /// the seed's network.
+    #[default]
+    Cnn,
+    /// TC-ResNet (Choi et al., Interspeech 2019), a keyword-spotting network: mel bands as
+    /// channels, 1-D convs over time, residual blocks of stride 2, global average pooling over
+    /// time, one linear layer. `channels` = the first conv's width, then each block's.
+    TcResnet,
+}
+
+impl Arch {
+    fn is_cnn(&self) -> bool {
+        *self == Arch::Cnn
+    }
+}
+
+/// Kernel width of TC-ResNet's residual convs (over frames).
+pub const TC_KERNEL: usize = 9;
+
 /// Architecture hyper-parameters; [`super::Cnn::new`] builds the network from them.
 ///
+/// `arch: cnn` (the default):
 /// ```text
 /// x [B, 1, M, T] -> (lifter) -> per block k: conv 3x3 (pad 1) -> BatchNorm -> ReLU -> max-pool 2x2
 ///   -> flatten [B, C_last * M/2^n * T/2^n] -> Linear(hidden) -> ReLU -> Dropout -> Linear(classes)
 /// ```
+/// `arch: tc-resnet` ([`Arch::TcResnet`]; `hidden` unused):
+/// ```text
+/// x [B, 1, M, T] -> (lifter) -> [B, M, T] -> conv 3 (M -> C_0)                   [B, C_0, T]
+///   -> per block k: relu(bn(conv 9, stride 2 -> relu(bn) -> conv 9) + relu(bn(conv 1, stride 2)))
+///                                                                        [B, C_k, ceil(T/2^k)]
+///   -> mean over time [B, C_n] -> Dropout -> Linear(classes)                   [B, classes]
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CnnConfig {
+    /// Which network the channels build (absent in files before model version 3: `cnn`).
+    #[serde(default, skip_serializing_if = "Arch::is_cnn")]
+    pub arch: Arch,
     pub n_mels: usize,
     pub n_frames: usize,
     /// Output channels of each conv block, in order (the seed's: `[32, 64]`).
@@ -35,6 +69,7 @@ impl Default for CnnConfig {
     /// The seed notebook's network: 4,216,138 parameters at 128 x 32.
     fn default() -> Self {
         Self {
+            arch: Arch::Cnn,
             n_mels: 128,
             n_frames: 32,
             channels: vec![32, 64],
@@ -91,6 +126,13 @@ impl CnnConfig {
 
     /// Every layer in forward order, with its tensors and output shape.
     pub fn layers(&self) -> Vec<LayerSpec> {
+        match self.arch {
+            Arch::Cnn => self.cnn_layers(),
+            Arch::TcResnet => self.tc_layers(),
+        }
+    }
+
+    fn cnn_layers(&self) -> Vec<LayerSpec> {
         let mut out = Vec::new();
         let (mut m, mut t) = (self.n_mels, self.n_frames);
         for (k, (cin, cout)) in self.blocks().enumerate() {
@@ -121,6 +163,44 @@ impl CnnConfig {
         out
     }
 
+    /// TC-ResNet's layers: `conv0`, `block1`.. (each with `conv1`, `bn1`, `conv2`, `bn2`,
+    /// `proj`, `proj_bn`), `fc`.
+    fn tc_layers(&self) -> Vec<LayerSpec> {
+        let c0 = self.channels.first().copied().unwrap_or(1);
+        let mut t = self.n_frames;
+        let mut out = vec![LayerSpec {
+            name: "conv0".into(),
+            op: format!("conv1d 3 {}->{c0}", self.n_mels),
+            output: vec![c0, t],
+            tensors: vec![("conv0.weight".into(), vec![c0, self.n_mels, 3])],
+        }];
+        let bn = |p: String, c: usize| {
+            ["weight", "bias", "running_mean", "running_var"].map(|s| (format!("{p}.{s}"), vec![c]))
+        };
+        for (k, pair) in self.channels.windows(2).enumerate() {
+            let (cin, cout, n) = (pair[0], pair[1], k + 1);
+            t = t.div_ceil(2);
+            let p = format!("block{n}");
+            let mut tensors = vec![
+                (format!("{p}.conv1.weight"), vec![cout, cin, TC_KERNEL]),
+                (format!("{p}.conv2.weight"), vec![cout, cout, TC_KERNEL]),
+                (format!("{p}.proj.weight"), vec![cout, cin, 1]),
+            ];
+            for b in ["bn1", "bn2", "proj_bn"] {
+                tensors.extend(bn(format!("{p}.{b}"), cout));
+            }
+            out.push(LayerSpec {
+                name: p,
+                op: format!("residual conv1d {TC_KERNEL} /2 {cin}->{cout}"),
+                output: vec![cout, t],
+                tensors,
+            });
+        }
+        let last = self.channels.last().copied().unwrap_or(1);
+        out.push(linear("fc", last, self.classes, "mean over time, linear"));
+        out
+    }
+
     /// Trainable parameters.
     pub fn param_count(&self) -> usize {
         self.layers().iter().map(LayerSpec::params).sum()
@@ -134,13 +214,17 @@ impl CnnConfig {
 
     /// The smallest input side the blocks' pools leave at least one cell of.
     pub fn min_side(&self) -> usize {
-        1 << self.channels.len()
+        match self.arch {
+            Arch::Cnn => 1 << self.channels.len(),
+            Arch::TcResnet => 1,
+        }
     }
 
     pub fn validate(&self) -> Result<(), Error> {
         let m = self.min_side();
-        config_check(!self.channels.is_empty() && self.channels.len() <= 5, || {
-            format!("{} conv blocks; 1 to 5 are supported", self.channels.len())
+        let most = if self.arch.is_cnn() { 5 } else { 8 };
+        config_check(!self.channels.is_empty() && self.channels.len() <= most, || {
+            format!("{} conv layers; 1 to {most} are supported", self.channels.len())
         })?;
         config_check(self.n_mels >= m && self.n_frames >= m, || {
             format!(

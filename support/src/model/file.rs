@@ -6,7 +6,8 @@
 //! Version 2 describes the network by its list of conv-block channels. Version 1 files (fixed
 //! `conv1_channels`/`conv2_channels`/`conv3_channels` fields) still load when their network is
 //! one version 2 can build; the options that were removed (`head: avgpool`, `cmvn: true`) are
-//! refused with a message saying to retrain.
+//! refused with a message saying to retrain. Version 3 adds the architecture's `arch` (absent:
+//! `cnn`, so version 2 files read as before); older builds refuse version 3 files by number.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -23,7 +24,7 @@ use crate::train::recipe::Recipe;
 
 /// Format tag and version of the exported model file.
 pub const MODEL_FORMAT: &str = "audio-mnist-model";
-pub const MODEL_VERSION: u32 = 2;
+pub const MODEL_VERSION: u32 = 3;
 
 /// Everything besides the weights that inference needs, stored in the file's metadata.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -209,7 +210,7 @@ fn architecture_v1(json: &str) -> Result<CnnConfig> {
     }
     let (n_mels, n_frames, hidden, dropout, classes, lifter) =
         (a.n_mels, a.n_frames, a.hidden, a.dropout, a.classes, a.lifter);
-    Ok(CnnConfig { n_mels, n_frames, channels, hidden, dropout, classes, lifter })
+    Ok(CnnConfig { arch: super::Arch::Cnn, n_mels, n_frames, channels, hidden, dropout, classes, lifter })
 }
 
 fn load_model_bytes(bytes: &[u8], device: &Device) -> Result<LoadedModel> {
@@ -233,9 +234,9 @@ fn read_meta(md: &HashMap<String, String>) -> Result<ModelMeta> {
     let version: u32 = get("model_version")?.parse().context("bad `model_version`")?;
     let architecture = match version {
         1 => architecture_v1(get("architecture")?)?,
-        MODEL_VERSION => serde_json::from_str(get("architecture")?).context("bad `architecture`")?,
+        2 | MODEL_VERSION => serde_json::from_str(get("architecture")?).context("bad `architecture`")?,
         v => bail!(
-            "model file version {v}; this build reads versions 1 and {MODEL_VERSION}: update audio-mnist"
+            "model file version {v}; this build reads versions 1 to {MODEL_VERSION}: update audio-mnist"
         ),
     };
     let fv: u32 = get("feature_version")?.parse().context("bad `feature_version`")?;

@@ -1,6 +1,7 @@
-//! The CNN in Candle: [`CnnConfig`] describes it, [`Cnn`] builds it as a list of conv blocks
+//! The network in Candle: [`CnnConfig`] describes it, [`Cnn`] builds it as a list of conv blocks
 //! and runs one forward path in which each block picks our fused CPU kernels ([`kernels`]) or
-//! Candle's ops; [`file`] is the self-describing model file.
+//! Candle's ops, or, with `arch: tc-resnet`, as a [`TcResNet`] (Candle's ops); [`file`] is the
+//! self-describing model file.
 //!
 //! ```text
 //! x [B, 1, M, T]
@@ -15,6 +16,7 @@
 pub mod config;
 pub mod file;
 pub mod kernels;
+pub mod tc_resnet;
 
 use anyhow::{anyhow, Result};
 use candle_core::{DType, Device, Module, ModuleT, Tensor, D};
@@ -22,7 +24,8 @@ use candle_nn::{BatchNorm, Conv2d, Linear, VarBuilder, VarMap};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-pub use config::{is_parameter, CnnConfig, LayerSpec};
+pub use config::{is_parameter, Arch, CnnConfig, LayerSpec};
+pub use tc_resnet::TcResNet;
 pub use file::{load_model, save_ensemble, save_model, Classifier, LoadedModel, Member, ModelMeta};
 
 /// Which implementation runs the layers on the CPU. Other devices always use Candle's ops.
@@ -72,37 +75,57 @@ fn dense(x: &Tensor, layer: &Linear, fused: bool) -> Result<Tensor> {
     Ok(if fused { kernels::linear(x, layer)? } else { layer.forward(x)? })
 }
 
-/// The CNN. Build with [`Cnn::new`] from a `VarBuilder` (fresh from a `VarMap` to train, or
-/// from a loaded file).
+/// The network. Build with [`Cnn::new`] from a `VarBuilder` (fresh from a `VarMap` to train, or
+/// from a loaded file); [`CnnConfig::arch`] picks its body.
 #[derive(Clone, Debug)]
 pub struct Cnn {
-    blocks: Vec<ConvBlock>,
+    body: Body,
     /// `[M, M]` projection onto the first `lifter` DCT-II basis vectors (symmetric).
     lifter: Option<Tensor>,
-    fc1: Linear,
-    fc2: Linear,
     config: CnnConfig,
     kernels: Kernels,
+}
+
+#[derive(Clone, Debug)]
+enum Body {
+    Conv { blocks: Vec<ConvBlock>, fc1: Linear, fc2: Linear },
+    Tc(TcResNet),
+}
+
+/// The same BatchNorm with constant statistics and affine weights.
+fn detached_bn(bn: &BatchNorm) -> Result<BatchNorm> {
+    let (w, bias) = bn.weight_and_bias().ok_or_else(|| anyhow!("batch-norm without weight and bias"))?;
+    let (mean, var) = (bn.running_mean().detach(), bn.running_var().detach());
+    Ok(BatchNorm::new(w.dim(0)?, mean, var, w.detach(), bias.detach(), BN_EPS)?)
+}
+
+fn detached_linear(l: &Linear) -> Linear {
+    Linear::new(l.weight().detach(), l.bias().map(Tensor::detach))
 }
 
 impl Cnn {
     pub fn new(config: &CnnConfig, vb: VarBuilder) -> Result<Self> {
         config.validate()?;
-        let blocks = config
-            .blocks()
-            .enumerate()
-            .map(|(k, (cin, cout))| {
-                ConvBlock::new(cin, cout, vb.pp(format!("conv{}", k + 1)), vb.pp(format!("bn{}", k + 1)))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let body = match config.arch {
+            Arch::Cnn => Body::Conv {
+                blocks: config
+                    .blocks()
+                    .enumerate()
+                    .map(|(k, (cin, cout))| {
+                        ConvBlock::new(cin, cout, vb.pp(format!("conv{}", k + 1)), vb.pp(format!("bn{}", k + 1)))
+                    })
+                    .collect::<Result<Vec<_>>>()?,
+                fc1: candle_nn::linear(config.flat_dim(), config.hidden, vb.pp("fc1"))?,
+                fc2: candle_nn::linear(config.hidden, config.classes, vb.pp("fc2"))?,
+            },
+            Arch::TcResnet => Body::Tc(TcResNet::new(config, vb.clone())?),
+        };
         Ok(Self {
-            blocks,
+            body,
             lifter: match config.lifter {
                 0 => None,
                 k => Some(lifter_matrix(config.n_mels, k, vb.device())?),
             },
-            fc1: candle_nn::linear(config.flat_dim(), config.hidden, vb.pp("fc1"))?,
-            fc2: candle_nn::linear(config.hidden, config.classes, vb.pp("fc2"))?,
             config: config.clone(),
             kernels: Kernels::Fused,
         })
@@ -124,51 +147,72 @@ impl Cnn {
         let block = |b: &ConvBlock| -> Result<ConvBlock> {
             let conv =
                 Conv2d::new(b.conv.weight().detach(), b.conv.bias().map(Tensor::detach), *b.conv.config());
-            let (w, bias) =
-                b.bn.weight_and_bias().ok_or_else(|| anyhow!("batch-norm without weight and bias"))?;
-            let (mean, var) = (b.bn.running_mean().detach(), b.bn.running_var().detach());
-            let bn = BatchNorm::new(w.dim(0)?, mean, var, w.detach(), bias.detach(), BN_EPS)?;
-            Ok(ConvBlock { conv, bn })
+            Ok(ConvBlock { conv, bn: detached_bn(&b.bn)? })
         };
-        let linear = |l: &Linear| Linear::new(l.weight().detach(), l.bias().map(Tensor::detach));
+        let body = match &self.body {
+            Body::Conv { blocks, fc1, fc2 } => Body::Conv {
+                blocks: blocks.iter().map(block).collect::<Result<_>>()?,
+                fc1: detached_linear(fc1),
+                fc2: detached_linear(fc2),
+            },
+            Body::Tc(tc) => Body::Tc(tc.detached()?),
+        };
         Ok(Self {
-            blocks: self.blocks.iter().map(block).collect::<Result<_>>()?,
+            body,
             lifter: self.lifter.as_ref().map(Tensor::detach),
-            fc1: linear(&self.fc1),
-            fc2: linear(&self.fc2),
             config: self.config.clone(),
             kernels: self.kernels,
         })
     }
 
+    /// The conv blocks of a CNN (none in a TC-ResNet).
     pub fn blocks(&self) -> &[ConvBlock] {
-        &self.blocks
+        match &self.body {
+            Body::Conv { blocks, .. } => blocks,
+            Body::Tc(_) => &[],
+        }
     }
 
-    /// The first linear layer (for the layer profile).
-    pub fn fc1(&self) -> &Linear {
-        &self.fc1
+    /// A CNN's first linear layer (for the layer profile).
+    pub fn fc1(&self) -> Option<&Linear> {
+        match &self.body {
+            Body::Conv { fc1, .. } => Some(fc1),
+            Body::Tc(_) => None,
+        }
+    }
+
+    /// Where the weights live.
+    pub fn device(&self) -> Device {
+        match &self.body {
+            Body::Conv { fc2, .. } => fc2.weight().device().clone(),
+            Body::Tc(tc) => tc.device().clone(),
+        }
     }
 
     /// Logits `[B, classes]`. `dropout` is `Some(rng)` in training (BatchNorm then uses and
     /// updates batch statistics), `None` in evaluation.
     pub fn forward_t(&self, x: &Tensor, dropout: Option<&mut StdRng>) -> Result<Tensor> {
+        // [B, 1, M, T] -> [B, 1, M, T]
+        let x = self.lift(x)?;
+        let (blocks, fc1, fc2) = match &self.body {
+            Body::Conv { blocks, fc1, fc2 } => (blocks, fc1, fc2),
+            Body::Tc(tc) => return tc.forward_t(&x, dropout),
+        };
         let train = dropout.is_some();
         let fused = self.kernels == Kernels::Fused && x.device().is_cpu() && x.dtype() == DType::F32;
-        // [B, 1, M, T] -> [B, 1, M, T]
-        let mut x = self.lift(x)?;
         // -> [B, C_k, M/2^k, T/2^k] for each block k
-        for block in &self.blocks {
+        let mut x = x;
+        for block in blocks {
             x = block.forward_t(&x, train, fused)?;
         }
         // -> [B, C_n * M/2^n * T/2^n] -> [B, hidden]
-        let x = dense(&x.flatten_from(1)?, &self.fc1, fused)?.relu()?;
+        let x = dense(&x.flatten_from(1)?, fc1, fused)?.relu()?;
         let x = match dropout {
             Some(rng) => seeded_dropout(&x, self.config.dropout, rng)?,
             None => x,
         };
         // -> [B, classes]
-        dense(&x, &self.fc2, fused)
+        dense(&x, fc2, fused)
     }
 
     /// `[B, 1, M, T]`: L `[M, M]` times every frame's column (identity without a lifter).

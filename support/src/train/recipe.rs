@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dsp::features::{FeatureConfig, Framing};
 use crate::error::{config_check, Error};
-use crate::model::CnnConfig;
+use crate::model::{Arch, CnnConfig};
 
 /// The named recipes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -148,6 +148,8 @@ pub struct Overrides {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub channels: Option<Vec<usize>>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub arch: Option<Arch>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub augment: Option<Vec<AugmentStep>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reject: Option<bool>,
@@ -172,6 +174,9 @@ pub struct Recipe {
     /// Dynamic range of the log-Mel image, `power_to_db(top_db=...)` (the seed's: 80 dB).
     pub top_db: f32,
     // Network.
+    /// Which network: the seed's CNN or TC-ResNet (absent in older records: `cnn`).
+    #[serde(default)]
+    pub arch: Arch,
     /// Output channels of each conv block (the seed's: `[32, 64]`).
     pub channels: Vec<usize>,
     /// Cepstral liftering inside the network: DCT coefficients kept per frame (0 = off).
@@ -215,6 +220,7 @@ impl Recipe {
             seed: 42,
             framing: Framing::Pad,
             top_db: 80.0,
+            arch: Arch::Cnn,
             channels: vec![32, 64],
             lifter: 0,
             epochs: 30,
@@ -270,6 +276,7 @@ impl Recipe {
         r.top_db = o.top_db.unwrap_or(r.top_db);
         r.lifter = o.lifter.unwrap_or(r.lifter);
         r.channels = o.channels.clone().unwrap_or(r.channels);
+        r.arch = o.arch.unwrap_or(r.arch);
         r.negatives = o.negatives.clone().unwrap_or_default();
         r.train_data = o.train_data.clone().unwrap_or(r.train_data);
         r.reject = o.reject.unwrap_or(r.reject || !r.negatives.is_empty());
@@ -309,6 +316,7 @@ impl Recipe {
     /// The network this recipe trains on `n_mels x n_frames` features.
     pub fn network(&self, n_mels: usize, n_frames: usize) -> CnnConfig {
         CnnConfig {
+            arch: self.arch,
             n_mels,
             n_frames,
             channels: self.channels.clone(),

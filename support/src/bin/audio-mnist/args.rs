@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use support::data::split::SplitSpec;
 use support::dsp::features::Framing;
+use support::model::Arch;
 use support::train::{AugmentStep, Overrides, Recipe, RecipeName};
 
 #[derive(clap::Args)]
@@ -117,9 +118,13 @@ pub struct RecipeArgs {
     /// Cepstral liftering: DCT coefficients kept per frame (0 = off).
     #[arg(long)]
     pub lifter: Option<usize>,
-    /// Output channels of each conv block, comma-separated (the seed's: 32,64).
+    /// Output channels of each conv block, comma-separated (the seed's: 32,64); for
+    /// `--arch tc-resnet` the first conv's width, then each residual block's (e.g. 16,24,32,48).
     #[arg(long, value_delimiter = ',', num_args = 1..)]
     pub channels: Option<Vec<usize>>,
+    /// The network: `cnn` (the seed's) or `tc-resnet` (1-D convs over time, residual).
+    #[arg(long, value_enum)]
+    pub arch: Option<Arch>,
     /// On-the-fly augmentation steps, comma-separated (speed, noise, babble, reverb,
     /// telephone, clip, vtlp), or `none`.
     #[arg(long, value_parser = parse_steps)]
@@ -166,6 +171,7 @@ impl RecipeArgs {
             top_db: self.top_db,
             lifter: self.lifter,
             channels: self.channels.clone(),
+            arch: self.arch,
             augment: self.augment.as_ref().map(|s| s.0.clone()),
             reject: self.reject,
             negatives: (!self.negatives.is_empty()).then(|| self.negatives.clone()),
