@@ -38,12 +38,16 @@ fn announce(recipe: &Recipe, device: &candle_core::Device) {
     let augment = recipe.augment.names();
     let augment = if augment.is_empty() { "none".to_string() } else { augment.join(", ") };
     println!(
-        "recipe {}: {} framing, {} dB range, lifter {}, conv blocks {:?}, {} network(s), at most {} epochs; \
+        "recipe {}: {} framing, {} dB range, lifter {}, {} {:?}, {} network(s), at most {} epochs; \
          augmentation: {augment}; seed {}",
         recipe.label(),
         format!("{:?}", recipe.framing).to_lowercase(),
         recipe.top_db,
         recipe.lifter,
+        match recipe.arch {
+            support::model::Arch::Cnn => "conv blocks",
+            support::model::Arch::TcResnet => "TC-ResNet widths",
+        },
         recipe.channels,
         recipe.ensemble,
         recipe.epochs,
