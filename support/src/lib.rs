@@ -17,6 +17,7 @@
 //! | [`manifest`] | provenance: crate versions, compiler, commit, CPU and SIMD level              |
 //! | [`bench`]    | throughput of the feature pipeline and of training                            |
 
+pub mod adapt;
 pub mod bench;
 pub mod data;
 pub mod dsp;

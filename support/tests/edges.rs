@@ -120,6 +120,7 @@ fn write_model(path: &Path) {
         recipe: None,
         split: serde_json::json!({}),
         metrics: serde_json::json!({}),
+        adaptation: None,
     };
     save_model(path, &varmap, &meta).unwrap();
 }

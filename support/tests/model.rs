@@ -112,7 +112,8 @@ fn quick_cfg(seed: u64) -> Recipe {
 
 #[test]
 fn training_lowers_the_loss_and_learns_the_toy_task() {
-    for arch in [small_arch(), CnnConfig { arch: Arch::TcResnet, channels: vec![8, 12, 16], ..small_arch() }] {
+    for arch in [small_arch(), CnnConfig { arch: Arch::TcResnet, channels: vec![8, 12, 16], ..small_arch() }]
+    {
         learns_the_toy_task(arch);
     }
 }
@@ -195,6 +196,7 @@ fn meta(arch: &CnnConfig) -> ModelMeta {
         recipe: Some(Recipe::named(RecipeName::Best)),
         split: serde_json::json!({"train": ["a"], "val": ["b"], "test": ["c"]}),
         metrics: serde_json::json!({"test_accuracy": 0.5}),
+        adaptation: None,
     }
 }
 
@@ -411,7 +413,10 @@ fn bad_model_files_are_refused_with_reasons() {
     // Version 2 had no `arch`: the CNN.
     let mut v2 = md.clone();
     v2.insert("model_version".into(), "2".into());
-    assert_eq!(load_model(&write("v2.safetensors", "", None, v2), &Device::Cpu).unwrap().meta.architecture, arch);
+    assert_eq!(
+        load_model(&write("v2.safetensors", "", None, v2), &Device::Cpu).unwrap().meta.architecture,
+        arch
+    );
     let old = write("v1.safetensors", "", None, v1(r#","head":"flatten""#));
     let loaded = load_model(&old, &Device::Cpu).unwrap();
     assert_eq!(loaded.meta.architecture, arch);

@@ -7,7 +7,14 @@ use rand::{Rng, SeedableRng};
 use support::model::{init_varmap, parameters, Arch, CnnConfig};
 
 fn small() -> CnnConfig {
-    CnnConfig { arch: Arch::TcResnet, n_mels: 6, n_frames: 11, channels: vec![3, 4, 5], classes: 4, ..CnnConfig::default() }
+    CnnConfig {
+        arch: Arch::TcResnet,
+        n_mels: 6,
+        n_frames: 11,
+        channels: vec![3, 4, 5],
+        classes: 4,
+        ..CnnConfig::default()
+    }
 }
 
 fn input(rng: &mut StdRng, arch: &CnnConfig, b: usize) -> Tensor {
@@ -42,8 +49,9 @@ fn gradients_match_finite_differences() {
     let (varmap, net) = init_varmap(&arch, 3, &Device::Cpu).unwrap();
     let mut rng = StdRng::seed_from_u64(4);
     let x = input(&mut rng, &arch, 4);
-    let probe = Tensor::from_vec((0..16).map(|_| rng.random_range(-1.0f32..1.0)).collect(), (4, 4), &Device::Cpu)
-        .unwrap();
+    let probe =
+        Tensor::from_vec((0..16).map(|_| rng.random_range(-1.0f32..1.0)).collect(), (4, 4), &Device::Cpu)
+            .unwrap();
     let mut dropout = StdRng::seed_from_u64(0);
     let loss = |dropout: &mut StdRng| -> Tensor {
         net.forward_t(&x, Some(dropout)).unwrap().mul(&probe).unwrap().sum_all().unwrap()
@@ -65,7 +73,11 @@ fn gradients_match_finite_differences() {
             let numeric = (at(eps) - at(-eps)) / (2.0 * eps as f64);
             at(0.0);
             let err = (numeric - g[i] as f64).abs();
-            assert!(err < 5e-3 * (1.0 + numeric.abs()), "{name}[{i}]: autograd {} vs numeric {numeric}", g[i]);
+            assert!(
+                err < 5e-3 * (1.0 + numeric.abs()),
+                "{name}[{i}]: autograd {} vs numeric {numeric}",
+                g[i]
+            );
             checked += 1;
         }
     }

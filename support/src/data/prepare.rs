@@ -120,6 +120,7 @@ impl Prepared {
             recipe: Some(recipe.clone()),
             split: serde_json::to_value(&self.split).unwrap_or_default(),
             metrics,
+            adaptation: None,
         }
     }
 }

@@ -201,6 +201,16 @@ impl CnnConfig {
         out
     }
 
+    /// The tensors of the layers after [`super::Cnn::trunk_t`]: a CNN's two linear layers, a
+    /// TC-ResNet's one (what adaptation retrains).
+    pub fn head_tensors(&self) -> Vec<String> {
+        let layers: &[&str] = match self.arch {
+            Arch::Cnn => &["fc1", "fc2"],
+            Arch::TcResnet => &["fc"],
+        };
+        layers.iter().flat_map(|l| [format!("{l}.weight"), format!("{l}.bias")]).collect()
+    }
+
     /// Trainable parameters.
     pub fn param_count(&self) -> usize {
         self.layers().iter().map(LayerSpec::params).sum()

@@ -46,6 +46,9 @@ pub struct ModelMeta {
     /// Free-form JSON: the split and the metrics.
     pub split: serde_json::Value,
     pub metrics: serde_json::Value,
+    /// What the model was adapted to (`audio-mnist adapt`: speakers, files, method, time);
+    /// `None` for a model as trained.
+    pub adaptation: Option<serde_json::Value>,
 }
 
 /// Write weights and metadata to one safetensors file (temporary file, then rename).
@@ -114,6 +117,9 @@ pub fn save_ensemble(path: &Path, varmaps: &[&VarMap], meta: &ModelMeta) -> Resu
     }
     if let Some(recipe) = &meta.recipe {
         metadata.insert("recipe".to_string(), serde_json::to_string(recipe)?);
+    }
+    if let Some(adaptation) = &meta.adaptation {
+        metadata.insert("adaptation".to_string(), adaptation.to_string());
     }
     crate::data::cache::write_safetensors(path, views, metadata)
 }
@@ -213,6 +219,31 @@ fn architecture_v1(json: &str) -> Result<CnnConfig> {
     Ok(CnnConfig { arch: super::Arch::Cnn, n_mels, n_frames, channels, hidden, dropout, classes, lifter })
 }
 
+/// A model file's networks as trainable variables (one `VarMap` per member, plain tensor
+/// names), with its metadata: what adaptation starts from and [`save_ensemble`] writes back.
+pub fn load_varmaps(path: &Path, device: &Device) -> Result<(Vec<VarMap>, ModelMeta), Error> {
+    let read = || -> Result<(Vec<VarMap>, ModelMeta)> {
+        let bytes = std::fs::read(path).context("cannot read it")?;
+        let (st, md) = crate::data::cache::read_safetensors(&bytes, MODEL_FORMAT, "model")?;
+        let meta = read_meta(&md)?;
+        let n = meta.members.len().max(1);
+        let varmaps = (0..n)
+            .map(|k| {
+                let varmap = VarMap::new();
+                let tensors = member_tensors(&st, &meta.architecture, k, n, device)?;
+                let mut data = varmap.data().lock().map_err(|_| anyhow!("variable map lock poisoned"))?;
+                for (name, t) in tensors {
+                    data.insert(name, candle_core::Var::from_tensor(&t)?);
+                }
+                drop(data);
+                Ok(varmap)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok((varmaps, meta))
+    };
+    read().map_err(|e| Error::model_file(path, format!("{e:#}")))
+}
+
 fn load_model_bytes(bytes: &[u8], device: &Device) -> Result<LoadedModel> {
     let (st, md) = crate::data::cache::read_safetensors(bytes, MODEL_FORMAT, "model")?;
     let meta = read_meta(&md)?;
@@ -262,6 +293,10 @@ fn read_meta(md: &HashMap<String, String>) -> Result<ModelMeta> {
         },
         recipe: match md.get("recipe") {
             Some(r) => Some(serde_json::from_str(r).context("bad `recipe`")?),
+            None => None,
+        },
+        adaptation: match md.get("adaptation") {
+            Some(a) => Some(serde_json::from_str(a).context("bad `adaptation`")?),
             None => None,
         },
     };

@@ -25,8 +25,10 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 pub use config::{is_parameter, Arch, CnnConfig, LayerSpec};
+pub use file::{
+    load_model, load_varmaps, save_ensemble, save_model, Classifier, LoadedModel, Member, ModelMeta,
+};
 pub use tc_resnet::TcResNet;
-pub use file::{load_model, save_ensemble, save_model, Classifier, LoadedModel, Member, ModelMeta};
 
 /// Which implementation runs the layers on the CPU. Other devices always use Candle's ops.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,7 +114,12 @@ impl Cnn {
                     .blocks()
                     .enumerate()
                     .map(|(k, (cin, cout))| {
-                        ConvBlock::new(cin, cout, vb.pp(format!("conv{}", k + 1)), vb.pp(format!("bn{}", k + 1)))
+                        ConvBlock::new(
+                            cin,
+                            cout,
+                            vb.pp(format!("conv{}", k + 1)),
+                            vb.pp(format!("bn{}", k + 1)),
+                        )
                     })
                     .collect::<Result<Vec<_>>>()?,
                 fc1: candle_nn::linear(config.flat_dim(), config.hidden, vb.pp("fc1"))?,
@@ -192,27 +199,48 @@ impl Cnn {
     /// Logits `[B, classes]`. `dropout` is `Some(rng)` in training (BatchNorm then uses and
     /// updates batch statistics), `None` in evaluation.
     pub fn forward_t(&self, x: &Tensor, dropout: Option<&mut StdRng>) -> Result<Tensor> {
+        let h = self.trunk_t(x, dropout.is_some())?;
+        self.head_t(&h, dropout)
+    }
+
+    /// What the head sees, `[B, D]`: a CNN's flattened last maps, a TC-ResNet's time average.
+    pub fn trunk_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         // [B, 1, M, T] -> [B, 1, M, T]
         let x = self.lift(x)?;
-        let (blocks, fc1, fc2) = match &self.body {
-            Body::Conv { blocks, fc1, fc2 } => (blocks, fc1, fc2),
-            Body::Tc(tc) => return tc.forward_t(&x, dropout),
+        let blocks = match &self.body {
+            Body::Conv { blocks, .. } => blocks,
+            Body::Tc(tc) => return tc.trunk_t(&x, train),
         };
-        let train = dropout.is_some();
-        let fused = self.kernels == Kernels::Fused && x.device().is_cpu() && x.dtype() == DType::F32;
+        let fused = self.fused(&x);
         // -> [B, C_k, M/2^k, T/2^k] for each block k
         let mut x = x;
         for block in blocks {
             x = block.forward_t(&x, train, fused)?;
         }
-        // -> [B, C_n * M/2^n * T/2^n] -> [B, hidden]
-        let x = dense(&x.flatten_from(1)?, fc1, fused)?.relu()?;
+        // -> [B, C_n * M/2^n * T/2^n]
+        Ok(x.flatten_from(1)?)
+    }
+
+    /// Logits `[B, classes]` of the trunk's output; `dropout` as [`Self::forward_t`].
+    pub fn head_t(&self, h: &Tensor, dropout: Option<&mut StdRng>) -> Result<Tensor> {
+        let (fc1, fc2) = match &self.body {
+            Body::Conv { fc1, fc2, .. } => (fc1, fc2),
+            Body::Tc(tc) => return tc.head_t(h, dropout),
+        };
+        let fused = self.fused(h);
+        // [B, D] -> [B, hidden]
+        let x = dense(h, fc1, fused)?.relu()?;
         let x = match dropout {
             Some(rng) => seeded_dropout(&x, self.config.dropout, rng)?,
             None => x,
         };
         // -> [B, classes]
         dense(&x, fc2, fused)
+    }
+
+    /// Whether our fused CPU kernels run on `x`.
+    fn fused(&self, x: &Tensor) -> bool {
+        self.kernels == Kernels::Fused && x.device().is_cpu() && x.dtype() == DType::F32
     }
 
     /// `[B, 1, M, T]`: L `[M, M]` times every frame's column (identity without a lifter).

@@ -134,9 +134,8 @@ impl TcResNet {
         })
     }
 
-    /// Logits `[B, classes]` of `[B, 1, M, T]`; `dropout` as [`super::Cnn::forward_t`].
-    pub fn forward_t(&self, x: &Tensor, dropout: Option<&mut StdRng>) -> Result<Tensor> {
-        let train = dropout.is_some();
+    /// `[B, 1, M, T]` -> the time average of the last block, `[B, C_n]`.
+    pub fn trunk_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let (b, _, m, t) = x.dims4()?;
         // [B, 1, M, T] -> [B, M, T] -> [B, C_0, T]
         let mut x = self.conv0.forward(&x.reshape((b, m, t))?)?;
@@ -145,13 +144,16 @@ impl TcResNet {
             x = block.forward_t(&x, train)?;
         }
         // -> [B, C_n]
-        let x = x.mean(2)?;
-        let x = match dropout {
-            Some(rng) => seeded_dropout(&x, self.dropout, rng)?,
-            None => x,
+        Ok(x.mean(2)?)
+    }
+
+    /// Logits `[B, classes]` of the trunk's output; `dropout` as [`super::Cnn::forward_t`].
+    pub fn head_t(&self, h: &Tensor, dropout: Option<&mut StdRng>) -> Result<Tensor> {
+        let h = match dropout {
+            Some(rng) => seeded_dropout(h, self.dropout, rng)?,
+            None => h.clone(),
         };
-        // -> [B, classes]
-        Ok(self.fc.forward(&x)?)
+        Ok(self.fc.forward(&h)?)
     }
 
     /// The same network with constant weights.
