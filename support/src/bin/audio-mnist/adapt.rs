@@ -99,15 +99,17 @@ pub fn adapt_bench_command(
         BenchConfig { takes: takes.to_vec(), speakers: speakers.to_vec(), others, adapt: args.config()? };
     let device = pick_device();
     let rows = adapt_bench(model, &ds, &cfg, &device, &mut |r| {
+        let others = match r.others {
+            0 => "no other speakers in the folder".to_string(),
+            n => format!("{n} of other speakers {:.1}% -> {:.1}%", 100.0 * r.others_before, 100.0 * r.others_after),
+        };
         println!(
-            "{} with {} take(s) per digit: {:.1}% -> {:.1}% on {} other takes; other speakers {:.1}% -> {:.1}%; {:.1} s",
+            "{} with {} take(s) per digit: {:.1}% -> {:.1}% on {} other takes; {others}; {:.1} s",
             r.speaker,
             r.takes,
             100.0 * r.before,
             100.0 * r.after,
             r.tested,
-            100.0 * r.others_before,
-            100.0 * r.others_after,
             r.seconds
         )
     })?;
