@@ -17,7 +17,11 @@ fn new_voice(dir: &Path) -> PathBuf {
     for digit in 0..10 {
         for take in 0..6 {
             let f0 = 110.0 + 35.0 * digit as f32 + 19.0 + 1.5 * take as f32;
-            common::write_wav(&root.join(format!("{digit}_dan_{take}.wav")), 8000, &common::tone(8000, 0.5, f0));
+            common::write_wav(
+                &root.join(format!("{digit}_dan_{take}.wav")),
+                8000,
+                &common::tone(8000, 0.5, f0),
+            );
         }
     }
     root
@@ -38,8 +42,10 @@ fn a_new_voice_is_learned_from_three_takes_and_the_file_says_so() {
     let enrollment = Enrollment::pick(&ds, &[], 3).unwrap();
     assert_eq!(enrollment.files.len(), 30);
     assert_eq!(enrollment.speakers, vec!["dan".to_string()]);
-    let held_out: Vec<(PathBuf, u8)> =
-        (0..10u8).flat_map(|d| (3..6).map(move |t| (d, t))).map(|(d, t)| (voice.join(format!("{d}_dan_{t}.wav")), d)).collect();
+    let held_out: Vec<(PathBuf, u8)> = (0..10u8)
+        .flat_map(|d| (3..6).map(move |t| (d, t)))
+        .map(|(d, t)| (voice.join(format!("{d}_dan_{t}.wav")), d))
+        .collect();
     let before = accuracy(&model, &held_out);
 
     let cfg = AdaptConfig::default();
@@ -59,7 +65,10 @@ fn a_new_voice_is_learned_from_three_takes_and_the_file_says_so() {
     assert_eq!(a["files"].as_array().unwrap().len(), 30);
     assert_eq!(a["method"]["layers"], "head");
     assert!(original.adaptation.is_none());
-    assert_eq!((&personal.features, personal.mean, personal.std), (&original.features, original.mean, original.std));
+    assert_eq!(
+        (&personal.features, personal.mean, personal.std),
+        (&original.features, original.mean, original.std)
+    );
     assert_eq!(personal.temperatures, original.temperatures);
 
     // Seeded: the same seed, the same weights; another seed, others.
@@ -125,12 +134,27 @@ fn adapt_bench_reports_each_speaker_before_and_after() {
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}\n{}", stdout, String::from_utf8_lossy(&o.stderr));
     assert!(stdout.contains("dan with 3 take(s) per digit"), "{stdout}");
-    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("adapt_bench.json")).unwrap()).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("adapt_bench.json")).unwrap()).unwrap();
     let rows = json["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 2);
-    assert_eq!((rows[1]["takes"].as_u64(), rows[1]["enrolled"].as_u64(), rows[1]["tested"].as_u64()), (Some(3), Some(30), Some(30)));
+    assert_eq!(
+        (rows[1]["takes"].as_u64(), rows[1]["enrolled"].as_u64(), rows[1]["tested"].as_u64()),
+        (Some(3), Some(30), Some(30))
+    );
     assert!(rows[1]["after"].as_f64().unwrap() > rows[1]["before"].as_f64().unwrap());
     // only dan is in the folder: no other speakers to forget
     assert_eq!(rows[1]["others"].as_u64(), Some(0));
     assert!(out.join("adapt_bench.md").exists());
+
+    // One speaker's confusion matrices (the notebook's figure): the 30 held-out takes, before
+    // and after, the diagonal growing.
+    let ds = support::scan(&dir.path().join("dan")).unwrap();
+    let cfg = support::adapt::AdaptConfig::default();
+    let a = support::adapt::bench::adapt_speaker(&model, &ds, "dan", 3, &cfg, &Device::Cpu).unwrap();
+    let total = |m: &[Vec<usize>]| m.iter().flatten().sum::<usize>();
+    let right = |m: &[Vec<usize>]| (0..10).map(|d| m[d][d]).sum::<usize>();
+    assert_eq!((total(&a.before), total(&a.after)), (30, 30));
+    assert!(right(&a.after) > right(&a.before), "{:?} -> {:?}", a.before, a.after);
+    assert_eq!(a.adapted.meta.adaptation.as_ref().unwrap()["speakers"], serde_json::json!(["dan"]));
 }

@@ -266,8 +266,15 @@ fn notebook_runs_top_to_bottom_and_renders() {
     assert_eq!(html.matches("plotly.js v3").count(), 1, "plotly.js must be in the HTML export, once");
     assert_eq!(
         html.matches("Plotly.newPlot(\"am-fig").count(),
-        9,
-        "3 looks + curves + confusion matrix + 2 relevance figures + robustness + a listened sequence"
+        11,
+        "3 looks + curves + confusion matrix + 2 relevance figures + robustness + before/after \
+         adapting + a listened sequence"
+    );
+    // Your voice: the first test speaker's other takes before and after adapting on three.
+    let personal = serde_json::to_string(&cell_with(&cells, "adapt_speaker(")["outputs"]).unwrap();
+    assert!(
+        personal.contains("the model as trained") && personal.contains("after adapting on 3 take(s) a digit"),
+        "the adaptation cell showed: {personal}"
     );
     let listened = cell_with(&cells, "transcribe(&predictor");
     let said = output_text(listened);

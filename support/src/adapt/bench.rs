@@ -95,6 +95,77 @@ pub fn adapt_bench(
     Ok(rows)
 }
 
+/// One speaker adapted on their first `takes` takes of each digit, and their other takes'
+/// confusion matrices (rows: true digit; columns: the model's classes) before and after.
+pub struct SpeakerAdaptation {
+    pub speaker: String,
+    pub takes: usize,
+    pub adapted: super::Adapted,
+    pub before: Vec<Vec<usize>>,
+    pub after: Vec<Vec<usize>>,
+}
+
+/// Adapt the model file to one speaker of `ds` and test both models on the speaker's other takes.
+pub fn adapt_speaker(
+    model: &Path,
+    ds: &Dataset,
+    speaker: &str,
+    takes: usize,
+    cfg: &AdaptConfig,
+    device: &Device,
+) -> Result<SpeakerAdaptation> {
+    let original = load_model(model, device)?;
+    let enrollment = Enrollment::pick(ds, &[speaker.to_string()], takes)?;
+    let rest = held_out(ds, speaker, &enrollment);
+    let fx = FeatureExtractor::new(original.meta.features.clone())?;
+    let images = images_of(&fx, ds)?;
+    let adapted = adapt(model, &enrollment, cfg, device)?;
+    let before = confusion(&original.model, ds, &images, &rest, device)?;
+    let after = confusion(&adapted.classifier(device)?, ds, &images, &rest, device)?;
+    Ok(SpeakerAdaptation { speaker: speaker.to_string(), takes, adapted, before, after })
+}
+
+/// The rows of `speaker`'s recordings that `enrollment` did not use.
+fn held_out(ds: &Dataset, speaker: &str, enrollment: &Enrollment) -> Vec<usize> {
+    (0..ds.recordings.len())
+        .filter(|&i| {
+            ds.recordings[i].speaker == speaker && !enrollment.files.contains(&ds.absolute(&ds.recordings[i]))
+        })
+        .collect()
+}
+
+/// Counts of (true digit, predicted class) over `rows`.
+fn confusion(
+    model: &Classifier,
+    ds: &Dataset,
+    images: &[Vec<f32>],
+    rows: &[usize],
+    device: &Device,
+) -> Result<Vec<Vec<usize>>> {
+    let classes = model.config().classes;
+    let mut counts = vec![vec![0usize; classes]; 10];
+    for (&i, p) in rows.iter().zip(predictions(model, images, rows, device)?) {
+        counts[ds.recordings[i].digit as usize][p] += 1;
+    }
+    Ok(counts)
+}
+
+/// The most likely class of each of `rows`.
+fn predictions(
+    model: &Classifier,
+    images: &[Vec<f32>],
+    rows: &[usize],
+    device: &Device,
+) -> Result<Vec<usize>> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let arch = model.config();
+    let x: Vec<f32> = rows.iter().flat_map(|&i| images[i].iter().copied()).collect();
+    let x = Tensor::from_vec(x, (rows.len(), 1, arch.n_mels, arch.n_frames), device)?;
+    Ok(predict_probabilities(model, &x, 128)?.iter().map(|p| argmax(p)).collect())
+}
+
 /// Every recording's log-Mel image, in the folder's order.
 fn images_of(fx: &FeatureExtractor, ds: &Dataset) -> Result<Vec<Vec<f32>>> {
     ds.recordings.par_iter().map(|r| fx.extract_file(&ds.absolute(r)).map_err(anyhow::Error::from)).collect()
@@ -143,11 +214,8 @@ fn accuracy(
     if rows.is_empty() {
         return Ok(f64::NAN);
     }
-    let arch = model.config();
-    let x: Vec<f32> = rows.iter().flat_map(|&i| images[i].iter().copied()).collect();
-    let x = Tensor::from_vec(x, (rows.len(), 1, arch.n_mels, arch.n_frames), device)?;
-    let p = predict_probabilities(model, &x, 128)?;
-    let right = rows.iter().zip(&p).filter(|(&i, p)| argmax(p) == ds.recordings[i].digit as usize).count();
+    let p = predictions(model, images, rows, device)?;
+    let right = rows.iter().zip(&p).filter(|(&i, &p)| p == ds.recordings[i].digit as usize).count();
     Ok(right as f64 / rows.len() as f64)
 }
 

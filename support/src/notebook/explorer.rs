@@ -246,50 +246,13 @@ impl ConfusionExplorer {
         )))
     }
 
-    /// The heatmap's plotly JSON: colour by the row-normalised share (so small classes read
-    /// like big ones), counts as cell text, both on hover. The plotly crate has no 2-D `text`
-    /// nor `texttemplate`, so they are added to its JSON.
+    /// The heatmap's plotly JSON, titled with the accuracy.
     fn heatmap(&self) -> Result<serde_json::Value> {
-        let n = self.names.len();
-        let mut plot = Plot::new();
-        plot.add_trace(HeatMap::new(self.names.clone(), self.names.clone(), self.confusion.clone()));
-        let total: usize = self.confusion.iter().flatten().sum();
-        let right: usize = (0..n).map(|i| self.confusion[i][i]).sum();
-        let accuracy = 100.0 * right as f64 / total.max(1) as f64;
-        let category = |title: &str| {
-            Axis::new().title(Title::with_text(title)).type_(plotly::layout::AxisType::Category)
-        };
-        plot.set_layout(
-            Layout::new()
-                .title(Title::with_text(format!(
-                    "test confusion matrix, accuracy {accuracy:.2}% (click a cell)"
-                )))
-                .x_axis(category("predicted digit"))
-                .y_axis(category("true digit")),
-        );
-        let share: Vec<Vec<f64>> = self
-            .confusion
-            .iter()
-            .map(|row| {
-                let total = row.iter().sum::<usize>().max(1) as f64;
-                row.iter().map(|&c| (1000.0 * c as f64 / total).round() / 10.0).collect()
-            })
-            .collect();
-        let mut fig: serde_json::Value = serde_json::from_str(&plot.to_json())?;
-        fig["layout"]["yaxis"]["autorange"] = "reversed".into(); // true 0 at the top
-        let trace = &mut fig["data"][0];
-        trace["z"] = serde_json::json!(share);
-        trace["zmin"] = 0.into();
-        trace["zmax"] = 100.into();
-        // White to dark blue (matplotlib's "Blues"; plotly's own runs the other way).
-        trace["colorscale"] =
-            serde_json::json!([[0.0, "rgb(247,251,255)"], [0.5, "rgb(107,174,214)"], [1.0, "rgb(8,48,107)"]]);
-        trace["colorbar"] = serde_json::json!({"title": {"text": "% of true digit"}});
-        trace["text"] = serde_json::json!(self.confusion);
-        trace["texttemplate"] = "%{text}".into();
-        trace["hovertemplate"] =
-            "true %{y}, predicted %{x}<br>%{text} file(s), %{z:.1f}% of true %{y}<extra></extra>".into();
-        Ok(fig)
+        confusion_json(
+            &self.names,
+            &self.confusion,
+            "test confusion matrix, accuracy {accuracy} (click a cell)",
+        )
     }
 
     /// The listing of every non-empty cell, keyed `"truth,predicted"`.
@@ -337,4 +300,51 @@ fn relevance_cells(maps: &[String], predicted: &str, truth: &str, file: &str) ->
         [p, t] => img(p, predicted) + &img(t, truth),
         _ => String::new(),
     }
+}
+
+/// A confusion matrix's plotly JSON (rows true, columns predicted; `{accuracy}` in the title
+/// becomes the accuracy): colour by the row-normalised share (so small classes read like big
+/// ones), counts as cell text, both on hover. The plotly crate has no 2-D `text` nor
+/// `texttemplate`, so they are added to its JSON.
+pub(crate) fn confusion_json(
+    names: &[String],
+    confusion: &[Vec<usize>],
+    title: &str,
+) -> Result<serde_json::Value> {
+    let n = names.len().min(confusion.len());
+    let mut plot = Plot::new();
+    plot.add_trace(HeatMap::new(names.to_vec(), names.to_vec(), confusion.to_vec()));
+    let total: usize = confusion.iter().flatten().sum();
+    let right: usize = (0..n).map(|i| confusion[i][i]).sum();
+    let accuracy = format!("{:.2}%", 100.0 * right as f64 / total.max(1) as f64);
+    let category =
+        |title: &str| Axis::new().title(Title::with_text(title)).type_(plotly::layout::AxisType::Category);
+    plot.set_layout(
+        Layout::new()
+            .title(Title::with_text(title.replace("{accuracy}", &accuracy)))
+            .x_axis(category("predicted digit"))
+            .y_axis(category("true digit")),
+    );
+    let share: Vec<Vec<f64>> = confusion
+        .iter()
+        .map(|row| {
+            let total = row.iter().sum::<usize>().max(1) as f64;
+            row.iter().map(|&c| (1000.0 * c as f64 / total).round() / 10.0).collect()
+        })
+        .collect();
+    let mut fig: serde_json::Value = serde_json::from_str(&plot.to_json())?;
+    fig["layout"]["yaxis"]["autorange"] = "reversed".into(); // true 0 at the top
+    let trace = &mut fig["data"][0];
+    trace["z"] = serde_json::json!(share);
+    trace["zmin"] = 0.into();
+    trace["zmax"] = 100.into();
+    // White to dark blue (matplotlib's "Blues"; plotly's own runs the other way).
+    trace["colorscale"] =
+        serde_json::json!([[0.0, "rgb(247,251,255)"], [0.5, "rgb(107,174,214)"], [1.0, "rgb(8,48,107)"]]);
+    trace["colorbar"] = serde_json::json!({"title": {"text": "% of true digit"}});
+    trace["text"] = serde_json::json!(confusion);
+    trace["texttemplate"] = "%{text}".into();
+    trace["hovertemplate"] =
+        "true %{y}, predicted %{x}<br>%{text} file(s), %{z:.1f}% of true %{y}<extra></extra>".into();
+    Ok(fig)
 }

@@ -344,3 +344,35 @@ mod tests {
         assert!(!script_json(r#"{"file":"</script><b>"}"#).contains("</script>"));
     }
 }
+
+/// One speaker's held-out takes before and after adapting the model to them: two confusion
+/// matrices side by side.
+pub fn adaptation_figure(a: &crate::adapt::bench::SpeakerAdaptation) -> Result<Html> {
+    let classes = a.before.first().map_or(10, Vec::len);
+    let names = crate::eval::class_names(classes);
+    // Square: "not a digit" (if any) gets an empty row.
+    let square = |m: &[Vec<usize>]| -> Vec<Vec<usize>> {
+        (0..classes).map(|r| m.get(r).cloned().unwrap_or_else(|| vec![0; classes])).collect()
+    };
+    let before = super::explorer::confusion_json(
+        &names,
+        &square(&a.before),
+        &format!("{}: the model as trained, {{accuracy}}", a.speaker),
+    )?;
+    let after = super::explorer::confusion_json(
+        &names,
+        &square(&a.after),
+        &format!("after adapting on {} take(s) a digit ({:.1} s), {{accuracy}}", a.takes, a.adapted.seconds),
+    )?;
+    let half = |fig: &serde_json::Value| {
+        format!(
+            r#"<div style="flex:1 1 420px;min-width:320px">{}</div>"#,
+            figure_html(&fig.to_string(), 460, "")
+        )
+    };
+    Ok(Html(format!(
+        r#"<div style="display:flex;flex-wrap:wrap;gap:8px">{}{}</div>"#,
+        half(&before),
+        half(&after)
+    )))
+}

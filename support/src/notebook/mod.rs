@@ -19,7 +19,8 @@ use polars::prelude::*;
 
 pub use explorer::{ConfusionExplorer, Entry};
 pub use figures::{
-    audio_player, epoch_line, figure, look, robustness_figure, sequence_figure, training_curves,
+    adaptation_figure, audio_player, epoch_line, figure, look, robustness_figure, sequence_figure,
+    training_curves,
 };
 
 // evcxr must name the type of every variable a cell keeps, and the notebook depends on

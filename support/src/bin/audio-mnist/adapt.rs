@@ -101,7 +101,11 @@ pub fn adapt_bench_command(
     let rows = adapt_bench(model, &ds, &cfg, &device, &mut |r| {
         let others = match r.others {
             0 => "no other speakers in the folder".to_string(),
-            n => format!("{n} of other speakers {:.1}% -> {:.1}%", 100.0 * r.others_before, 100.0 * r.others_after),
+            n => format!(
+                "{n} of other speakers {:.1}% -> {:.1}%",
+                100.0 * r.others_before,
+                100.0 * r.others_after
+            ),
         };
         println!(
             "{} with {} take(s) per digit: {:.1}% -> {:.1}% on {} other takes; {others}; {:.1} s",
