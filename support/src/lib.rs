@@ -6,9 +6,10 @@
 //! |--------------|-------------------------------------------------------------------------------|
 //! | [`dsp`]      | read a WAV, resample, trim, normalize, log-Mel (librosa's numbers)            |
 //! | [`data`]     | find recordings, speaker splits, parallel extraction, the feature cache, download |
-//! | [`model`]    | the CNN (a list of conv blocks), its fused CPU kernels, the model file        |
+//! | [`model`]    | the CNN (a list of conv blocks), TC-ResNet, fused CPU kernels, the model file |
 //! | [`train`]    | the [`Recipe`](train::Recipe), augmentation, AdamW, the training loop, ensembles |
 //! | [`eval`]     | accuracy, confusion, report, evaluation artifacts, cross-validation, plots    |
+//! | [`adapt`]    | a model's head retrained on one person's few takes, and its benchmark         |
 //! | [`infer`]    | inference from an exported model file (`Predictor`)                           |
 //! | [`explain`]  | relevance maps: which log-Mel cells made the network answer a class          |
 //! | [`stream`]   | live recognition: words cut from a stream as they end, digit sequences         |
@@ -17,6 +18,7 @@
 //! | [`manifest`] | provenance: crate versions, compiler, commit, CPU and SIMD level              |
 //! | [`bench`]    | throughput of the feature pipeline and of training                            |
 
+#[cfg(feature = "train")]
 pub mod adapt;
 pub mod bench;
 pub mod data;
