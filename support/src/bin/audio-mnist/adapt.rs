@@ -49,8 +49,14 @@ impl AdaptArgs {
     }
 }
 
+/// The folders' recordings; files passed over (a name that is not `{digit}_{name}_{take}.wav`)
+/// are listed, as they teach nothing.
 fn scan(data: &[PathBuf]) -> Result<support::Dataset> {
-    Ok(support::data::union::scan_all(data)?)
+    let ds = support::data::union::scan_all(data)?;
+    for s in &ds.skipped {
+        eprintln!("skipped {s}");
+    }
+    Ok(ds)
 }
 
 pub fn adapt_command(
@@ -65,11 +71,11 @@ pub fn adapt_command(
     let enrollment = Enrollment::pick(&ds, speakers, takes.unwrap_or(usize::MAX))?;
     let cfg = args.config()?;
     println!(
-        "adapting {} to {} ({} recordings, {:?} layers, {} steps)...",
+        "adapting {} to {} ({} recordings, {} layers, {} steps)...",
         model.display(),
         enrollment.speakers.join(", "),
         enrollment.files.len(),
-        cfg.layers,
+        format!("{:?}", cfg.layers).to_lowercase(),
         cfg.steps
     );
     let device = pick_device();
