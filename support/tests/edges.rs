@@ -40,6 +40,8 @@ fn absurd_flag_values_are_usage_errors_not_panics() {
         (vec!["--lifter", "999"], "lifter 999"),
         (vec!["--channels", "0"], "channels"),
         (vec!["--channels", "8,8,8,8,8,8"], "conv blocks"),
+        (vec!["--arch", "tc-resnet", "--channels", "8,8,8,8,8,8,8,8,8"], "1 to 8"),
+        (vec!["--arch", "resnet50"], "--arch"),
         (vec!["--augment", "volume"], "unknown step"),
         (vec!["--framing", "squash"], "--framing"),
         (vec!["--split", "paper:7"], "fold must be 0-4"),

@@ -234,7 +234,7 @@ impl CnnConfig {
         let m = self.min_side();
         let most = if self.arch.is_cnn() { 5 } else { 8 };
         config_check(!self.channels.is_empty() && self.channels.len() <= most, || {
-            format!("{} conv layers; 1 to {most} are supported", self.channels.len())
+            format!("{} conv blocks; 1 to {most} are supported", self.channels.len())
         })?;
         config_check(self.n_mels >= m && self.n_frames >= m, || {
             format!(
