@@ -335,18 +335,8 @@ pub(crate) fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn script_json_cannot_close_the_script() {
-        assert!(!script_json(r#"{"file":"</script><b>"}"#).contains("</script>"));
-    }
-}
-
 /// One speaker's held-out takes before and after adapting the model to them: two confusion
-/// matrices side by side.
+/// matrices.
 pub fn adaptation_figure(a: &crate::adapt::bench::SpeakerAdaptation) -> Result<Html> {
     let classes = a.before.first().map_or(10, Vec::len);
     let names = crate::eval::class_names(classes);
@@ -364,15 +354,21 @@ pub fn adaptation_figure(a: &crate::adapt::bench::SpeakerAdaptation) -> Result<H
         &square(&a.after),
         &format!("after adapting on {} take(s) a digit ({:.1} s), {{accuracy}}", a.takes, a.adapted.seconds),
     )?;
-    let half = |fig: &serde_json::Value| {
-        format!(
-            r#"<div style="flex:1 1 420px;min-width:320px">{}</div>"#,
-            figure_html(&fig.to_string(), 460, "")
-        )
-    };
+    // One above the other: plotly sizes a figure by its container when drawn, and side-by-side
+    // containers overlapped in the rendered export.
     Ok(Html(format!(
-        r#"<div style="display:flex;flex-wrap:wrap;gap:8px">{}{}</div>"#,
-        half(&before),
-        half(&after)
+        "{}{}",
+        figure_html(&before.to_string(), 440, ""),
+        figure_html(&after.to_string(), 440, "")
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn script_json_cannot_close_the_script() {
+        assert!(!script_json(r#"{"file":"</script><b>"}"#).contains("</script>"));
+    }
 }
