@@ -1,11 +1,54 @@
 //! `adapt` and `adapt-bench`: a model retrained on one person's recordings.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use support::adapt::bench::{adapt_bench, table, BenchConfig};
 use support::adapt::{adapt, AdaptConfig, Enrollment, Layers};
 use support::model::pick_device;
+
+/// `audio-mnist adapt`.
+#[derive(clap::Args, Debug)]
+pub struct AdaptCmd {
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Folder(s) of `{digit}_{name}_{take}.wav` (any supported layout), every digit at least once.
+    #[arg(long = "data", value_name = "DIR", required = true)]
+    pub data: Vec<PathBuf>,
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Use at most the first K takes of each digit (default: all).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub takes: Option<u64>,
+    /// Only these speakers of the folder (comma-separated; default: all).
+    #[arg(long, value_delimiter = ',')]
+    pub speakers: Vec<String>,
+    #[command(flatten)]
+    pub method: AdaptArgs,
+}
+
+/// `audio-mnist adapt-bench`.
+#[derive(clap::Args, Debug)]
+pub struct AdaptBenchCmd {
+    #[arg(long)]
+    pub model: PathBuf,
+    #[arg(long = "data", value_name = "DIR", required = true)]
+    pub data: Vec<PathBuf>,
+    /// Takes per digit to adapt on, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3,5")]
+    pub takes: Vec<usize>,
+    /// Speakers to adapt to (default: the model's test speakers found in the folder, else all).
+    #[arg(long, value_delimiter = ',')]
+    pub speakers: Vec<String>,
+    /// Recordings of the other speakers to test forgetting on (at most).
+    #[arg(long, default_value_t = 300)]
+    pub others: usize,
+    /// Folder for adapt_bench.json and adapt_bench.md.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub method: AdaptArgs,
+}
 
 /// How to adapt (`support::adapt::AdaptConfig`).
 #[derive(clap::Args, Clone, Debug)]
@@ -59,17 +102,11 @@ fn scan(data: &[PathBuf]) -> Result<support::Dataset> {
     Ok(ds)
 }
 
-pub fn adapt_command(
-    model: &Path,
-    data: &[PathBuf],
-    out: &Path,
-    takes: Option<usize>,
-    speakers: &[String],
-    args: &AdaptArgs,
-) -> Result<()> {
-    let ds = scan(data)?;
-    let enrollment = Enrollment::pick(&ds, speakers, takes.unwrap_or(usize::MAX))?;
-    let cfg = args.config()?;
+pub fn adapt_command(cmd: &AdaptCmd) -> Result<()> {
+    let (model, out) = (&cmd.model, &cmd.out);
+    let ds = scan(&cmd.data)?;
+    let enrollment = Enrollment::pick(&ds, &cmd.speakers, cmd.takes.map_or(usize::MAX, |t| t as usize))?;
+    let cfg = cmd.method.config()?;
     println!(
         "adapting {} to {} ({} recordings, {} layers, {} steps)...",
         model.display(),
@@ -91,18 +128,15 @@ pub fn adapt_command(
     Ok(())
 }
 
-pub fn adapt_bench_command(
-    model: &Path,
-    data: &[PathBuf],
-    takes: &[usize],
-    speakers: &[String],
-    others: usize,
-    out: Option<&Path>,
-    args: &AdaptArgs,
-) -> Result<()> {
+pub fn adapt_bench_command(cmd: &AdaptBenchCmd) -> Result<()> {
+    let (model, data) = (&cmd.model, &cmd.data);
     let ds = scan(data)?;
-    let cfg =
-        BenchConfig { takes: takes.to_vec(), speakers: speakers.to_vec(), others, adapt: args.config()? };
+    let cfg = BenchConfig {
+        takes: cmd.takes.clone(),
+        speakers: cmd.speakers.clone(),
+        others: cmd.others,
+        adapt: cmd.method.config()?,
+    };
     let device = pick_device();
     let rows = adapt_bench(model, &ds, &cfg, &device, &mut |r| {
         let others = match r.others {
@@ -125,7 +159,7 @@ pub fn adapt_bench_command(
     })?;
     let md = table(&rows);
     println!("\n{md}");
-    if let Some(dir) = out {
+    if let Some(dir) = &cmd.out {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let json = serde_json::json!({ "model": model, "data": data, "method": cfg.adapt, "rows": rows });
         std::fs::write(dir.join("adapt_bench.json"), serde_json::to_string_pretty(&json)?)?;

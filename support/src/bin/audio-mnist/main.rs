@@ -284,46 +284,11 @@ enum Command {
     #[cfg(feature = "train")]
     /// Adapt a model to the speaker(s) of a folder of their digits (a few takes of each): writes
     /// a personal model file that records what it learned from.
-    Adapt {
-        #[arg(long)]
-        model: PathBuf,
-        /// Folder(s) of `{digit}_{name}_{take}.wav` (any supported layout), every digit at least once.
-        #[arg(long = "data", value_name = "DIR", required = true)]
-        data: Vec<PathBuf>,
-        #[arg(long)]
-        out: PathBuf,
-        /// Use at most the first K takes of each digit (default: all).
-        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000))]
-        takes: Option<u64>,
-        /// Only these speakers of the folder (comma-separated; default: all).
-        #[arg(long, value_delimiter = ',')]
-        speakers: Vec<String>,
-        #[command(flatten)]
-        method: adapt::AdaptArgs,
-    },
+    Adapt(adapt::AdaptCmd),
     #[cfg(feature = "train")]
     /// The enrollment benchmark: per speaker, adapt on the first K takes of each digit, test on
     /// the other takes and on the other speakers; adaptation time.
-    AdaptBench {
-        #[arg(long)]
-        model: PathBuf,
-        #[arg(long = "data", value_name = "DIR", required = true)]
-        data: Vec<PathBuf>,
-        /// Takes per digit to adapt on, comma-separated.
-        #[arg(long, value_delimiter = ',', default_value = "1,2,3,5")]
-        takes: Vec<usize>,
-        /// Speakers to adapt to (default: the model's test speakers found in the folder, else all).
-        #[arg(long, value_delimiter = ',')]
-        speakers: Vec<String>,
-        /// Recordings of the other speakers to test forgetting on (at most).
-        #[arg(long, default_value_t = 300)]
-        others: usize,
-        /// Folder for adapt_bench.json and adapt_bench.md.
-        #[arg(long)]
-        out: Option<PathBuf>,
-        #[command(flatten)]
-        method: adapt::AdaptArgs,
-    },
+    AdaptBench(adapt::AdaptBenchCmd),
     /// Measure CNN training and inference throughput on synthetic input; prints one JSON line.
     BenchTrain {
         #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=4096))]
@@ -474,13 +439,9 @@ fn run(cli: Cli) -> Result<()> {
             data::synth_command(out.as_deref(), count as usize, voices.map(|v| v as usize), seed, list)
         }
         #[cfg(feature = "train")]
-        Command::Adapt { model, data, out, takes, speakers, method } => {
-            adapt::adapt_command(&model, &data, &out, takes.map(|t| t as usize), &speakers, &method)
-        }
+        Command::Adapt(cmd) => adapt::adapt_command(&cmd),
         #[cfg(feature = "train")]
-        Command::AdaptBench { model, data, takes, speakers, others, out, method } => {
-            adapt::adapt_bench_command(&model, &data, &takes, &speakers, others, out.as_deref(), &method)
-        }
+        Command::AdaptBench(cmd) => adapt::adapt_bench_command(&cmd),
         #[cfg(feature = "train")]
         Command::Evaluate { model, data, out, split, seed } => {
             train::evaluate_command(&model, &data, &out, &split, seed)
