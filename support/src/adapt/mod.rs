@@ -88,7 +88,11 @@ impl Enrollment {
     /// The first `takes` takes (by take number) of each digit of `speakers` (every speaker
     /// of the folder when empty). Refused, with the reason, when a digit has no take.
     pub fn pick(ds: &Dataset, speakers: &[String], takes: usize) -> Result<Self, Error> {
+        crate::error::check(takes > 0, Error::Config, || "--takes 0: give at least 1 take".into())?;
         let wanted: Vec<String> = if speakers.is_empty() { ds.speaker_ids() } else { speakers.to_vec() };
+        crate::error::check(!wanted.is_empty(), Error::Data, || {
+            format!("no recordings in {}", ds.describe())
+        })?;
         let mut files = Vec::new();
         let mut digits = Vec::new();
         for speaker in &wanted {
@@ -110,7 +114,6 @@ impl Enrollment {
                 )
             })?;
         }
-        crate::error::check(takes > 0, Error::Config, || "--takes 0: give at least 1 take".into())?;
         Ok(Self { files, digits, speakers: wanted })
     }
 }

@@ -73,10 +73,6 @@ fn bn(c: usize, vb: VarBuilder) -> Result<BatchNorm> {
     Ok(candle_nn::batch_norm(c, cfg, vb)?)
 }
 
-fn detached_conv(c: &Conv1d) -> Conv1d {
-    c.detached()
-}
-
 impl Block {
     fn new(cin: usize, cout: usize, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
@@ -99,11 +95,11 @@ impl Block {
 
     fn detached(&self) -> Result<Self> {
         Ok(Self {
-            conv1: detached_conv(&self.conv1),
+            conv1: self.conv1.detached(),
             bn1: detached_bn(&self.bn1)?,
-            conv2: detached_conv(&self.conv2),
+            conv2: self.conv2.detached(),
             bn2: detached_bn(&self.bn2)?,
-            proj: detached_conv(&self.proj),
+            proj: self.proj.detached(),
             proj_bn: detached_bn(&self.proj_bn)?,
         })
     }
@@ -159,7 +155,7 @@ impl TcResNet {
     /// The same network with constant weights.
     pub fn detached(&self) -> Result<Self> {
         Ok(Self {
-            conv0: detached_conv(&self.conv0),
+            conv0: self.conv0.detached(),
             blocks: self.blocks.iter().map(Block::detached).collect::<Result<_>>()?,
             fc: detached_linear(&self.fc),
             dropout: self.dropout,
