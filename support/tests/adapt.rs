@@ -10,23 +10,6 @@ use candle_core::Device;
 use support::adapt::{adapt, AdaptConfig, Enrollment};
 use support::infer::Predictor;
 
-/// `dan`: the tone dataset's digits shifted by half the step between two digits, 6 takes each.
-fn new_voice(dir: &Path) -> PathBuf {
-    let root = dir.join("dan");
-    std::fs::create_dir_all(&root).unwrap();
-    for digit in 0..10 {
-        for take in 0..6 {
-            let f0 = 110.0 + 35.0 * digit as f32 + 19.0 + 1.5 * take as f32;
-            common::write_wav(
-                &root.join(format!("{digit}_dan_{take}.wav")),
-                8000,
-                &common::tone(8000, 0.5, f0),
-            );
-        }
-    }
-    root
-}
-
 fn accuracy(model: &Path, files: &[(PathBuf, u8)]) -> f64 {
     let p = Predictor::load_on(model, &Device::Cpu).unwrap();
     let right = files.iter().filter(|(f, d)| p.predict_file(f).unwrap().digit == Some(*d as usize)).count();
@@ -37,7 +20,7 @@ fn accuracy(model: &Path, files: &[(PathBuf, u8)]) -> f64 {
 fn a_new_voice_is_learned_from_three_takes_and_the_file_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let model = common::tone_model(dir.path());
-    let voice = new_voice(dir.path());
+    let voice = common::new_voice(dir.path());
     let ds = support::scan(&voice).unwrap();
     let enrollment = Enrollment::pick(&ds, &[], 3).unwrap();
     assert_eq!(enrollment.files.len(), 30);
@@ -88,7 +71,7 @@ fn a_new_voice_is_learned_from_three_takes_and_the_file_says_so() {
 fn bad_enrollment_is_refused_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let model = common::tone_model(dir.path());
-    let voice = new_voice(dir.path());
+    let voice = common::new_voice(dir.path());
     // a digit never said
     for take in 0..6 {
         std::fs::remove_file(voice.join(format!("7_dan_{take}.wav"))).unwrap();
@@ -120,7 +103,7 @@ fn bad_enrollment_is_refused_with_the_reason() {
 fn adapt_bench_reports_each_speaker_before_and_after() {
     let dir = tempfile::tempdir().unwrap();
     let model = common::tone_model(dir.path());
-    new_voice(dir.path());
+    common::new_voice(dir.path());
     let out = dir.path().join("bench");
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_audio-mnist"))
         .args(["adapt-bench", "--takes", "1,3", "--speakers", "dan", "--model"])

@@ -229,3 +229,125 @@ fn the_page_records_from_a_microphone_and_shows_the_digit() {
     assert!(std::fs::metadata(&shot).is_ok_and(|m| m.len() > 10_000));
     eprintln!("screenshot of the page: {}", shot.display());
 }
+
+/// One request, with the session cookie when given: (status, its Set-Cookie, the body).
+fn session_call(
+    method: &str,
+    url: &str,
+    cookie: &str,
+    wav: Option<Vec<u8>>,
+) -> (u16, Option<String>, Vec<u8>) {
+    let a = agent();
+    let r = match (method, wav) {
+        ("POST", Some(body)) => {
+            a.post(url).header("Cookie", cookie).header("Content-Type", "audio/wav").send(&body[..])
+        }
+        ("POST", None) => a.post(url).header("Cookie", cookie).send_empty(),
+        ("DELETE", _) => a.delete(url).header("Cookie", cookie).call(),
+        _ => a.get(url).header("Cookie", cookie).call(),
+    };
+    let mut r = r.unwrap();
+    let set = r.headers().get("set-cookie").map(|v| v.to_str().unwrap().to_string());
+    (r.status().as_u16(), set, r.body_mut().with_config().limit(1 << 30).read_to_vec().unwrap())
+}
+
+fn json(bytes: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(bytes).unwrap_or_else(|_| String::from_utf8_lossy(bytes).into())
+}
+
+/// "Teach it your voice" through the API: takes are checked as they arrive, adaptation needs
+/// every digit, the adapted model answers that browser session only (and better on the new
+/// voice), can be downloaded, and is forgotten on request; the served file never changes.
+#[test]
+fn the_page_api_teaches_a_new_voice_to_one_session_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = common::tone_model(dir.path());
+    let served_bytes = std::fs::read(&model).unwrap();
+    let voice = common::new_voice(dir.path());
+    let take = |d: u8, t: usize| std::fs::read(voice.join(format!("{d}_dan_{t}.wav"))).unwrap();
+    let server = start(&model, &[]);
+    let url = &server.url;
+
+    // No session yet: nothing to adapt or download.
+    assert_eq!(session_call("POST", &format!("{url}/api/adapt"), "", None).0, 404);
+    assert_eq!(session_call("GET", &format!("{url}/api/adapted"), "", None).0, 404);
+    // The first take opens a session (a browser-session cookie scripts cannot read).
+    let (status, set, body) =
+        session_call("POST", &format!("{url}/api/enroll?digit=0"), "", Some(take(0, 0)));
+    assert_eq!(status, 200, "{}", json(&body));
+    let set = set.expect("a session cookie");
+    assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict"), "{set}");
+    let cookie = set.split(';').next().unwrap().to_string();
+    let enroll = |d: u8, body: Vec<u8>| {
+        let (s, _, b) = session_call("POST", &format!("{url}/api/enroll?digit={d}"), &cookie, Some(body));
+        (s, json(&b))
+    };
+    // Bad takes: a digit out of range, silence, not a WAV; each a 400 with the reason.
+    assert_eq!(enroll(12, take(1, 0)).0, 400);
+    let (s, v) = enroll(1, wav_bytes(8000, &[0.0; 8000]));
+    assert!(s == 400 && v["error"].as_str().unwrap().contains("no sound"), "{v}");
+    let (s, v) = enroll(1, b"RIFF nonsense".to_vec());
+    assert!(s == 400 && v["error"].as_str().is_some(), "{v}");
+    // Digits 0-8 three times (0 already once), then adaptation is refused naming 9.
+    for t in 0..3 {
+        for d in 0..9u8 {
+            if (d, t) != (0, 0) {
+                let (s, v) = enroll(d, take(d, t));
+                assert_eq!(s, 200, "{v}");
+            }
+        }
+    }
+    let (s, _, b) = session_call("POST", &format!("{url}/api/adapt"), &cookie, None);
+    assert!(s == 400 && json(&b)["error"].as_str().unwrap().contains('9'), "{}", json(&b));
+    // A wrong take can be said again: undo drops the last one.
+    let (_, v) = enroll(9, take(5, 0));
+    assert_eq!(v["total"], 28);
+    let (_, _, b) = session_call("DELETE", &format!("{url}/api/enroll"), &cookie, None);
+    assert_eq!(json(&b)["total"], 27);
+    for t in 0..3 {
+        assert_eq!(enroll(9, take(9, t)).0, 200);
+    }
+
+    let predict_all = |cookie: &str| -> (f64, Vec<String>) {
+        let mut right = 0;
+        let mut models = Vec::new();
+        for d in 0..10u8 {
+            for t in 3..6 {
+                let (_, _, b) = session_call("POST", &format!("{url}/api/predict"), cookie, Some(take(d, t)));
+                let v = json(&b);
+                right += usize::from(v["digit"] == d);
+                models.push(v["model"].as_str().unwrap().to_string());
+            }
+        }
+        (right as f64 / 30.0, models)
+    };
+    let (before, models) = predict_all(&cookie);
+    assert!(models.iter().all(|m| m == "served"));
+    let (s, _, b) = session_call("POST", &format!("{url}/api/adapt"), &cookie, None);
+    let v = json(&b);
+    assert_eq!(s, 200, "{v}");
+    assert_eq!((v["adapted"]["takes"].as_u64(), v["total"].as_u64()), (Some(30), Some(30)));
+    assert!(v["adapted"]["seconds"].as_f64().unwrap() < 10.0, "{v}");
+    // This session: the adapted model, better on dan's other takes; another browser: served.
+    let (after, models) = predict_all(&cookie);
+    assert!(models.iter().all(|m| m == "yours"), "{models:?}");
+    let (other, models) = predict_all("am_session=someone-else");
+    assert!(models.iter().all(|m| m == "served"));
+    println!("dan's other takes on the page: served {before:.2}, adapted {after:.2}");
+    assert!(before < 0.8 && after >= 0.8 && after > before + 0.3, "{before} -> {after}");
+    assert_eq!(other, before);
+    // The download is a model file that says what it learned from, with no server path.
+    let (s, _, file) = session_call("GET", &format!("{url}/api/adapted"), &cookie, None);
+    assert_eq!(s, 200);
+    let saved = dir.path().join("mine.safetensors");
+    std::fs::write(&saved, &file).unwrap();
+    let meta = support::model::load_model(&saved, &candle_core::Device::Cpu).unwrap().meta;
+    let a = meta.adaptation.expect("adaptation recorded");
+    assert_eq!((a["takes"].as_u64(), a["from"].as_str()), (Some(30), Some("model.safetensors")));
+    assert!(!String::from_utf8_lossy(&file).contains(&dir.path().display().to_string()));
+    assert_eq!(std::fs::read(&model).unwrap(), served_bytes, "the served file never changes");
+    // Forgotten: the served model again.
+    let (_, _, b) = session_call("DELETE", &format!("{url}/api/session"), &cookie, None);
+    assert_eq!(json(&b)["forgotten"], true);
+    assert!(predict_all(&cookie).1.iter().all(|m| m == "served"));
+}

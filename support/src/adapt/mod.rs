@@ -26,7 +26,7 @@ use crate::data::dataset::{Dataset, Recording};
 use crate::dsp::features::FeatureExtractor;
 use crate::error::Error;
 use crate::model::{load_varmaps, save_ensemble, Classifier, Cnn, Member, ModelMeta};
-use crate::train::augment::{epoch_features, load_clips, AugmentConfig};
+use crate::train::augment::{epoch_features, load_clips, prepare_clip, AugmentConfig};
 use crate::train::optim::AdamW;
 
 /// Which layers adaptation retrains.
@@ -135,6 +135,14 @@ pub struct Adapted {
 }
 
 impl Adapted {
+    /// How long adaptation took, also in the file's `adaptation` record.
+    fn set_seconds(&mut self, seconds: f64) {
+        self.seconds = seconds;
+        if let Some(r) = self.meta.adaptation.as_mut().and_then(|a| a.as_object_mut()) {
+            r.insert("seconds".into(), seconds.into());
+        }
+    }
+
     /// Write it as a model file.
     pub fn save(&self, path: &Path) -> Result<()> {
         let refs: Vec<&VarMap> = self.varmaps.iter().collect();
@@ -158,6 +166,21 @@ impl Adapted {
     }
 }
 
+impl Adapted {
+    /// The adapted model, ready to answer as a loaded model file would.
+    pub fn predictor(&self, device: &Device) -> Result<crate::infer::Predictor> {
+        crate::infer::Predictor::new(self.classifier(device)?, self.meta.clone(), device)
+    }
+
+    /// The model file's bytes (what [`Self::save`] writes).
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("adapted.safetensors");
+        self.save(&path)?;
+        Ok(std::fs::read(&path)?)
+    }
+}
+
 /// Each network's input (mean, std).
 fn norms(meta: &ModelMeta) -> Vec<(f32, f32)> {
     if meta.members.is_empty() {
@@ -170,38 +193,85 @@ fn norms(meta: &ModelMeta) -> Vec<(f32, f32)> {
 /// Adapt the model file `model` to the speakers of `enrollment`.
 pub fn adapt(model: &Path, enrollment: &Enrollment, cfg: &AdaptConfig, device: &Device) -> Result<Adapted> {
     let start = Instant::now();
-    let (varmaps, mut meta) = load_varmaps(model, device)?;
+    let (varmaps, meta) = load_varmaps(model, device)?;
     let fx = FeatureExtractor::new(meta.features.clone())?;
-    let clips = enrollment_clips(&fx, &enrollment.files)?;
-    let labels: Vec<u32> = enrollment.digits.iter().map(|&d| d as u32).collect();
-    for (k, (varmap, norm)) in varmaps.iter().zip(norms(&meta)).enumerate() {
-        let cfg = AdaptConfig { seed: cfg.seed.wrapping_add(k as u64), ..cfg.clone() };
-        retrain_head(&meta, varmap, &fx, (&clips, &labels), norm, &cfg, device)?;
+    let clips = load_clips(&fx, &enrollment.files)?;
+    for (clip, file) in clips.iter().zip(&enrollment.files) {
+        check_sound(clip).map_err(|e| Error::Data(format!("{}: {e}", file.display())))?;
     }
-    let seconds = start.elapsed().as_secs_f64();
-    meta.adaptation = Some(serde_json::json!({
+    let source = serde_json::json!({
         "from": model.display().to_string(),
         "speakers": enrollment.speakers,
         "files": enrollment.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
-        "method": cfg,
-        "seconds": seconds,
-        "date": crate::manifest::utc_date(),
-    }));
-    Ok(Adapted { varmaps, meta, seconds })
+    });
+    let mut adapted = retrain((varmaps, meta), &clips, &enrollment.digits, source, cfg, device)?;
+    adapted.set_seconds(start.elapsed().as_secs_f64());
+    Ok(adapted)
 }
 
-/// The trimmed clips, refusing a silent file by name.
-fn enrollment_clips(fx: &FeatureExtractor, files: &[PathBuf]) -> Result<Vec<Vec<f32>>> {
-    let clips = load_clips(fx, files)?;
-    for (clip, file) in clips.iter().zip(files) {
-        let peak = clip.iter().fold(0f32, |m, v| m.max(v.abs()));
-        if clip.len() < 160 || !peak.is_finite() || peak == 0.0 {
-            return Err(
-                Error::Data(format!("{}: no sound to learn from (silent or empty)", file.display())).into()
-            );
-        }
+/// A recording held in memory (a take recorded on a web page) prepared as enrollment files
+/// are: resampled, trimmed, peak-normalised; refused when there is no sound in it.
+pub fn enrollment_clip(fx: &FeatureExtractor, samples: &[f32], sample_rate: u32) -> Result<Vec<f32>, Error> {
+    let peak = samples.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let dbfs = 20.0 * peak.max(1e-12).log10();
+    crate::error::check(peak.is_finite() && dbfs >= crate::infer::SILENCE_DBFS, Error::Data, || {
+        format!("no sound to learn from (peak {dbfs:.0} dBFS): say the digit closer to the microphone")
+    })?;
+    let clip = prepare_clip(fx, samples, sample_rate).map_err(|e| Error::Data(e.to_string()))?;
+    check_sound(&clip).map_err(Error::Data)?;
+    Ok(clip)
+}
+
+/// A prepared clip with something in it.
+fn check_sound(clip: &[f32]) -> Result<(), String> {
+    let peak = clip.iter().fold(0f32, |m, v| m.max(v.abs()));
+    if clip.len() < 160 || !peak.is_finite() || peak == 0.0 {
+        return Err("no sound to learn from (silent or empty)".into());
     }
-    Ok(clips)
+    Ok(())
+}
+
+/// Adapt the model file `model` to prepared clips (see [`enrollment_clip`]) of `digits`;
+/// `source` (what the clips are: speakers, files) goes into the file's `adaptation` record.
+pub fn adapt_clips(
+    model: &Path,
+    clips: &[Vec<f32>],
+    digits: &[u8],
+    source: serde_json::Value,
+    cfg: &AdaptConfig,
+    device: &Device,
+) -> Result<Adapted> {
+    let start = Instant::now();
+    let mut adapted = retrain(load_varmaps(model, device)?, clips, digits, source, cfg, device)?;
+    adapted.set_seconds(start.elapsed().as_secs_f64());
+    Ok(adapted)
+}
+
+/// Retrain every network of a loaded model on `clips`; record `source` and the method.
+fn retrain(
+    (varmaps, mut meta): (Vec<VarMap>, ModelMeta),
+    clips: &[Vec<f32>],
+    digits: &[u8],
+    source: serde_json::Value,
+    cfg: &AdaptConfig,
+    device: &Device,
+) -> Result<Adapted> {
+    crate::error::check(clips.len() == digits.len() && !clips.is_empty(), Error::Data, || {
+        format!("{} clips for {} digits: give one digit per clip", clips.len(), digits.len())
+    })?;
+    let fx = FeatureExtractor::new(meta.features.clone())?;
+    let labels: Vec<u32> = digits.iter().map(|&d| d as u32).collect();
+    for (k, (varmap, norm)) in varmaps.iter().zip(norms(&meta)).enumerate() {
+        let cfg = AdaptConfig { seed: cfg.seed.wrapping_add(k as u64), ..cfg.clone() };
+        retrain_head(&meta, varmap, &fx, (clips, &labels), norm, &cfg, device)?;
+    }
+    let mut record = source;
+    if let Some(r) = record.as_object_mut() {
+        r.insert("method".into(), serde_json::to_value(cfg)?);
+        r.insert("date".into(), crate::manifest::utc_date().into());
+    }
+    meta.adaptation = Some(record);
+    Ok(Adapted { varmaps, meta, seconds: 0.0 })
 }
 
 /// Retrain one network's head on its trunk's features of the clips and their variants.

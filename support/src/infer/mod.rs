@@ -86,9 +86,14 @@ impl Predictor {
 
     pub fn load_on(path: &Path, device: &Device) -> Result<Self> {
         let loaded = load_model(path, device)?;
-        let extractor = FeatureExtractor::new(loaded.meta.features.clone())
-            .map_err(|e| anyhow::anyhow!("model file {}: {e}", path.display()))?;
-        Ok(Self { model: loaded.model, meta: loaded.meta, extractor, device: device.clone(), threshold: 0.0 })
+        Self::new(loaded.model, loaded.meta, device)
+            .map_err(|e| anyhow::anyhow!("model file {}: {e}", path.display()))
+    }
+
+    /// A predictor for networks already in memory (an adapted model) and their metadata.
+    pub fn new(model: Classifier, meta: ModelMeta, device: &Device) -> Result<Self> {
+        let extractor = FeatureExtractor::new(meta.features.clone())?;
+        Ok(Self { model, meta, extractor, device: device.clone(), threshold: 0.0 })
     }
 
     /// Also answer "not a digit" when the best digit's probability is under `threshold`

@@ -29,15 +29,21 @@ pub fn load_clips(fx: &FeatureExtractor, paths: &[PathBuf]) -> Result<Vec<Vec<f3
         .par_iter()
         .map(|path| {
             let audio = crate::dsp::audio::load_wav(&path, c.max_duration_s)?;
-            let mut resampled = Vec::new();
-            fx.resample_into(&audio.samples, audio.sample_rate, &mut resampled)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-            let (start, end) = trim_bounds(&resampled, c.trim_top_db, c.trim_frame_length, c.trim_hop_length);
-            let mut clip = resampled[start..end].to_vec();
-            normalize(&mut clip);
-            Ok(clip)
+            prepare_clip(fx, &audio.samples, audio.sample_rate)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
         })
         .collect()
+}
+
+/// One signal at any rate as [`load_clips`] prepares a file: resampled, trimmed, peak-normalised.
+pub fn prepare_clip(fx: &FeatureExtractor, samples: &[f32], sample_rate: u32) -> Result<Vec<f32>> {
+    let c = fx.config();
+    let mut resampled = Vec::new();
+    fx.resample_into(samples, sample_rate, &mut resampled)?;
+    let (start, end) = trim_bounds(&resampled, c.trim_top_db, c.trim_frame_length, c.trim_hop_length);
+    let mut clip = resampled[start..end].to_vec();
+    normalize(&mut clip);
+    Ok(clip)
 }
 
 /// A generator for one (seed, epoch, row), independent of every other.

@@ -18,6 +18,9 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use support::infer::Predictor;
 
+#[cfg(feature = "train")]
+mod teach;
+
 /// The page: HTML, CSS and JavaScript in one file, no CDN.
 const PAGE: &str = include_str!("page.html");
 
@@ -28,9 +31,23 @@ pub struct Limits {
 }
 
 struct App {
-    predictor: Predictor,
+    predictor: Arc<Predictor>,
     model: PathBuf,
     limits: Limits,
+    /// The page's "teach it your voice" sessions.
+    #[cfg(feature = "train")]
+    sessions: teach::Sessions,
+}
+
+impl App {
+    /// The model that answers this request: the session's adapted one, else the served one.
+    fn predictor_for(&self, _headers: &HeaderMap) -> (Arc<Predictor>, &'static str) {
+        #[cfg(feature = "train")]
+        if let Some(p) = self.sessions.predictor(_headers) {
+            return (p, "yours");
+        }
+        (self.predictor.clone(), "served")
+    }
 }
 
 /// An answer with a status and `{"error": reason}`.
@@ -57,12 +74,25 @@ pub fn serve_command(model: &Path, addr: &str, limits: Limits) -> Result<()> {
             tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
         let local = listener.local_addr()?;
         let max_body = limits.max_body_bytes;
-        let app = Arc::new(App { predictor, model: model.to_path_buf(), limits });
+        let app = Arc::new(App {
+            predictor: Arc::new(predictor),
+            model: model.to_path_buf(),
+            limits,
+            #[cfg(feature = "train")]
+            sessions: Default::default(),
+        });
         let router = Router::new()
             .route("/", get(|| async { Html(PAGE) }))
             .route("/healthz", get(|| async { "ok" }))
             .route("/api/model", get(model_card))
-            .route("/api/predict", post(predict))
+            .route("/api/predict", post(predict));
+        #[cfg(feature = "train")]
+        let router = router
+            .route("/api/enroll", post(teach::enroll).delete(teach::undo))
+            .route("/api/adapt", post(teach::adapt))
+            .route("/api/session", get(teach::session).delete(teach::forget))
+            .route("/api/adapted", get(teach::download));
+        let router = router
             .layer(DefaultBodyLimit::max(max_body))
             .layer(middleware::from_fn(access_log))
             .with_state(app);
@@ -90,7 +120,9 @@ async fn access_log(req: Request, next: Next) -> Response {
 async fn model_card(State(app): State<Arc<App>>) -> Json<Value> {
     let meta = app.predictor.meta();
     Json(json!({
-        "file": app.model.display().to_string(),
+        // The file's name only: the server's folders are nobody's business.
+        "file": app.model.file_name().map(|n| n.to_string_lossy().to_string()),
+        "teach": cfg!(feature = "train"),
         "classes": meta.classes,
         "recipe": meta.recipe,
         "architecture": meta.architecture,
@@ -134,8 +166,9 @@ async fn predict(
         let msg = format!("content type {kind:?}: send a WAV file as audio/wav or multipart/form-data");
         return Err(ApiError(StatusCode::UNSUPPORTED_MEDIA_TYPE, msg));
     };
-    let app2 = app.clone();
-    tokio::task::spawn_blocking(move || answer(&app2, bytes, q.features == 1))
+    let (predictor, which) = app.predictor_for(&headers);
+    let max_seconds = app.limits.max_seconds;
+    tokio::task::spawn_blocking(move || answer(&predictor, which, max_seconds, bytes, q.features == 1))
         .await
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
 }
@@ -155,33 +188,38 @@ async fn upload(mut form: Multipart) -> Result<Bytes, ApiError> {
 }
 
 /// Decode, predict, and for input longer than 2 s the words found in it.
-fn answer(app: &App, bytes: Bytes, with_features: bool) -> Result<Json<Value>, ApiError> {
+fn answer(
+    predictor: &Predictor,
+    which: &str,
+    max_seconds: f64,
+    bytes: Bytes,
+    with_features: bool,
+) -> Result<Json<Value>, ApiError> {
     use support::dsp::audio::AudioErrorKind;
     let name = Path::new("upload");
-    let audio =
-        support::dsp::audio::decode_wav_bytes(name, bytes.to_vec(), app.limits.max_seconds).map_err(|e| {
-            let status = match e.kind {
-                AudioErrorKind::TooLong { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-                _ => StatusCode::BAD_REQUEST,
-            };
-            ApiError(status, e.to_string())
-        })?;
+    let audio = support::dsp::audio::decode_wav_bytes(name, bytes.to_vec(), max_seconds).map_err(|e| {
+        let status = match e.kind {
+            AudioErrorKind::TooLong { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        ApiError(status, e.to_string())
+    })?;
     let seconds = audio.samples.len() as f64 / audio.sample_rate as f64;
     let (p, image) =
-        app.predictor.predict_samples_with_features(&audio.samples, audio.sample_rate).map_err(bad)?;
-    let mut out = json!({"file": "upload", "duration_s": seconds});
+        predictor.predict_samples_with_features(&audio.samples, audio.sample_rate).map_err(bad)?;
+    let mut out = json!({"file": "upload", "duration_s": seconds, "model": which});
     let obj = out.as_object_mut().expect("an object");
     if let Value::Object(fields) = serde_json::to_value(&p).map_err(bad)? {
         obj.extend(fields);
     }
     if seconds > 2.0 {
-        let events = support::stream::transcribe(&app.predictor, &audio.samples, audio.sample_rate);
+        let events = support::stream::transcribe(predictor, &audio.samples, audio.sample_rate);
         obj.insert("sequence".into(), json!(support::stream::transcript(&events)));
         obj.insert("segments".into(), json!(events));
     }
     if with_features {
         // The image the network saw; a silent upload (answered without the network) gets its own.
-        let fx = app.predictor.extractor();
+        let fx = predictor.extractor();
         let f = match image {
             Some(f) => f,
             None => fx.extract_samples(&audio.samples, audio.sample_rate).map_err(bad)?,
