@@ -167,18 +167,16 @@ fn the_api_answers_good_and_bad_input_and_many_clients() {
     assert!(status.success(), "exit after Ctrl-C: {status:?}");
 }
 
-/// The page in a real browser (Debian's Chromium, driven by playwright-core) with a fake
-/// microphone playing one recording: it records, and shows the digit `predict` gives.
-#[test]
-fn the_page_records_from_a_microphone_and_shows_the_digit() {
+/// playwright-core (no browser download) in a cache folder beside the build, when Chromium,
+/// node and npm are there (`None`, after saying so, when not; CI must have them).
+fn browser_tools() -> Option<std::path::PathBuf> {
     let required = std::env::var("AUDIO_MNIST_REQUIRE_SHARED").is_ok_and(|v| v == "1");
     let have = |cmd: &str| Command::new(cmd).arg("--version").output().is_ok_and(|o| o.status.success());
     if !(have("chromium") && have("node") && have("npm")) {
         assert!(!required, "CI must have chromium, node and npm");
         eprintln!("SKIPPED: chromium, node or npm not on PATH");
-        return;
+        return None;
     }
-    // playwright-core (no browser download) in a cache folder beside the build.
     let tools = Path::new(env!("CARGO_TARGET_TMPDIR")).join("playwright");
     if !tools.join("node_modules/playwright-core").is_dir() {
         std::fs::create_dir_all(&tools).unwrap();
@@ -189,6 +187,14 @@ fn the_page_records_from_a_microphone_and_shows_the_digit() {
             .output();
         assert!(o.is_ok_and(|o| o.status.success()), "npm install playwright-core failed");
     }
+    Some(tools)
+}
+
+/// The page in a real browser (Debian's Chromium, driven by playwright-core) with a fake
+/// microphone playing one recording: it records, and shows the digit `predict` gives.
+#[test]
+fn the_page_records_from_a_microphone_and_shows_the_digit() {
+    let Some(tools) = browser_tools() else { return };
     let dir = tempfile::tempdir().unwrap();
     let model = common::tone_model(dir.path());
     // The fake microphone: a word of speaker `cat` after 0.3 s of silence, then silence.
@@ -350,4 +356,42 @@ fn the_page_api_teaches_a_new_voice_to_one_session_only() {
     let (_, _, b) = session_call("DELETE", &format!("{url}/api/session"), &cookie, None);
     assert_eq!(json(&b)["forgotten"], true);
     assert!(predict_all(&cookie).1.iter().all(|m| m == "served"));
+}
+
+/// A first visitor in Chromium, 390 px wide, fake microphone: a quick click, Space held, a
+/// bad file, then "teach it your voice" end to end (`tests/fixtures/serve_teach.js`).
+#[test]
+fn the_page_teaches_your_voice_in_a_browser() {
+    let Some(tools) = browser_tools() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let model = common::tone_model(dir.path());
+    // The fake microphone, looped by Chromium: words of a new voice 0.2 s apart, so that any
+    // take of a second has one in it.
+    let voice = common::new_voice(dir.path());
+    let mut x = Vec::new();
+    for d in 0..10 {
+        x.extend(support::load_wav(&voice.join(format!("{d}_dan_0.wav")), 60.0).unwrap().samples);
+        x.extend(vec![0f32; 1600]);
+    }
+    let fake = dir.path().join("fake.wav");
+    common::write_wav(&fake, 8000, &x);
+    let server = start(&model, &[]);
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("serve_teach");
+    std::fs::create_dir_all(&shots).unwrap();
+    let o = Command::new("node")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/serve_teach.js"))
+        .arg(&server.url)
+        .arg(&fake)
+        .arg(&shots)
+        .env("NODE_PATH", tools.join("node_modules"))
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    println!("{out}");
+    assert!(o.status.success(), "{out}{}", String::from_utf8_lossy(&o.stderr));
+    for shot in ["recording", "bad_file", "teaching", "yours", "wide"] {
+        let png = shots.join(format!("{shot}.png"));
+        assert!(std::fs::metadata(&png).is_ok_and(|m| m.len() > 10_000), "{}", png.display());
+    }
+    eprintln!("screenshots: {}", shots.display());
 }
