@@ -17,16 +17,6 @@ fn model(dir: &Path) -> PathBuf {
     common::tone_model(dir)
 }
 
-/// Words of speaker `cat` (digits 3, 1, 4, 1, 5) with pauses, 8 kHz, 16-bit samples.
-fn sequence() -> Vec<f32> {
-    let mut x = vec![0f32; 4000];
-    for (k, d) in [3, 1, 4, 1, 5].into_iter().enumerate() {
-        x.extend(common::tone(8000, 0.5, 110.0 + 35.0 * d as f32 + 12.0));
-        x.extend(vec![0f32; 2000 + 700 * k]);
-    }
-    x
-}
-
 fn listen(model: &Path, args: &[&str], stdin: Option<(Vec<u8>, u64)>) -> Output {
     let mut cmd = bin();
     cmd.arg("listen").arg("--model").arg(model).args(args);
@@ -59,7 +49,7 @@ fn a_recording_and_the_same_stream_in_random_chunks_give_the_same_events() {
     let dir = tempfile::tempdir().unwrap();
     let model = model(dir.path());
     let wav = dir.path().join("seq.wav");
-    common::write_wav(&wav, 8000, &sequence());
+    common::write_wav(&wav, 8000, &common::tone_sequence());
     let file = listen(&model, &[wav.to_str().unwrap()], None);
     let (out, err) = text(&file);
     assert!(file.status.success(), "{err}");
@@ -91,7 +81,7 @@ fn bad_streams_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let model = model(dir.path());
     let wav = dir.path().join("seq.wav");
-    common::write_wav(&wav, 8000, &sequence());
+    common::write_wav(&wav, 8000, &common::tone_sequence());
     let bytes = std::fs::read(&wav).unwrap();
     let cases: Vec<(Vec<&str>, Vec<u8>, &str)> = vec![
         (vec!["-"], b"this is not audio at all, just text".repeat(40), "not a WAV stream"),

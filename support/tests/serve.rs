@@ -395,3 +395,58 @@ fn the_page_teaches_your_voice_in_a_browser() {
     }
     eprintln!("screenshots: {}", shots.display());
 }
+
+/// Live mode through the API: samples pushed in 100 ms chunks give the same words, times and
+/// sequence as `audio-mnist listen` on the same audio; bad streams are 4xx with the reason.
+#[test]
+fn live_streams_answer_as_listen_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = common::tone_model(dir.path());
+    let x = common::tone_sequence();
+    let wav = dir.path().join("seq.wav");
+    common::write_wav(&wav, 8000, &x);
+    let cli = Command::new(env!("CARGO_BIN_EXE_audio-mnist"))
+        .args(["listen", "--json", "--model"])
+        .arg(&model)
+        .arg(&wav)
+        .output()
+        .unwrap();
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&cli.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let (cli_events, cli_seq) = lines.split_at(lines.len() - 1);
+    let server = start(&model, &[]);
+    let url = &server.url;
+    // What the page sends: f32 little-endian, the WAV's 16-bit values.
+    let samples = support::load_wav(&wav, 60.0).unwrap().samples;
+    let (s, _, b) = session_call("POST", &format!("{url}/api/live?rate=8000&format=f32le"), "", None);
+    let id = json(&b)["stream"].as_str().unwrap_or_else(|| panic!("{s} {}", json(&b))).to_string();
+    let mut events = Vec::new();
+    for chunk in samples.chunks(800) {
+        let bytes: Vec<u8> = chunk.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let (s, _, b) = session_call("POST", &format!("{url}/api/live/{id}"), "", Some(bytes));
+        assert_eq!(s, 200, "{}", json(&b));
+        events.extend(json(&b)["events"].as_array().unwrap().clone());
+    }
+    let (_, _, b) = session_call("DELETE", &format!("{url}/api/live/{id}"), "", None);
+    let last = json(&b);
+    events.extend(last["events"].as_array().unwrap().clone());
+    // The same words (the API's JSON widens f32 confidences to f64; compare them as f32).
+    let key = |e: &serde_json::Value| {
+        let f = |k: &str| e[k].as_f64().unwrap();
+        (e["label"].clone(), e["digit"].clone(), f("start_s"), f("end_s"), f("confidence") as f32)
+    };
+    let (live, listen): (Vec<_>, Vec<_>) =
+        (events.iter().map(key).collect(), cli_events.iter().map(key).collect());
+    assert_eq!(live, listen, "live and listen differ");
+    assert_eq!(last["sequence"], cli_seq[0]["sequence"]);
+    assert!(!last["sequence"].as_str().unwrap().is_empty());
+    // Closed: gone. Bad input: a reason each.
+    assert_eq!(session_call("POST", &format!("{url}/api/live/{id}"), "", Some(vec![0; 8])).0, 404);
+    assert_eq!(session_call("POST", &format!("{url}/api/live?rate=12"), "", None).0, 400);
+    let (_, _, b) = session_call("POST", &format!("{url}/api/live?rate=8000&format=s16le"), "", None);
+    let id = json(&b)["stream"].as_str().unwrap().to_string();
+    let (s, _, b) = session_call("POST", &format!("{url}/api/live/{id}"), "", Some(vec![0; 3]));
+    assert!(s == 400 && json(&b)["error"].as_str().unwrap().contains("whole number"), "{}", json(&b));
+    let (s, _, _) = session_call("POST", &format!("{url}/api/live/{id}"), "", Some(vec![0; 2 * 8000 * 6]));
+    assert_eq!(s, 400, "over 5 s in one chunk");
+}

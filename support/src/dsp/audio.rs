@@ -386,3 +386,39 @@ fn decode<const B: usize>(data: &[u8], channels: usize, out: &mut Vec<f32>, conv
         );
     }
 }
+
+/// Raw little-endian PCM sample formats (`listen --format`, the page's live stream).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PcmFormat {
+    /// Signed 16-bit little-endian.
+    S16le,
+    /// 32-bit float little-endian.
+    #[default]
+    F32le,
+}
+
+impl PcmFormat {
+    /// Bytes per sample.
+    pub fn width(self) -> usize {
+        match self {
+            PcmFormat::S16le => 2,
+            PcmFormat::F32le => 4,
+        }
+    }
+}
+
+/// The whole samples of raw PCM (a trailing partial sample is ignored: callers check it), in
+/// [-1, 1]; a float that is not finite becomes silence, as a sample nobody could have heard.
+pub fn decode_pcm(bytes: &[u8], format: PcmFormat) -> Vec<f32> {
+    match format {
+        PcmFormat::S16le => {
+            bytes.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]]) as f32 / 32768.0).collect()
+        }
+        PcmFormat::F32le => bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .map(|v| if v.is_finite() { v.clamp(-1.0, 1.0) } else { 0.0 })
+            .collect(),
+    }
+}

@@ -7,6 +7,8 @@ pub mod segment;
 #[cfg(feature = "train")]
 pub mod sequence;
 
+use std::ops::Deref;
+
 use serde::Serialize;
 
 use crate::infer::{Prediction, Predictor};
@@ -34,20 +36,21 @@ pub fn transcript(events: &[Event]) -> String {
     events.iter().filter_map(|e| e.digit).map(|d| char::from(b'0' + d as u8)).collect()
 }
 
-/// A model listening to one stream of mono samples at one rate.
-pub struct Listener<'a> {
-    predictor: &'a Predictor,
+/// A model listening to one stream of mono samples at one rate; `P` holds the predictor (a
+/// reference, or an `Arc` for a stream that outlives the call that opened it, as a server's).
+pub struct Listener<P: Deref<Target = Predictor>> {
+    predictor: P,
     segmenter: Segmenter,
     /// "Not a digit"'s probability is multiplied by this before deciding (1: as the model says).
     reject_weight: f32,
 }
 
-impl<'a> Listener<'a> {
-    pub fn new(predictor: &'a Predictor, rate: u32) -> Self {
+impl<P: Deref<Target = Predictor>> Listener<P> {
+    pub fn new(predictor: P, rate: u32) -> Self {
         Self::with_config(predictor, rate, VadConfig::default())
     }
 
-    pub fn with_config(predictor: &'a Predictor, rate: u32, cfg: VadConfig) -> Self {
+    pub fn with_config(predictor: P, rate: u32, cfg: VadConfig) -> Self {
         Self { predictor, segmenter: Segmenter::new(rate, cfg), reject_weight: REJECT_WEIGHT }
     }
 

@@ -112,3 +112,13 @@ pub fn new_voice(dir: &std::path::Path) -> PathBuf {
     }
     root
 }
+
+/// Words of speaker `cat` (digits 3, 1, 4, 1, 5) with pauses, 8 kHz.
+pub fn tone_sequence() -> Vec<f32> {
+    let mut x = vec![0f32; 4000];
+    for (k, d) in [3, 1, 4, 1, 5].into_iter().enumerate() {
+        x.extend(tone(8000, 0.5, 110.0 + 35.0 * d as f32 + 12.0));
+        x.extend(vec![0f32; 2000 + 700 * k]);
+    }
+    x
+}

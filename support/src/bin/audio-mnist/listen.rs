@@ -8,14 +8,7 @@ use anyhow::{bail, ensure, Context, Result};
 use support::infer::Predictor;
 use support::stream::{transcript, Event, Listener};
 
-/// Raw PCM sample formats for `--format`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum RawFormat {
-    /// Signed 16-bit little-endian.
-    S16le,
-    /// 32-bit float little-endian.
-    F32le,
-}
+pub use support::dsp::audio::PcmFormat as RawFormat;
 
 /// Where the audio comes from and how to read it.
 pub struct Source {
@@ -75,7 +68,7 @@ pub fn listen_command(model: &Path, source: &Source, o: &Output) -> Result<()> {
     } else {
         Box::new(std::fs::File::open(path).with_context(|| format!("opening {name}"))?)
     };
-    let mut listener: Option<Listener> = None;
+    let mut listener: Option<Listener<&Predictor>> = None;
     let mut feed = |rate: u32, mono: &[f32]| -> Result<()> {
         let l = listener
             .get_or_insert_with(|| Listener::new(&predictor, rate).with_reject_weight(o.reject_weight));
@@ -163,11 +156,7 @@ fn read_raw(
     feed: &mut dyn FnMut(u32, &[f32]) -> Result<()>,
 ) -> Result<()> {
     ensure!(channels >= 1, "--channels must be at least 1");
-    let width = match format {
-        RawFormat::S16le => 2,
-        RawFormat::F32le => 4,
-    };
-    let frame = width * channels as usize;
+    let frame = format.width() * channels as usize;
     let mut bytes = vec![0u8; frame * (rate as usize / 10).max(1)];
     let mut have = 0;
     loop {
@@ -177,13 +166,7 @@ fn read_raw(
             continue;
         }
         let whole = have / frame * frame;
-        let samples: Vec<f32> = bytes[..whole]
-            .chunks_exact(width)
-            .map(|b| match format {
-                RawFormat::S16le => i16::from_le_bytes([b[0], b[1]]) as f32 / 32768.0,
-                RawFormat::F32le => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-            })
-            .collect();
+        let samples = support::dsp::audio::decode_pcm(&bytes[..whole], format);
         feed(rate, &downmix(&samples, channels as usize))?;
         if n == 0 {
             if have > whole {

@@ -18,6 +18,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use support::infer::Predictor;
 
+mod live;
 #[cfg(feature = "train")]
 mod teach;
 
@@ -34,6 +35,8 @@ struct App {
     predictor: Arc<Predictor>,
     model: PathBuf,
     limits: Limits,
+    /// Live streams (`/api/live`).
+    streams: live::Streams,
     /// The page's "teach it your voice" sessions.
     #[cfg(feature = "train")]
     sessions: teach::Sessions,
@@ -78,6 +81,7 @@ pub fn serve_command(model: &Path, addr: &str, limits: Limits) -> Result<()> {
             predictor: Arc::new(predictor),
             model: model.to_path_buf(),
             limits,
+            streams: Default::default(),
             #[cfg(feature = "train")]
             sessions: Default::default(),
         });
@@ -85,7 +89,9 @@ pub fn serve_command(model: &Path, addr: &str, limits: Limits) -> Result<()> {
             .route("/", get(|| async { Html(PAGE) }))
             .route("/healthz", get(|| async { "ok" }))
             .route("/api/model", get(model_card))
-            .route("/api/predict", post(predict));
+            .route("/api/predict", post(predict))
+            .route("/api/live", post(live::open))
+            .route("/api/live/{id}", post(live::push).delete(live::close));
         #[cfg(feature = "train")]
         let router = router
             .route("/api/enroll", post(teach::enroll).delete(teach::undo))
@@ -101,6 +107,19 @@ pub fn serve_command(model: &Path, addr: &str, limits: Limits) -> Result<()> {
         eprintln!("stopped");
         Ok(())
     })
+}
+
+/// 128 unguessable bits: SipHash under the process's random keys of a counter and the time.
+fn new_id() -> String {
+    use std::collections::hash_map::RandomState;
+    use std::hash::BuildHasher;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::SystemTime;
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let t = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let (a, b) = (RandomState::new().hash_one((n, t)), RandomState::new().hash_one((t, n)));
+    format!("{a:016x}{b:016x}")
 }
 
 async fn ctrl_c() {

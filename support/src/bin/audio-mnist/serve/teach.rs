@@ -4,12 +4,9 @@
 //! adapted one can be downloaded. Bounded: [`MAX_SESSIONS`] sessions (the least recently used
 //! goes first), [`MAX_TAKES`] takes of each digit, one adaptation at a time.
 
-use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
-use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::{Query, State};
@@ -87,7 +84,7 @@ impl Sessions {
                 map.remove(&oldest);
             }
         }
-        let id = new_id();
+        let id = super::new_id();
         let session =
             Session { takes: Vec::new(), heard_right: Vec::new(), adapted: None, used: Instant::now() };
         map.insert(id.clone(), session);
@@ -103,15 +100,6 @@ fn session_id(headers: &HeaderMap) -> Option<String> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .find_map(|kv| kv.trim().strip_prefix(COOKIE)?.strip_prefix('=').map(str::to_string))
-}
-
-/// 128 unguessable bits: SipHash under the process's random keys of a counter and the time.
-fn new_id() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let t = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    let (a, b) = (RandomState::new().hash_one((n, t)), RandomState::new().hash_one((t, n)));
-    format!("{a:016x}{b:016x}")
 }
 
 /// An answer that sets the session cookie when the session is new (a browser-session cookie:
