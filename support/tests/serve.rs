@@ -178,12 +178,12 @@ fn browser_tools() -> Option<std::path::PathBuf> {
         return None;
     }
     let tools = Path::new(env!("CARGO_TARGET_TMPDIR")).join("playwright");
-    if !tools.join("node_modules/playwright-core").is_dir() {
+    if !tools.join("node_modules/axe-core").is_dir() {
         std::fs::create_dir_all(&tools).unwrap();
         let o = Command::new("npm")
             .args(["install", "--silent", "--prefix"])
             .arg(&tools)
-            .arg("playwright-core@1")
+            .args(["playwright-core@1", "axe-core@4"])
             .output();
         assert!(o.is_ok_and(|o| o.status.success()), "npm install playwright-core failed");
     }
@@ -449,4 +449,71 @@ fn live_streams_answer_as_listen_does() {
     assert!(s == 400 && json(&b)["error"].as_str().unwrap().contains("whole number"), "{}", json(&b));
     let (s, _, _) = session_call("POST", &format!("{url}/api/live/{id}"), "", Some(vec![0; 2 * 8000 * 6]));
     assert_eq!(s, 400, "over 5 s in one chunk");
+}
+
+/// Live mode, examples, a short three-word upload, an error after a result and an
+/// accessibility audit, in Chromium with a fake microphone (`tests/fixtures/serve_live.js`):
+/// every word `listen` finds in the microphone's audio is shown live, with the same label,
+/// within 500 ms of its end.
+#[test]
+fn the_page_is_live_accessible_and_plain_spoken() {
+    let Some(tools) = browser_tools() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let model = common::tone_model(dir.path());
+    let fake = dir.path().join("sequence.wav");
+    common::write_wav(&fake, 8000, &common::tone_sequence());
+    // Three words in 1.8 s.
+    let mut short = Vec::new();
+    for d in [3, 9, 1] {
+        short.extend(common::tone(8000, 0.5, 110.0 + 35.0 * d as f32));
+        short.extend(vec![0f32; 800]);
+    }
+    short.resize(14_400, 0.0);
+    let short_wav = dir.path().join("three-nine-one.wav");
+    common::write_wav(&short_wav, 8000, &short);
+    let cli = Command::new(env!("CARGO_BIN_EXE_audio-mnist"))
+        .args(["listen", "--json", "--model"])
+        .arg(&model)
+        .arg(&fake)
+        .output()
+        .unwrap();
+    let heard: Vec<serde_json::Value> = String::from_utf8_lossy(&cli.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &serde_json::Value| v.get("label").is_some())
+        .collect();
+    let server = start(&model, &[]);
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("serve_live");
+    std::fs::create_dir_all(&shots).unwrap();
+    let o = Command::new("node")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/serve_live.js"))
+        .arg(&server.url)
+        .arg(&fake)
+        .arg(&short_wav)
+        .arg(&shots)
+        .env("NODE_PATH", tools.join("node_modules"))
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    println!("{out}");
+    assert!(o.status.success(), "{out}{}", String::from_utf8_lossy(&o.stderr));
+    let live: Vec<serde_json::Value> =
+        serde_json::from_str(out.lines().find_map(|l| l.strip_prefix("LIVE ")).expect("the live log"))
+            .unwrap();
+    // Chromium plays the file from the start when the microphone opens (then loops): each of
+    // listen's words should be on screen, same label, about the same time (the browser
+    // resamples, so times may move by a frame or two), within 500 ms of its end.
+    let duration = common::tone_sequence().len() as f64 / 8000.0;
+    for w in heard.iter().filter(|w| w["end_s"].as_f64().unwrap() + 0.5 < duration.min(6.0)) {
+        let end = w["end_s"].as_f64().unwrap();
+        let shown = live.iter().find(|l| (l["end_s"].as_f64().unwrap() - end).abs() < 0.1);
+        let shown =
+            shown.unwrap_or_else(|| panic!("listen's word ending at {end:.2} s not shown live: {live:?}"));
+        assert_eq!(shown["label"], w["label"], "{shown} vs {w}");
+        let lag = shown["lag_s"].as_f64().unwrap();
+        assert!(lag < 0.5, "shown {lag:.2} s after its end");
+    }
+    let lags: Vec<f64> = live.iter().map(|l| l["lag_s"].as_f64().unwrap()).collect();
+    println!("live: {} words, lag after the word's end {:?} s", live.len(), lags);
+    assert!(std::fs::metadata(shots.join("live.png")).is_ok_and(|m| m.len() > 10_000));
 }

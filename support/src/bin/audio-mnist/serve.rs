@@ -18,12 +18,21 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use support::infer::Predictor;
 
+mod card;
 mod live;
 #[cfg(feature = "train")]
 mod teach;
 
 /// The page: HTML, CSS and JavaScript in one file, no CDN.
 const PAGE: &str = include_str!("page.html");
+
+/// Example recordings for the page: (file name, title, WAV). From the Free Spoken Digit
+/// Dataset (CC BY-SA 4.0), credited on the page.
+const EXAMPLES: [(&str, &str, &[u8]); 3] = [
+    ("seven.wav", "“seven”", include_bytes!("examples/seven.wav")),
+    ("two-eight-six.wav", "“two eight six”", include_bytes!("examples/two-eight-six.wav")),
+    ("three-nine-one.wav", "“three nine one”, quickly", include_bytes!("examples/three-nine-one.wav")),
+];
 
 /// Limits of a server.
 pub struct Limits {
@@ -89,6 +98,8 @@ pub fn serve_command(model: &Path, addr: &str, limits: Limits) -> Result<()> {
             .route("/", get(|| async { Html(PAGE) }))
             .route("/healthz", get(|| async { "ok" }))
             .route("/api/model", get(model_card))
+            .route("/api/examples", get(examples))
+            .route("/examples/{name}", get(example))
             .route("/api/predict", post(predict))
             .route("/api/live", post(live::open))
             .route("/api/live/{id}", post(live::push).delete(live::close));
@@ -135,20 +146,34 @@ async fn access_log(req: Request, next: Next) -> Response {
     res
 }
 
-/// `GET /api/model`: what the model file says about itself.
+/// `GET /api/model`: the model card ([`card::card`]), and whether the page can teach.
 async fn model_card(State(app): State<Arc<App>>) -> Json<Value> {
-    let meta = app.predictor.meta();
+    // The file's name only: the server's folders are nobody's business.
+    let file = app.model.file_name().map(|n| n.to_string_lossy().to_string());
+    let mut v = card::card(app.predictor.meta(), file);
+    v["teach"] = json!(cfg!(feature = "train"));
+    Json(v)
+}
+
+/// `GET /api/examples`: the example recordings and their credit.
+async fn examples() -> Json<Value> {
+    let list: Vec<Value> = EXAMPLES
+        .iter()
+        .map(|(name, title, _)| json!({"title": title, "url": format!("/examples/{name}")}))
+        .collect();
     Json(json!({
-        // The file's name only: the server's folders are nobody's business.
-        "file": app.model.file_name().map(|n| n.to_string_lossy().to_string()),
-        "teach": cfg!(feature = "train"),
-        "classes": meta.classes,
-        "recipe": meta.recipe,
-        "architecture": meta.architecture,
-        "features": meta.features,
-        "metrics": meta.metrics,
-        "split": meta.split,
+        "examples": list,
+        "credit": "Examples: Free Spoken Digit Dataset (Z. Jackson et al.), CC BY-SA 4.0",
     }))
+}
+
+/// `GET /examples/NAME`: one example WAV.
+async fn example(axum::extract::Path(name): axum::extract::Path<String>) -> Result<Response, ApiError> {
+    let (_, _, wav) = EXAMPLES
+        .iter()
+        .find(|(n, _, _)| *n == name)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no example {name:?}")))?;
+    Ok(([(header::CONTENT_TYPE, "audio/wav")], *wav).into_response())
 }
 
 #[derive(serde::Deserialize)]
@@ -156,6 +181,28 @@ struct PredictQuery {
     /// Also return the log-Mel image the network saw (`?features=1`).
     #[serde(default)]
     features: u8,
+    /// Where the audio came from, echoed as `file` (`upload`, `microphone` or `example`).
+    #[serde(default)]
+    source: Source,
+}
+
+#[derive(serde::Deserialize, Default, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum Source {
+    #[default]
+    Upload,
+    Microphone,
+    Example,
+}
+
+impl Source {
+    fn name(self) -> &'static str {
+        match self {
+            Source::Upload => "upload",
+            Source::Microphone => "microphone",
+            Source::Example => "example",
+        }
+    }
 }
 
 /// `POST /api/predict`: a WAV body (`audio/wav`, `application/octet-stream`) or a multipart
@@ -187,9 +234,30 @@ async fn predict(
     };
     let (predictor, which) = app.predictor_for(&headers);
     let max_seconds = app.limits.max_seconds;
-    tokio::task::spawn_blocking(move || answer(&predictor, which, max_seconds, bytes, q.features == 1))
-        .await
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    let source = q.source.name();
+    tokio::task::spawn_blocking(move || {
+        answer(&predictor, (which, source), max_seconds, bytes, q.features == 1)
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+}
+
+/// What went wrong with an upload, said for the person who sent it.
+fn plain_words(kind: &support::dsp::audio::AudioErrorKind, max_seconds: f64) -> String {
+    use support::dsp::audio::AudioErrorKind as K;
+    match kind {
+        K::NotWav(_) => "this is not a WAV file: record with the button, or choose a .wav file \
+            (convert others with e.g. `ffmpeg -i in.m4a out.wav`)"
+            .into(),
+        K::Unsupported(e) => format!("this WAV's encoding is not supported ({e}): save it as 16-bit PCM"),
+        K::Truncated(_) => "the file is cut short: it was not saved or uploaded completely".into(),
+        K::Empty => "the file holds no sound".into(),
+        K::TooLong { seconds, .. } => {
+            format!("the recording is {seconds:.0} s long; this server takes up to {max_seconds:.0} s")
+        }
+        K::NonFinite => "the file holds invalid (not-a-number) samples".into(),
+        other => other.to_string(),
+    }
 }
 
 fn bad(e: impl std::fmt::Display) -> ApiError {
@@ -209,33 +277,32 @@ async fn upload(mut form: Multipart) -> Result<Bytes, ApiError> {
 /// Decode, predict, and for input longer than 2 s the words found in it.
 fn answer(
     predictor: &Predictor,
-    which: &str,
+    (which, source): (&str, &str),
     max_seconds: f64,
     bytes: Bytes,
     with_features: bool,
 ) -> Result<Json<Value>, ApiError> {
     use support::dsp::audio::AudioErrorKind;
-    let name = Path::new("upload");
-    let audio = support::dsp::audio::decode_wav_bytes(name, bytes.to_vec(), max_seconds).map_err(|e| {
-        let status = match e.kind {
-            AudioErrorKind::TooLong { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            _ => StatusCode::BAD_REQUEST,
-        };
-        ApiError(status, e.to_string())
-    })?;
+    let audio = support::dsp::audio::decode_wav_bytes(Path::new(source), bytes.to_vec(), max_seconds)
+        .map_err(|e| {
+            let status = match e.kind {
+                AudioErrorKind::TooLong { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            ApiError(status, plain_words(&e.kind, max_seconds))
+        })?;
     let seconds = audio.samples.len() as f64 / audio.sample_rate as f64;
     let (p, image) =
         predictor.predict_samples_with_features(&audio.samples, audio.sample_rate).map_err(bad)?;
-    let mut out = json!({"file": "upload", "duration_s": seconds, "model": which});
+    let mut out = json!({"file": source, "duration_s": seconds, "model": which});
     let obj = out.as_object_mut().expect("an object");
     if let Value::Object(fields) = serde_json::to_value(&p).map_err(bad)? {
         obj.extend(fields);
     }
-    if seconds > 2.0 {
-        let events = support::stream::transcribe(predictor, &audio.samples, audio.sample_rate);
-        obj.insert("sequence".into(), json!(support::stream::transcript(&events)));
-        obj.insert("segments".into(), json!(events));
-    }
+    // The words in it, however short: "3 9 1" said in 1.8 s is three digits.
+    let events = support::stream::transcribe(predictor, &audio.samples, audio.sample_rate);
+    obj.insert("sequence".into(), json!(support::stream::transcript(&events)));
+    obj.insert("segments".into(), json!(events));
     if with_features {
         // The image the network saw; a silent upload (answered without the network) gets its own.
         let fx = predictor.extractor();
