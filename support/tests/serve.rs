@@ -106,6 +106,11 @@ fn the_api_answers_good_and_bad_input_and_many_clients() {
     for key in ["digit", "label", "confidence", "probabilities"] {
         assert_eq!(answer[key], cli[key], "{key}");
     }
+    // Words are listed however short the upload, a word at its very start too.
+    let word = &common::tone(8000, 0.5, 215.0)[1000..3000];
+    let (status, v) = post(url, "audio/wav", &wav_bytes(8000, word));
+    assert_eq!((status, v["segments"].as_array().map(Vec::len)), (200, Some(1)), "{v}");
+    assert_eq!(v["segments"][0]["start_s"], 0.0, "{v}");
     // Multipart works too.
     let boundary = "XyZ123";
     let mut form = format!(

@@ -74,6 +74,11 @@ impl<P: Deref<Target = Predictor>> Listener<P> {
         self.classify(segments)
     }
 
+    /// Learn the noise floor from a whole recording's start first ([`Segmenter::prime`]).
+    pub fn prime(&mut self, samples: &[f32]) {
+        self.segmenter.prime(samples);
+    }
+
     /// Samples held (bounded on an endless stream).
     pub fn buffered(&self) -> usize {
         self.segmenter.buffered()
@@ -126,10 +131,22 @@ fn event(s: &Segment, p: Prediction) -> Event {
     Event { start_s: s.start_s, end_s: s.end_s, digit: p.digit, label: p.label, confidence: p.confidence }
 }
 
-/// Every event of a whole recording, pushed in one go.
+/// Every event of a whole recording, pushed in one go. The recording is read as if surrounded
+/// by silence (0.25 s each side), and the floor is learned from its start first: a word at the
+/// very start, or a recording trimmed to its word, is then heard.
 pub fn transcribe(predictor: &Predictor, samples: &[f32], rate: u32) -> Vec<Event> {
+    let pad = rate as usize / 4;
+    let mut padded = vec![0f32; pad];
+    padded.extend_from_slice(samples);
+    padded.resize(samples.len() + 2 * pad, 0.0);
     let mut listener = Listener::new(predictor, rate);
-    let mut events = listener.push(samples);
+    listener.prime(&padded);
+    let mut events = listener.push(&padded);
     events.extend(listener.finish());
+    let (shift, end) = (pad as f64 / rate as f64, samples.len() as f64 / rate as f64);
+    let at = |t: f64| ((t - shift).clamp(0.0, end) * 1000.0).round() / 1000.0;
+    for e in &mut events {
+        (e.start_s, e.end_s) = (at(e.start_s), at(e.end_s));
+    }
     events
 }

@@ -95,6 +95,18 @@ impl Segment {
     }
 }
 
+/// A frame's level (dBFS) plain and pre-emphasised; `last` carries the previous sample.
+fn frame_db(frame: &[f32], last: &mut f32) -> (f32, f32) {
+    let (mut plain, mut emphasised) = (0f32, 0f32);
+    for &v in frame {
+        plain += v * v;
+        emphasised += (v - 0.97 * *last).powi(2);
+        *last = v;
+    }
+    let db = |p: f32| 10.0 * (p / frame.len() as f32).max(1e-12).log10();
+    (db(plain), db(emphasised))
+}
+
 /// Cuts a stream of mono samples into words as they end ([`Segmenter::push`]).
 pub struct Segmenter {
     cfg: VadConfig,
@@ -114,6 +126,8 @@ pub struct Segmenter {
     run: usize,
     /// The last sample of the previous frame (pre-emphasis).
     last: f32,
+    /// The floor was learned beforehand ([`Segmenter::prime`]).
+    primed: bool,
 }
 
 struct Word {
@@ -140,7 +154,22 @@ impl Segmenter {
             word: None,
             run: 0,
             last: 0.0,
+            primed: false,
         }
+    }
+
+    /// Learn the noise floor from the first `floor_window_s` of a whole recording before
+    /// reading it: a word at its very start is then heard (a stream's first 100 ms only
+    /// learn the floor, and a floor learned on a word alone sits on the word).
+    pub fn prime(&mut self, samples: &[f32]) {
+        let n = self.frames_of(self.cfg.floor_window_s) * self.frame;
+        let mut last = 0.0;
+        for frame in samples[..n.min(samples.len())].chunks_exact(self.frame) {
+            let (plain, emphasised) = frame_db(frame, &mut last);
+            self.history[0].push_back(plain);
+            self.history[1].push_back(emphasised);
+        }
+        self.primed = true;
     }
 
     pub fn rate(&self) -> u32 {
@@ -196,14 +225,7 @@ impl Segmenter {
     }
 
     fn step(&mut self, frame: &[f32]) -> Option<Segment> {
-        let (mut plain, mut emphasised) = (0f32, 0f32);
-        for &v in frame {
-            plain += v * v;
-            emphasised += (v - 0.97 * self.last).powi(2);
-            self.last = v;
-        }
-        let db = |p: f32| 10.0 * (p / frame.len() as f32).max(1e-12).log10();
-        let (plain, emphasised) = (db(plain), db(emphasised));
+        let (plain, emphasised) = frame_db(frame, &mut self.last);
         // Level above the floor (dB): the better of the two signals.
         let energy = (plain - self.floor_db(0)).max(emphasised - self.floor_db(1));
         let window = self.frames_of(self.cfg.floor_window_s);
@@ -216,7 +238,7 @@ impl Segmenter {
         self.frames += 1;
         let loud = plain > self.cfg.min_dbfs;
         // The first 100 ms only learn the floor.
-        let on = loud && energy > self.cfg.on_db && self.frames > 10;
+        let on = loud && energy > self.cfg.on_db && (self.frames > 10 || self.primed);
         let still = loud && energy > self.cfg.off_db;
         let (hangover, max_word) = (self.frames_of(self.cfg.hangover_s), self.frames_of(self.cfg.max_word_s));
         match self.word.as_mut() {
