@@ -104,3 +104,47 @@ fn bad_streams_are_clear_errors() {
         assert!(text(&mic).1.contains("--features mic"), "{}", text(&mic).1);
     }
 }
+
+/// Fed through a pipe at the pace of a microphone (10 ms chunks), every word is printed within
+/// 300 ms of its end (the benchmark `support/bench/listen_latency.py` does the same on speech).
+#[test]
+fn words_are_printed_within_300_ms_of_their_end() {
+    use std::io::BufRead;
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let model = model(dir.path());
+    let pcm: Vec<u8> = common::tone_sequence()
+        .iter()
+        .flat_map(|v| ((v.clamp(-1.0, 1.0) * 32767.0) as i16).to_le_bytes())
+        .collect();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_audio-mnist"))
+        .args(["listen", "-", "--rate", "8000", "--format", "s16le", "--json", "--model"])
+        .arg(&model)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let start = Instant::now();
+    let writer = std::thread::spawn(move || {
+        for (k, chunk) in pcm.chunks(160).enumerate() {
+            stdin.write_all(chunk).unwrap();
+            stdin.flush().unwrap();
+            let due = start + Duration::from_millis(10 * (k as u64 + 1));
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        }
+    });
+    let mut delays = Vec::new();
+    for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
+        let now = start.elapsed().as_secs_f64();
+        let v: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+        if let Some(end) = v["end_s"].as_f64() {
+            delays.push(now - end);
+        }
+    }
+    writer.join().unwrap();
+    assert!(child.wait().unwrap().success());
+    println!("printed after each word's end: {delays:.3?} s");
+    assert_eq!(delays.len(), 5, "five words");
+    assert!(delays.iter().all(|&d| d < 0.3), "{delays:?}");
+}

@@ -110,7 +110,7 @@ fn read_wav(reader: Box<dyn Read>, feed: &mut dyn FnMut(u32, &[f32]) -> Result<(
     let spec = wav.spec();
     ensure!(spec.channels > 0 && spec.sample_rate >= 1000, "unusable WAV header: {spec:?}");
     let channels = spec.channels as usize;
-    let chunk = channels * (spec.sample_rate as usize / 10);
+    let chunk = channels * (spec.sample_rate as usize / 100).max(1);
     let mut buf = Vec::with_capacity(chunk);
     let scale = match spec.sample_format {
         hound::SampleFormat::Float => 1.0,
@@ -157,7 +157,8 @@ fn read_raw(
 ) -> Result<()> {
     ensure!(channels >= 1, "--channels must be at least 1");
     let frame = format.width() * channels as usize;
-    let mut bytes = vec![0u8; frame * (rate as usize / 10).max(1)];
+    // 10 ms at a time: a digit is printed as soon as the pipe has delivered its end.
+    let mut bytes = vec![0u8; frame * (rate as usize / 100).max(1)];
     let mut have = 0;
     loop {
         let n = reader.read(&mut bytes[have..])?;
