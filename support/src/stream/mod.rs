@@ -84,7 +84,8 @@ impl<P: Deref<Target = Predictor>> Listener<P> {
         self.segmenter.buffered()
     }
 
-    fn classify(&self, segments: Vec<Segment>) -> Vec<Event> {
+    /// Classify words already cut ([`recording_words`], [`segment::Segmenter`]).
+    pub fn classify(&self, segments: Vec<Segment>) -> Vec<Event> {
         segments.into_iter().flat_map(|s| self.words_in(s)).collect()
     }
 
@@ -92,14 +93,12 @@ impl<P: Deref<Target = Predictor>> Listener<P> {
     /// both halves are digits, each more certain than the whole.
     fn words_in(&self, s: Segment) -> Vec<Event> {
         let whole = self.predict(&s);
-        if s.duration_s() >= SPLIT_ABOVE_S {
-            if let Some((a, b)) = s.split(0.15, 12.0) {
-                let (pa, pb) = (self.predict(&a), self.predict(&b));
-                let sure = |p: &Prediction| p.digit.is_some() && p.confidence >= 0.5;
-                let beats = whole.digit.is_none() || pa.confidence.min(pb.confidence) > whole.confidence;
-                if sure(&pa) && sure(&pb) && beats {
-                    return vec![event(&a, pa), event(&b, pb)];
-                }
+        if let Some((a, b)) = s.two_words() {
+            let (pa, pb) = (self.predict(&a), self.predict(&b));
+            let sure = |p: &Prediction| p.digit.is_some() && p.confidence >= 0.5;
+            let beats = whole.digit.is_none() || pa.confidence.min(pb.confidence) > whole.confidence;
+            if sure(&pa) && sure(&pb) && beats {
+                return vec![event(&a, pa), event(&b, pb)];
             }
         }
         vec![event(&s, whole)]
@@ -124,29 +123,32 @@ impl<P: Deref<Target = Predictor>> Listener<P> {
 /// 0.1, 0.1 gave the lowest digit error rate on validation speakers' sequences (RESULTS.md).
 pub const REJECT_WEIGHT: f32 = 0.1;
 
-/// Segments at least this long may hold two digits said back to back.
-const SPLIT_ABOVE_S: f64 = 0.5;
-
-fn event(s: &Segment, p: Prediction) -> Event {
+/// A word's event, from its prediction.
+pub fn event(s: &Segment, p: Prediction) -> Event {
     Event { start_s: s.start_s, end_s: s.end_s, digit: p.digit, label: p.label, confidence: p.confidence }
 }
 
-/// Every event of a whole recording, pushed in one go. The recording is read as if surrounded
-/// by silence (0.25 s each side), and the floor is learned from its start first: a word at the
-/// very start, or a recording trimmed to its word, is then heard.
-pub fn transcribe(predictor: &Predictor, samples: &[f32], rate: u32) -> Vec<Event> {
+/// The words of a whole recording. It is read as if surrounded by silence (0.25 s each side),
+/// and the floor is learned from its start first: a word at the very start, or a recording
+/// trimmed to its word, is then heard.
+pub fn recording_words(samples: &[f32], rate: u32) -> Vec<Segment> {
     let pad = rate as usize / 4;
     let mut padded = vec![0f32; pad];
     padded.extend_from_slice(samples);
     padded.resize(samples.len() + 2 * pad, 0.0);
-    let mut listener = Listener::new(predictor, rate);
-    listener.prime(&padded);
-    let mut events = listener.push(&padded);
-    events.extend(listener.finish());
+    let mut segmenter = Segmenter::new(rate, VadConfig::default());
+    segmenter.prime(&padded);
+    let mut words = segmenter.push(&padded);
+    words.extend(segmenter.finish());
     let (shift, end) = (pad as f64 / rate as f64, samples.len() as f64 / rate as f64);
     let at = |t: f64| ((t - shift).clamp(0.0, end) * 1000.0).round() / 1000.0;
-    for e in &mut events {
-        (e.start_s, e.end_s) = (at(e.start_s), at(e.end_s));
+    for w in &mut words {
+        (w.start_s, w.end_s) = (at(w.start_s), at(w.end_s));
     }
-    events
+    words
+}
+
+/// Every event of a whole recording ([`recording_words`], classified).
+pub fn transcribe(predictor: &Predictor, samples: &[f32], rate: u32) -> Vec<Event> {
+    Listener::new(predictor, rate).classify(recording_words(samples, rate))
 }

@@ -66,6 +66,15 @@ impl Segment {
         self.end_s - self.start_s
     }
 
+    /// Two digits said back to back: a segment of at least 0.5 s with a deep dip (12 dB) at
+    /// least 0.15 s from either end, cut there.
+    pub fn two_words(&self) -> Option<(Segment, Segment)> {
+        if self.duration_s() < 0.5 {
+            return None;
+        }
+        self.split(0.15, 12.0)
+    }
+
     /// Two words run together: cut at the deepest dip at least `edge_s` from either end, when
     /// it is `dip_db` under the quieter side's peak; `None` when there is no such dip.
     pub fn split(&self, edge_s: f32, dip_db: f32) -> Option<(Segment, Segment)> {
@@ -188,8 +197,8 @@ impl Segmenter {
         if v.is_empty() {
             return self.cfg.min_dbfs - self.cfg.on_db;
         }
-        v.sort_by(f32::total_cmp);
-        v[v.len() * 2 / 5]
+        let k = v.len() * 2 / 5;
+        *v.select_nth_unstable_by(k, f32::total_cmp).1
     }
 
     fn frames_of(&self, seconds: f32) -> usize {

@@ -299,8 +299,13 @@ fn answer(
     if let Value::Object(fields) = serde_json::to_value(&p).map_err(bad)? {
         obj.extend(fields);
     }
-    // The words in it, however short: "3 9 1" said in 1.8 s is three digits.
-    let events = support::stream::transcribe(predictor, &audio.samples, audio.sample_rate);
+    // The words in it, however short: "3 9 1" said in 1.8 s is three digits. One word (no
+    // dip where two could meet) is the whole clip's answer: no second pass of the network.
+    let words = support::stream::recording_words(&audio.samples, audio.sample_rate);
+    let events = match words.as_slice() {
+        [one] if one.two_words().is_none() => vec![support::stream::event(one, p.clone())],
+        _ => support::stream::Listener::new(predictor, audio.sample_rate).classify(words),
+    };
     obj.insert("sequence".into(), json!(support::stream::transcript(&events)));
     obj.insert("segments".into(), json!(events));
     if with_features {
