@@ -164,9 +164,7 @@ impl Adapted {
             .collect::<Result<_>>()?;
         Ok(Classifier { members })
     }
-}
 
-impl Adapted {
     /// The adapted model, ready to answer as a loaded model file would.
     pub fn predictor(&self, device: &Device) -> Result<crate::infer::Predictor> {
         crate::infer::Predictor::new(self.classifier(device)?, self.meta.clone(), device)
@@ -212,11 +210,11 @@ pub fn adapt(model: &Path, enrollment: &Enrollment, cfg: &AdaptConfig, device: &
 /// A recording held in memory (a take recorded on a web page) prepared as enrollment files
 /// are: resampled, trimmed, peak-normalised; refused when there is no sound in it.
 pub fn enrollment_clip(fx: &FeatureExtractor, samples: &[f32], sample_rate: u32) -> Result<Vec<f32>, Error> {
-    let peak = samples.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let dbfs = 20.0 * peak.max(1e-12).log10();
-    crate::error::check(peak.is_finite() && dbfs >= crate::infer::SILENCE_DBFS, Error::Data, || {
-        format!("no sound to learn from (peak {dbfs:.0} dBFS): say the digit closer to the microphone")
-    })?;
+    if let Some(dbfs) = crate::infer::silent(samples) {
+        let msg =
+            format!("no sound to learn from (peak {dbfs:.0} dBFS): say the digit closer to the microphone");
+        return Err(Error::Data(msg));
+    }
     let clip = prepare_clip(fx, samples, sample_rate).map_err(|e| Error::Data(e.to_string()))?;
     check_sound(&clip).map_err(Error::Data)?;
     Ok(clip)

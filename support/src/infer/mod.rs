@@ -235,7 +235,7 @@ pub fn decide(probabilities: &[f32], threshold: f32) -> Option<usize> {
 
 /// The peak (dBFS) of a recording with no sound, which is "not a digit" without asking the
 /// network; `None` when there is sound.
-fn silent(samples: &[f32]) -> Option<f32> {
+pub fn silent(samples: &[f32]) -> Option<f32> {
     let peak = samples.iter().fold(0f32, |m, s| m.max(s.abs()));
     let dbfs = 20.0 * peak.max(1e-12).log10();
     (dbfs < SILENCE_DBFS).then_some(dbfs)
