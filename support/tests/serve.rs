@@ -338,7 +338,8 @@ fn the_page_api_teaches_a_new_voice_to_one_session_only() {
     let v = json(&b);
     assert_eq!(s, 200, "{v}");
     assert_eq!((v["adapted"]["takes"].as_u64(), v["total"].as_u64()), (Some(30), Some(30)));
-    assert!(v["adapted"]["seconds"].as_f64().unwrap() < 10.0, "{v}");
+    // How long it took is reported (a timing, measured by `adapt-bench`, not asserted here).
+    assert!(v["adapted"]["seconds"].as_f64().is_some_and(|t| t > 0.0), "{v}");
     // This session: the adapted model, better on dan's other takes; another browser: served.
     let (after, models) = predict_all(&cookie);
     assert!(models.iter().all(|m| m == "yours"), "{models:?}");
