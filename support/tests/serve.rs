@@ -195,6 +195,24 @@ fn browser_tools() -> Option<std::path::PathBuf> {
     Some(tools)
 }
 
+/// Run `tests/fixtures/NAME.js` with `args` and a screenshot folder (`target/tmp/NAME`, the
+/// last argument) under node with playwright-core: its output (it must succeed) and the folder.
+fn run_browser(tools: &Path, name: &str, args: &[&std::ffi::OsStr]) -> (String, std::path::PathBuf) {
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    std::fs::create_dir_all(&shots).unwrap();
+    let o = Command::new("node")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/{name}.js")))
+        .args(args)
+        .arg(&shots)
+        .env("NODE_PATH", tools.join("node_modules"))
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    println!("{out}");
+    assert!(o.status.success(), "{out}{}", String::from_utf8_lossy(&o.stderr));
+    (out, shots)
+}
+
 /// The page in a real browser (Debian's Chromium, driven by playwright-core) with a fake
 /// microphone playing one recording: it records, and shows the digit `predict` gives.
 #[test]
@@ -382,19 +400,8 @@ fn the_page_teaches_your_voice_in_a_browser() {
     let fake = dir.path().join("fake.wav");
     common::write_wav(&fake, 8000, &x);
     let server = start(&model, &[]);
-    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("serve_teach");
-    std::fs::create_dir_all(&shots).unwrap();
-    let o = Command::new("node")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/serve_teach.js"))
-        .arg(&server.url)
-        .arg(&fake)
-        .arg(&shots)
-        .env("NODE_PATH", tools.join("node_modules"))
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&o.stdout);
-    println!("{out}");
-    assert!(o.status.success(), "{out}{}", String::from_utf8_lossy(&o.stderr));
+    let (_, shots) =
+        run_browser(&tools, "serve_teach", &[std::ffi::OsStr::new(&server.url), fake.as_os_str()]);
     for shot in ["recording", "bad_file", "teaching", "yours", "wide"] {
         let png = shots.join(format!("{shot}.png"));
         assert!(std::fs::metadata(&png).is_ok_and(|m| m.len() > 10_000), "{}", png.display());
@@ -489,20 +496,8 @@ fn the_page_is_live_accessible_and_plain_spoken() {
         .filter(|v: &serde_json::Value| v.get("label").is_some())
         .collect();
     let server = start(&model, &[]);
-    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("serve_live");
-    std::fs::create_dir_all(&shots).unwrap();
-    let o = Command::new("node")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/serve_live.js"))
-        .arg(&server.url)
-        .arg(&fake)
-        .arg(&short_wav)
-        .arg(&shots)
-        .env("NODE_PATH", tools.join("node_modules"))
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&o.stdout);
-    println!("{out}");
-    assert!(o.status.success(), "{out}{}", String::from_utf8_lossy(&o.stderr));
+    let args = [std::ffi::OsStr::new(&server.url), fake.as_os_str(), short_wav.as_os_str()];
+    let (out, shots) = run_browser(&tools, "serve_live", &args);
     let live: Vec<serde_json::Value> =
         serde_json::from_str(out.lines().find_map(|l| l.strip_prefix("LIVE ")).expect("the live log"))
             .unwrap();
