@@ -88,7 +88,6 @@ pub fn crate_versions() -> BTreeMap<String, String> {
     const WANTED: &[&str] = &[
         "candle-core",
         "candle-nn",
-        "candle-datasets",
         "gemm",
         "hound",
         "rubato",

@@ -4,7 +4,8 @@ mod common;
 
 use std::path::Path;
 
-use support::data::dataset::{scan, write_csv, Layout};
+use support::data::dataset::{scan, Layout};
+use support::data::table::Values;
 
 fn wav(path: &Path) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -47,9 +48,9 @@ fn audiomnist_layout_with_metadata() {
     assert_eq!(ds.speakers["02"].gender.as_deref(), Some("female"));
     assert!(ds.warnings.iter().any(|w| w.contains("1234")));
 
-    let mut df = ds.metadata_frame().unwrap();
+    let df = ds.metadata_table();
     assert_eq!(df.height(), 6);
-    let names: Vec<String> = df.get_column_names().iter().map(|s| s.to_string()).collect();
+    let names = df.names();
     for c in [
         "path",
         "digit",
@@ -62,14 +63,14 @@ fn audiomnist_layout_with_metadata() {
         "accent",
         "recording_room",
     ] {
-        assert!(names.iter().any(|n| n == c), "missing column {c} in {names:?}");
+        assert!(names.contains(&c), "missing column {c} in {names:?}");
     }
-    let rates = df.column("sample_rate").unwrap().i64().unwrap().get(0);
-    assert_eq!(rates, Some(48000));
-    let dur = df.column("duration_s").unwrap().f64().unwrap().get(0).unwrap();
-    assert!((dur - 0.2).abs() < 1e-3);
+    let Some(Values::Int(rates)) = df.column("sample_rate") else { panic!("sample_rate") };
+    assert_eq!(rates[0], Some(48000));
+    let Some(Values::Float(dur)) = df.column("duration_s") else { panic!("duration_s") };
+    assert!((dur[0].unwrap() - 0.2).abs() < 1e-3);
     let csv = dir.path().join("out/metadata.csv");
-    write_csv(&mut df, &csv).unwrap();
+    df.write_csv(&csv).unwrap();
     let text = std::fs::read_to_string(&csv).unwrap();
     assert!(text.starts_with("dataset,path,digit,speaker,take,sample_rate"), "{text}");
     assert_eq!(text.lines().count(), 7);
@@ -101,8 +102,8 @@ fn fsdd_layouts_recordings_folder_and_flat() {
     let flat = scan(&dir.path().join("recordings")).unwrap();
     assert_eq!(flat.recordings.len(), 3);
     assert_eq!(flat.recordings[1].path, Path::new("3_theo_12.wav"));
-    let df = flat.metadata_frame().unwrap();
-    assert!(df.column("gender").is_err(), "no speaker columns without metadata");
+    let df = flat.metadata_table();
+    assert!(df.column("gender").is_none(), "no speaker columns without metadata");
 }
 
 #[test]
@@ -138,9 +139,8 @@ fn real_shared_datasets_scan() {
     assert_eq!(am.recordings.len(), 6);
     assert_eq!(am.speakers.len(), 60);
     assert_eq!(am.speakers["45"].age, None, "speaker 45's recorded age is 1234");
-    let df = am.metadata_frame().unwrap();
-    let rates = df.column("sample_rate").unwrap().i64().unwrap().clone();
-    assert!((0..rates.len()).all(|i| rates.get(i) == Some(48000)));
+    let Some(Values::Int(rates)) = am.metadata_table().column("sample_rate").cloned() else { panic!() };
+    assert!(rates.iter().all(|&r| r == Some(48000)));
     let fsdd = scan(&data.join("fsdd")).unwrap();
     assert_eq!(fsdd.sources[0].layout, Layout::Fsdd);
     assert_eq!(fsdd.recordings.len(), 3000);
@@ -179,11 +179,11 @@ fn several_folders_are_one_dataset_with_namespaced_speakers() {
     assert_eq!(ds.path_of("mine/3_george_0.wav"), mine.join("3_george_0.wav"));
     assert_eq!(ds.speakers["audiomnist/01"].gender.as_deref(), Some("male"));
     assert!(ds.warnings.iter().any(|w| w.starts_with("audiomnist: speaker 02")), "{:?}", ds.warnings);
-    let table = ds.metadata_frame().unwrap();
-    let col = table.column("dataset").unwrap().str().unwrap();
-    let folders: Vec<_> = col.iter().map(|v| v.unwrap().to_string()).collect();
-    assert_eq!(folders.iter().filter(|f| *f == "audiomnist").count(), 6);
-    assert_eq!(table.column("gender").unwrap().null_count(), 4, "metadata only where the folder has it");
+    let table = ds.metadata_table();
+    let Some(Values::Text(folders)) = table.column("dataset") else { panic!("dataset") };
+    assert_eq!(folders.iter().filter(|f| f.as_deref() == Some("audiomnist")).count(), 6);
+    let Some(Values::Text(gender)) = table.column("gender") else { panic!("gender") };
+    assert_eq!(gender.iter().filter(|g| g.is_none()).count(), 4, "metadata only where the folder has it");
     for (i, root) in roots.iter().enumerate() {
         let alone = scan(root).unwrap();
         let part = ds.part(i);

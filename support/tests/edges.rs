@@ -153,8 +153,7 @@ fn written_files_are_readable_by_others() {
     let model = dir.path().join("model.safetensors");
     write_model(&model);
     let csv = dir.path().join("table.csv");
-    let mut df = polars::prelude::df!("a" => [1i64, 2]).unwrap();
-    support::data::dataset::write_csv(&mut df, &csv).unwrap();
+    support::data::table::Table::new().int("a", [1i64, 2]).write_csv(&csv).unwrap();
     let json = dir.path().join("x.json");
     support::data::write_json(&json, &serde_json::json!({"a": 1})).unwrap();
     for f in [model, csv, json] {

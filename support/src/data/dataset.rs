@@ -11,14 +11,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use crate::data::table::Table;
 use crate::error::Error;
-#[cfg(feature = "train")]
-use polars::prelude::*;
-#[cfg(feature = "train")]
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-#[cfg(feature = "train")]
 use crate::dsp::audio;
 
 /// Name of AudioMNIST's speaker metadata file.
@@ -324,94 +321,42 @@ impl Dataset {
         self.sources.iter().map(line).collect::<Vec<_>>().join(" + ")
     }
 
-    #[cfg(feature = "train")]
     /// The metadata table: one row per recording with its header facts (read in parallel)
     /// and, where the dataset has them, the speaker's metadata.
-    pub fn metadata_frame(&self) -> PolarsResult<DataFrame> {
+    pub fn metadata_table(&self) -> Table {
         let infos: Vec<Result<audio::WavInfo, String>> = self
             .recordings
             .par_iter()
             .map(|r| audio::wav_info(&self.absolute(r)).map_err(|e| e.kind.to_string()))
             .collect();
-        let col = |name: &str, v: Series| -> Column { v.with_name(name.into()).into() };
-        let mut cols = vec![
-            col(
-                "dataset",
-                Series::new(
-                    "".into(),
-                    self.recordings.iter().map(|r| self.sources[r.source].name.clone()).collect::<Vec<_>>(),
-                ),
-            ),
-            col(
-                "path",
-                Series::new(
-                    "".into(),
-                    self.recordings.iter().map(|r| r.path.display().to_string()).collect::<Vec<_>>(),
-                ),
-            ),
-            col(
-                "digit",
-                Series::new("".into(), self.recordings.iter().map(|r| r.digit as i32).collect::<Vec<_>>()),
-            ),
-            col(
-                "speaker",
-                Series::new("".into(), self.recordings.iter().map(|r| r.speaker.clone()).collect::<Vec<_>>()),
-            ),
-            col(
-                "take",
-                Series::new("".into(), self.recordings.iter().map(|r| r.take as i64).collect::<Vec<_>>()),
-            ),
-            col(
-                "sample_rate",
-                Series::new(
-                    "".into(),
-                    infos.iter().map(|i| i.as_ref().ok().map(|i| i.sample_rate as i64)).collect::<Vec<_>>(),
-                ),
-            ),
-            col(
-                "channels",
-                Series::new(
-                    "".into(),
-                    infos.iter().map(|i| i.as_ref().ok().map(|i| i.channels as i64)).collect::<Vec<_>>(),
-                ),
-            ),
-            col(
-                "duration_s",
-                Series::new(
-                    "".into(),
-                    infos.iter().map(|i| i.as_ref().ok().map(|i| i.duration_s())).collect::<Vec<_>>(),
-                ),
-            ),
-            col(
-                "header_error",
-                Series::new("".into(), infos.iter().map(|i| i.as_ref().err().cloned()).collect::<Vec<_>>()),
-            ),
-        ];
+        let rec = &self.recordings;
+        let info = |f: fn(&audio::WavInfo) -> i64| infos.iter().map(move |i| i.as_ref().ok().map(f));
+        let mut table = Table::new()
+            .text("dataset", rec.iter().map(|r| self.sources[r.source].name.clone()))
+            .text("path", rec.iter().map(|r| r.path.display().to_string()))
+            .int("digit", rec.iter().map(|r| r.digit as i64))
+            .text("speaker", rec.iter().map(|r| r.speaker.clone()))
+            .int("take", rec.iter().map(|r| r.take as i64))
+            .int("sample_rate", info(|i| i.sample_rate as i64))
+            .int("channels", info(|i| i.channels as i64))
+            .float("duration_s", infos.iter().map(|i| i.as_ref().ok().map(|i| i.duration_s())))
+            .text("header_error", infos.iter().map(|i| i.as_ref().err().cloned()));
         if !self.speakers.is_empty() {
-            let meta: Vec<Option<&SpeakerMeta>> =
-                self.recordings.iter().map(|r| self.speakers.get(&r.speaker)).collect();
+            let meta: Vec<Option<&SpeakerMeta>> = rec.iter().map(|r| self.speakers.get(&r.speaker)).collect();
             let text = |f: fn(&SpeakerMeta) -> &Option<String>| -> Vec<Option<String>> {
                 meta.iter().map(|m| m.and_then(|m| f(m).clone())).collect()
             };
-            cols.push(col("gender", Series::new("".into(), text(|m| &m.gender))));
-            cols.push(col(
-                "age",
-                Series::new("".into(), meta.iter().map(|m| m.and_then(|m| m.age)).collect::<Vec<_>>()),
-            ));
-            cols.push(col("accent", Series::new("".into(), text(|m| &m.accent))));
-            cols.push(col("native_speaker", Series::new("".into(), text(|m| &m.native_speaker))));
-            cols.push(col("origin", Series::new("".into(), text(|m| &m.origin))));
-            cols.push(col("recording_room", Series::new("".into(), text(|m| &m.recording_room))));
-            cols.push(col("recording_date", Series::new("".into(), text(|m| &m.recording_date))));
+            table = table
+                .text("gender", text(|m| &m.gender))
+                .int("age", meta.iter().map(|m| m.and_then(|m| m.age)))
+                .text("accent", text(|m| &m.accent))
+                .text("native_speaker", text(|m| &m.native_speaker))
+                .text("origin", text(|m| &m.origin))
+                .text("recording_room", text(|m| &m.recording_room))
+                .text("recording_date", text(|m| &m.recording_date));
         }
-        DataFrame::new_infer_height(cols)
+        table
     }
-}
-
-#[cfg(feature = "train")]
-/// Write a DataFrame as CSV, atomically (a killed run never leaves half a file).
-pub fn write_csv(df: &mut DataFrame, path: &Path) -> anyhow::Result<()> {
-    super::write_atomically(path, |tmp| Ok(CsvWriter::new(tmp).finish(df)?))
 }
 
 #[cfg(test)]

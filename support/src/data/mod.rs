@@ -2,7 +2,8 @@
 //! ([`dataset`]), speaker-independent splits ([`split`]), parallel feature extraction
 //! ([`extract`]), the safetensors feature file and cache ([`cache`]), the AudioMNIST download
 //! ([`download`]), several folders at once ([`union`]), a run's prepared data ([`prepare`]) and
-//! digit words said by text-to-speech voices ([`synth`]).
+//! digit words said by text-to-speech voices ([`synth`]) and the tables the CLI writes as CSV
+//! ([`table`]).
 
 pub mod cache;
 pub mod dataset;
@@ -13,6 +14,7 @@ pub mod extract;
 pub mod prepare;
 pub mod split;
 pub mod synth;
+pub mod table;
 pub mod union;
 
 use std::path::Path;
@@ -62,6 +64,10 @@ pub fn link_or_copy(src: &Path, dst: &Path) -> Result<()> {
 
 /// Write `value` as pretty JSON, atomically.
 pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
-    let text = serde_json::to_string_pretty(value)? + "\n";
+    write_text(path, &(serde_json::to_string_pretty(value)? + "\n"))
+}
+
+/// Write `text` to `path`, atomically.
+pub fn write_text(path: &Path, text: &str) -> Result<()> {
     write_atomically(path, |tmp| Ok(std::io::Write::write_all(tmp, text.as_bytes())?))
 }

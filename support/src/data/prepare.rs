@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{ensure, Result};
 
 use crate::data::cache::{load_or_extract, CacheStatus, FeatureSet};
-use crate::data::dataset::{write_csv, Dataset};
+use crate::data::dataset::Dataset;
 use crate::data::extract::Progress;
 use crate::data::split::Split;
 use crate::dsp::features::{FeatureConfig, FeatureExtractor};
@@ -22,8 +22,7 @@ pub fn load_features(
     progress: Progress,
 ) -> Result<(FeatureSet, CacheStatus)> {
     let fx = FeatureExtractor::new(config.clone())?;
-    let mut table = dataset.metadata_frame()?;
-    write_csv(&mut table, &cache_dir.join("metadata.csv"))?;
+    dataset.metadata_table().write_csv(&cache_dir.join("metadata.csv"))?;
     if dataset.sources.len() == 1 {
         return load_or_extract(dataset, &fx, cache_dir, progress);
     }

@@ -5,7 +5,6 @@ use std::path::Path;
 
 use anyhow::{ensure, Context, Result};
 use candle_core::{Device, Tensor};
-use polars::prelude::*;
 
 use std::collections::BTreeMap;
 
@@ -15,10 +14,11 @@ use super::{
     argmax, class_names, per_dataset, per_speaker, predict_probabilities, Evaluation, FolderAccuracy,
 };
 use crate::data::cache::FeatureSet;
-use crate::data::dataset::{write_csv, Dataset};
+use crate::data::dataset::Dataset;
 use crate::data::extract::Progress;
 use crate::data::prepare::{load_features, Prepared};
 use crate::data::split::{make_split, Split, SplitSpec};
+use crate::data::table::Table;
 use crate::data::write_json;
 use crate::model::{load_model, Classifier};
 use crate::train::tensors;
@@ -93,8 +93,8 @@ fn evaluate_rows(
     let calibration = calibration(model, &x, &probabilities, &truth)?;
     write_evaluation(&evaluation, out, part)?;
     let speakers: Vec<String> = rows.iter().map(|&i| set.speakers[i].clone()).collect();
-    let mut df = per_speaker_frame(dataset, &per_speaker(&speakers, &truth, &predicted))?;
-    write_csv(&mut df, &out.join("per_speaker_accuracy.csv"))?;
+    per_speaker_frame(dataset, &per_speaker(&speakers, &truth, &predicted))
+        .write_csv(&out.join("per_speaker_accuracy.csv"))?;
     let per_dataset = per_dataset(dataset, &speakers, &truth, &predicted);
     let (kept, rejection) = (rows.to_vec(), None);
     let tested = Tested {
@@ -110,15 +110,14 @@ fn evaluate_rows(
     };
     // Per-file predictions, for error analysis.
     let folders = speakers.iter().map(|s| dataset.source_of_speaker(s).to_string()).collect::<Vec<_>>();
-    let mut pred = DataFrame::new_infer_height(vec![
-        Column::new("dataset".into(), folders),
-        Column::new("file".into(), rows.iter().map(|&i| set.files[i].clone()).collect::<Vec<_>>()),
-        Column::new("speaker".into(), speakers),
-        Column::new("digit".into(), tested.truth.iter().map(|&d| d as i32).collect::<Vec<_>>()),
-        Column::new("predicted".into(), tested.predicted.iter().map(|&d| d as i32).collect::<Vec<_>>()),
-        Column::new("confidence".into(), tested.confidence()),
-    ])?;
-    write_csv(&mut pred, &out.join("predictions.csv"))?;
+    Table::new()
+        .text("dataset", folders)
+        .text("file", rows.iter().map(|&i| set.files[i].clone()))
+        .text("speaker", speakers)
+        .int("digit", tested.truth.iter().map(|&d| d as i64))
+        .int("predicted", tested.predicted.iter().map(|&d| d as i64))
+        .float("confidence", tested.confidence().into_iter().map(f64::from))
+        .write_csv(&out.join("predictions.csv"))?;
     Ok(tested)
 }
 
@@ -157,37 +156,30 @@ fn write_evaluation(evaluation: &Evaluation, out: &Path, part: &str) -> Result<(
 }
 
 /// The per-speaker accuracy table (with the speakers' metadata when the dataset has it).
-pub fn per_speaker_table(prep: &Prepared, tested: &Tested) -> Result<DataFrame> {
+pub fn per_speaker_table(prep: &Prepared, tested: &Tested) -> Table {
     let speakers: Vec<String> = tested.rows.iter().map(|&i| prep.set.speakers[i].clone()).collect();
     per_speaker_frame(&prep.dataset, &per_speaker(&speakers, &tested.truth, &tested.predicted))
 }
 
-fn per_speaker_frame(dataset: &Dataset, rows: &[(String, usize, usize)]) -> Result<DataFrame> {
+fn per_speaker_frame(dataset: &Dataset, rows: &[(String, usize, usize)]) -> Table {
     let meta = |f: fn(&crate::data::dataset::SpeakerMeta) -> Option<String>| -> Vec<Option<String>> {
         rows.iter().map(|(s, _, _)| dataset.speakers.get(s).and_then(f)).collect()
     };
-    let folder = |s: &String| dataset.source_of_speaker(s).to_string();
-    let mut cols = vec![
-        Column::new("dataset".into(), rows.iter().map(|r| folder(&r.0)).collect::<Vec<_>>()),
-        Column::new("speaker".into(), rows.iter().map(|r| r.0.clone()).collect::<Vec<_>>()),
-        Column::new("correct".into(), rows.iter().map(|r| r.1 as i64).collect::<Vec<_>>()),
-        Column::new("total".into(), rows.iter().map(|r| r.2 as i64).collect::<Vec<_>>()),
-        Column::new(
-            "accuracy".into(),
-            rows.iter().map(|r| r.1 as f64 / r.2.max(1) as f64).collect::<Vec<_>>(),
-        ),
-    ];
-    if !dataset.speakers.is_empty() {
-        cols.push(Column::new("gender".into(), meta(|m| m.gender.clone())));
-        cols.push(Column::new(
-            "age".into(),
-            rows.iter().map(|(s, _, _)| dataset.speakers.get(s).and_then(|m| m.age)).collect::<Vec<_>>(),
-        ));
-        cols.push(Column::new("accent".into(), meta(|m| m.accent.clone())));
-        cols.push(Column::new("native_speaker".into(), meta(|m| m.native_speaker.clone())));
-        cols.push(Column::new("recording_room".into(), meta(|m| m.recording_room.clone())));
+    let table = Table::new()
+        .text("dataset", rows.iter().map(|r| dataset.source_of_speaker(&r.0).to_string()))
+        .text("speaker", rows.iter().map(|r| r.0.clone()))
+        .int("correct", rows.iter().map(|r| r.1 as i64))
+        .int("total", rows.iter().map(|r| r.2 as i64))
+        .float("accuracy", rows.iter().map(|r| r.1 as f64 / r.2.max(1) as f64));
+    if dataset.speakers.is_empty() {
+        return table;
     }
-    Ok(DataFrame::new_infer_height(cols)?)
+    table
+        .text("gender", meta(|m| m.gender.clone()))
+        .int("age", rows.iter().map(|(s, _, _)| dataset.speakers.get(s).and_then(|m| m.age)))
+        .text("accent", meta(|m| m.accent.clone()))
+        .text("native_speaker", meta(|m| m.native_speaker.clone()))
+        .text("recording_room", meta(|m| m.recording_room.clone()))
 }
 
 /// `audio-mnist evaluate`: score an exported model on the test speakers of `split` (or, when

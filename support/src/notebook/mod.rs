@@ -15,8 +15,6 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use polars::prelude::*;
-
 pub use explorer::{ConfusionExplorer, Entry};
 pub use figures::{
     adaptation_figure, audio_player, epoch_line, figure, look, robustness_figure, sequence_figure,
@@ -31,6 +29,7 @@ pub use polars::prelude::DataFrame;
 use crate::data::cache::{CacheStatus, FeatureSet};
 use crate::data::dataset::Dataset;
 use crate::data::prepare::load_features;
+use crate::data::table::Table;
 use crate::data::union::scan_all;
 use crate::dsp::features::FeatureConfig;
 use crate::train::{Recipe, RecipeName};
@@ -198,7 +197,7 @@ pub fn scan_data(cfg: &Config) -> Result<(Dataset, DataFrame)> {
         Ok(d) => d,
         Err(e) => stop(e.into()),
     };
-    let table = dataset.metadata_frame()?;
+    let table = dataset.metadata_table().to_frame()?;
     println!(
         "{} recordings of {} speakers: {}",
         dataset.recordings.len(),
@@ -229,19 +228,13 @@ pub fn learned_from(prep: &crate::data::prepare::Prepared) -> Result<DataFrame> 
             row.1 += 1;
         }
     }
-    let col = |f: &dyn Fn(&(usize, usize), &(std::collections::BTreeSet<&str>, i64)) -> String| {
-        rows.iter().map(|(k, v)| f(k, v)).collect::<Vec<_>>()
-    };
-    Ok(DataFrame::new_infer_height(vec![
-        Column::new("corpus".into(), col(&|k, _| d.sources[k.0].name.clone())),
-        Column::new("part".into(), col(&|k, _| parts[k.1].to_string())),
-        Column::new("speakers".into(), rows.values().map(|v| v.0.len() as i64).collect::<Vec<_>>()),
-        Column::new("recordings".into(), rows.values().map(|v| v.1).collect::<Vec<_>>()),
-        Column::new(
-            "training only".into(),
-            rows.keys().map(|k| d.sources[k.0].train_only).collect::<Vec<_>>(),
-        ),
-    ])?)
+    Ok(Table::new()
+        .text("corpus", rows.keys().map(|k| d.sources[k.0].name.clone()))
+        .text("part", rows.keys().map(|k| parts[k.1].to_string()))
+        .int("speakers", rows.values().map(|v| v.0.len() as i64))
+        .int("recordings", rows.values().map(|v| v.1))
+        .bool("training only", rows.keys().map(|k| d.sources[k.0].train_only))
+        .to_frame()?)
 }
 
 /// Recordings per digit and per speaker (the seed's sanity check that the classes balance).
@@ -252,27 +245,16 @@ pub fn counts(dataset: &Dataset) -> Result<(DataFrame, DataFrame)> {
         per_digit[r.digit as usize % 10] += 1;
         *per_speaker.entry(r.speaker.clone()).or_default() += 1;
     }
-    let digits = DataFrame::new_infer_height(vec![
-        Column::new("digit".into(), (0..10i64).collect::<Vec<_>>()),
-        Column::new("recordings".into(), per_digit.to_vec()),
-    ])?;
+    let digits = Table::new().int("digit", 0..10i64).int("recordings", per_digit).to_frame()?;
     let meta = |s: &String| dataset.speakers.get(s);
-    let speakers = DataFrame::new_infer_height(vec![
-        Column::new("speaker".into(), per_speaker.keys().cloned().collect::<Vec<_>>()),
-        Column::new("recordings".into(), per_speaker.values().cloned().collect::<Vec<_>>()),
-        Column::new(
-            "gender".into(),
-            per_speaker.keys().map(|s| meta(s).and_then(|m| m.gender.clone())).collect::<Vec<_>>(),
-        ),
-        Column::new(
-            "age".into(),
-            per_speaker.keys().map(|s| meta(s).and_then(|m| m.age)).collect::<Vec<_>>(),
-        ),
-        Column::new(
-            "accent".into(),
-            per_speaker.keys().map(|s| meta(s).and_then(|m| m.accent.clone())).collect::<Vec<_>>(),
-        ),
-    ])?;
+    let names = || per_speaker.keys();
+    let speakers = Table::new()
+        .text("speaker", names().cloned())
+        .int("recordings", per_speaker.values().copied())
+        .text("gender", names().map(|s| meta(s).and_then(|m| m.gender.clone())))
+        .int("age", names().map(|s| meta(s).and_then(|m| m.age)))
+        .text("accent", names().map(|s| meta(s).and_then(|m| m.accent.clone())))
+        .to_frame()?;
     Ok((digits, speakers))
 }
 
@@ -326,11 +308,11 @@ pub fn model_summary(arch: &crate::model::CnnConfig) -> Result<DataFrame> {
         l.tensors.iter().map(|(n, s)| format!("{n} {s:?}")).collect::<Vec<_>>().join(", ")
     };
     println!("{} trainable parameters", arch.param_count());
-    Ok(DataFrame::new_infer_height(vec![
-        Column::new("layer".into(), layers.iter().map(|l| l.name.clone()).collect::<Vec<_>>()),
-        Column::new("computes".into(), layers.iter().map(|l| l.op.clone()).collect::<Vec<_>>()),
-        Column::new("output".into(), layers.iter().map(|l| format!("{:?}", l.output)).collect::<Vec<_>>()),
-        Column::new("tensors".into(), layers.iter().map(tensors).collect::<Vec<_>>()),
-        Column::new("parameters".into(), layers.iter().map(|l| l.params() as i64).collect::<Vec<_>>()),
-    ])?)
+    Ok(Table::new()
+        .text("layer", layers.iter().map(|l| l.name.clone()))
+        .text("computes", layers.iter().map(|l| l.op.clone()))
+        .text("output", layers.iter().map(|l| format!("{:?}", l.output)))
+        .text("tensors", layers.iter().map(tensors))
+        .int("parameters", layers.iter().map(|l| l.params() as i64))
+        .to_frame()?)
 }

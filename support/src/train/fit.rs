@@ -6,15 +6,14 @@ use std::path::Path;
 
 use anyhow::{ensure, Context, Result};
 use candle_core::{Device, Tensor};
-use polars::prelude::*;
 use serde::Serialize;
 
 use super::negatives::{negatives, Negatives, Part};
 use super::other_speech::OtherSpeech;
 use super::{norm_stats, rows_for, tensors, train, EpochLog, Recipe, Trained};
-use crate::data::dataset::write_csv;
 use crate::data::prepare::Prepared;
 use crate::data::split::Split;
+use crate::data::table::Table;
 use crate::data::write_json;
 use crate::eval::{argmax, predict_probabilities};
 use crate::model::{save_model, Classifier, CnnConfig, Member, ModelMeta};
@@ -318,23 +317,18 @@ impl Fitted {
 
 /// `training_log.csv`: a row per epoch (and a `member` column in an ensemble).
 pub fn write_training_log(path: &Path, log: &[EpochLog]) -> Result<()> {
-    let col =
-        |name: &str, f: fn(&EpochLog) -> f64| Column::new(name.into(), log.iter().map(f).collect::<Vec<_>>());
-    let mut cols = Vec::new();
+    let mut table = Table::new();
     if log.iter().any(|r| r.member.is_some()) {
-        cols.push(Column::new(
-            "member".into(),
-            log.iter().map(|r| r.member.map_or(1, |(k, _)| k as i64)).collect::<Vec<_>>(),
-        ));
+        table = table.int("member", log.iter().map(|r| r.member.map_or(1, |(k, _)| k as i64)));
     }
-    cols.extend([
-        Column::new("epoch".into(), log.iter().map(|r| r.epoch as i64).collect::<Vec<_>>()),
-        col("train_loss", |r| r.train_loss),
-        col("train_acc", |r| r.train_acc),
-        col("val_loss", |r| r.val_loss),
-        col("val_acc", |r| r.val_acc),
-        col("lr", |r| r.lr),
-        col("seconds", |r| r.seconds),
-    ]);
-    write_csv(&mut DataFrame::new_infer_height(cols)?, path)
+    let col = |f: fn(&EpochLog) -> f64| log.iter().map(f).collect::<Vec<_>>();
+    table
+        .int("epoch", log.iter().map(|r| r.epoch as i64))
+        .float("train_loss", col(|r| r.train_loss))
+        .float("train_acc", col(|r| r.train_acc))
+        .float("val_loss", col(|r| r.val_loss))
+        .float("val_acc", col(|r| r.val_acc))
+        .float("lr", col(|r| r.lr))
+        .float("seconds", col(|r| r.seconds))
+        .write_csv(path)
 }

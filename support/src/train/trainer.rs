@@ -6,7 +6,6 @@ use std::time::Instant;
 
 use anyhow::{anyhow, ensure, Result};
 use candle_core::{DType, Device, Tensor, D};
-use candle_datasets::Batcher;
 use candle_nn::optim::ParamsAdamW;
 use candle_nn::VarMap;
 use rand::rngs::StdRng;
@@ -172,14 +171,17 @@ fn train_epoch(
     (x_train, y_train): (&Tensor, &Tensor),
     dropout_rng: &mut StdRng,
 ) -> Result<(f64, usize, usize)> {
-    let mut order: Vec<usize> = (0..x_train.dim(0)?).collect();
+    let n = x_train.dim(0)?;
+    let mut order: Vec<u32> = (0..n as u32).collect();
     order.shuffle(&mut StdRng::seed_from_u64(cfg.seed.wrapping_add(epoch as u64)));
-    let pairs = order.into_iter().map(|i| Ok((x_train.get(i)?, y_train.get(i)?)));
-    let batches = Batcher::new_r2(pairs).batch_size(cfg.batch_size).return_last_incomplete_batch(true);
+    // The epoch's order goes to the device once; each batch is one gather from the resident
+    // rows (one kernel on a GPU; no per-row tensors to stack).
+    let order = Tensor::from_vec(order, n, x_train.device())?;
     let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
-    for batch in batches {
-        let (xb, yb) = batch?;
-        let len = xb.dim(0)?;
+    for start in (0..n).step_by(cfg.batch_size.max(1)) {
+        let len = cfg.batch_size.min(n - start);
+        let rows = order.narrow(0, start, len)?;
+        let (xb, yb) = (x_train.index_select(&rows, 0)?, y_train.index_select(&rows, 0)?);
         // [B, 1, M, T] -> [B, classes]
         let logits = model.forward_t(&xb, Some(dropout_rng))?;
         let loss = candle_nn::loss::cross_entropy(&logits, &yb)?;

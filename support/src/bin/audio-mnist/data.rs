@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use support::data::cache::CacheStatus;
-use support::data::dataset::{scan, write_csv, Dataset};
+use support::data::dataset::{scan, Dataset};
 use support::data::download::Corpus;
 use support::data::prepare::load_features;
 use support::train::Recipe;
@@ -14,9 +14,9 @@ use support::train::Recipe;
 /// `audio-mnist scan`: the metadata table, printed and written as CSV.
 pub fn scan_command(data: &[PathBuf], csv: &Path) -> Result<()> {
     let dataset = scan_verbose(data)?;
-    let mut df = dataset.metadata_frame()?;
-    println!("{df}");
-    write_csv(&mut df, csv)?;
+    let table = dataset.metadata_table();
+    println!("{table}");
+    table.write_csv(csv)?;
     println!("wrote {}", csv.display());
     Ok(())
 }
