@@ -15,6 +15,7 @@
 //! | [`stream`]   | live recognition: words cut from a stream as they end, digit sequences         |
 //! | [`workflow`] | the whole run: features -> split -> training -> evaluation -> export          |
 //! | [`notebook`] | what the evcxr notebook shows: figures, players, the confusion explorer       |
+//! | [`fuzz`]     | a seeded mutation fuzzer for WAV files, model files, PCM streams, the HTTP API |
 //! | [`manifest`] | provenance: crate versions, compiler, commit, CPU and SIMD level              |
 //! | [`bench`]    | throughput of the feature pipeline and of training                            |
 
@@ -26,6 +27,7 @@ pub mod dsp;
 pub mod error;
 pub mod eval;
 pub mod explain;
+pub mod fuzz;
 pub mod infer;
 pub mod manifest;
 pub mod model;

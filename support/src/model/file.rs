@@ -244,7 +244,8 @@ pub fn load_varmaps(path: &Path, device: &Device) -> Result<(Vec<VarMap>, ModelM
     read().map_err(|e| Error::model_file(path, format!("{e:#}")))
 }
 
-fn load_model_bytes(bytes: &[u8], device: &Device) -> Result<LoadedModel> {
+/// [`load_model`] of a model file's bytes (an upload, a fuzzer's input).
+pub fn load_model_bytes(bytes: &[u8], device: &Device) -> Result<LoadedModel> {
     let (st, md) = crate::data::cache::read_safetensors(bytes, MODEL_FORMAT, "model")?;
     let meta = read_meta(&md)?;
     let norms = if meta.members.is_empty() { vec![(meta.mean, meta.std)] } else { meta.members.clone() };

@@ -104,11 +104,20 @@ fn downmix(interleaved: &[f32], channels: usize) -> Vec<f32> {
 }
 
 /// A WAV stream: the header, then samples as they arrive.
-fn read_wav(reader: Box<dyn Read>, feed: &mut dyn FnMut(u32, &[f32]) -> Result<()>) -> Result<()> {
+pub(crate) fn read_wav(
+    reader: Box<dyn Read + '_>,
+    feed: &mut dyn FnMut(u32, &[f32]) -> Result<()>,
+) -> Result<()> {
     let wav = hound::WavReader::new(BufReader::new(reader))
         .map_err(|e| anyhow::anyhow!("not a WAV stream ({e}); for raw PCM give --rate and --format"))?;
     let spec = wav.spec();
     ensure!(spec.channels > 0 && spec.sample_rate >= 1000, "unusable WAV header: {spec:?}");
+    // hound reads integers of up to 32 bits into an i32; a header saying more is not a WAV we read.
+    ensure!(
+        (1..=32).contains(&spec.bits_per_sample),
+        "unsupported WAV encoding: {} bits per sample (8 to 32 are read)",
+        spec.bits_per_sample
+    );
     let channels = spec.channels as usize;
     let chunk = channels * (spec.sample_rate as usize / 100).max(1);
     let mut buf = Vec::with_capacity(chunk);
@@ -148,8 +157,8 @@ fn read_wav(reader: Box<dyn Read>, feed: &mut dyn FnMut(u32, &[f32]) -> Result<(
 }
 
 /// Raw little-endian PCM at `rate`.
-fn read_raw(
-    mut reader: Box<dyn Read>,
+pub(crate) fn read_raw(
+    mut reader: Box<dyn Read + '_>,
     rate: u32,
     format: RawFormat,
     channels: u16,

@@ -14,6 +14,8 @@ mod args;
 mod bench;
 #[cfg(feature = "train")]
 mod data;
+#[cfg(feature = "serve")]
+mod fuzz;
 mod listen;
 mod predict;
 #[cfg(feature = "serve")]
@@ -289,6 +291,10 @@ enum Command {
     /// The enrollment benchmark: per speaker, adapt on the first K takes of each digit, test on
     /// the other takes and on the other speakers; adaptation time.
     AdaptBench(adapt::AdaptBenchCmd),
+    #[cfg(feature = "serve")]
+    /// Fuzz what takes outside input (WAV, model files, listen's stdin, the HTTP API) with seeded
+    /// mutations; one JSON report per target; exit status 1 when one found a problem.
+    BenchFuzz(fuzz::FuzzCmd),
     /// Measure CNN training and inference throughput on synthetic input; prints one JSON line.
     BenchTrain {
         #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=4096))]
@@ -376,22 +382,19 @@ fn main() -> ExitCode {
             std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
         }
     }
-    if let Command::Predict(args) = &cli.command {
-        return match predict::predict_command(args) {
-            Ok(code) => code,
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                ExitCode::from(2)
-            }
-        };
-    }
-    match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(2)
+    // Commands whose exit status says more than success or failure.
+    let status = match &cli.command {
+        Command::Predict(args) => Some(predict::predict_command(args)),
+        #[cfg(feature = "serve")]
+        Command::BenchFuzz(cmd) => {
+            Some(fuzz::fuzz_command(cmd).map(|clean| ExitCode::from(u8::from(!clean))))
         }
-    }
+        _ => None,
+    };
+    status.unwrap_or_else(|| run(cli).map(|()| ExitCode::SUCCESS)).unwrap_or_else(|e| {
+        eprintln!("error: {e:#}");
+        ExitCode::from(2)
+    })
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -450,6 +453,8 @@ fn run(cli: Cli) -> Result<()> {
             bench::bench_train(batch as usize, steps as usize, kernels, layers)
         }
         Command::Predict(_) => unreachable!("handled in main"),
+        #[cfg(feature = "serve")]
+        Command::BenchFuzz(_) => unreachable!("handled in main"),
         #[cfg(feature = "serve")]
         Command::Serve { model, addr, max_body_mb, max_seconds } => {
             let limits = serve::Limits { max_body_bytes: (max_body_mb as usize) << 20, max_seconds };

@@ -85,39 +85,72 @@ pub fn serve_command(model: &Path, addr: &str, limits: Limits) -> Result<()> {
         let listener =
             tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
         let local = listener.local_addr()?;
-        let max_body = limits.max_body_bytes;
-        let app = Arc::new(App {
+        let router = router(App::new(predictor, model, limits), true);
+        println!("listening on http://{local}");
+        axum::serve(listener, router).with_graceful_shutdown(ctrl_c()).await?;
+        eprintln!("stopped");
+        Ok(())
+    })
+}
+
+impl App {
+    fn new(predictor: Predictor, model: &Path, limits: Limits) -> Arc<App> {
+        Arc::new(App {
             predictor: Arc::new(predictor),
             model: model.to_path_buf(),
             limits,
             streams: Default::default(),
             #[cfg(feature = "train")]
             sessions: Default::default(),
-        });
-        let router = Router::new()
-            .route("/", get(|| async { Html(PAGE) }))
-            .route("/healthz", get(|| async { "ok" }))
-            .route("/api/model", get(model_card))
-            .route("/api/examples", get(examples))
-            .route("/examples/{name}", get(example))
-            .route("/api/predict", post(predict))
-            .route("/api/live", post(live::open))
-            .route("/api/live/{id}", post(live::push).delete(live::close));
-        #[cfg(feature = "train")]
-        let router = router
-            .route("/api/enroll", post(teach::enroll).delete(teach::undo))
-            .route("/api/adapt", post(teach::adapt))
-            .route("/api/session", get(teach::session).delete(teach::forget))
-            .route("/api/adapted", get(teach::download));
-        let router = router
-            .layer(DefaultBodyLimit::max(max_body))
-            .layer(middleware::from_fn(access_log))
-            .with_state(app);
-        println!("listening on http://{local}");
-        axum::serve(listener, router).with_graceful_shutdown(ctrl_c()).await?;
-        eprintln!("stopped");
-        Ok(())
-    })
+        })
+    }
+}
+
+/// The page and the API over `app`; `log`: one access-log line per request on stderr.
+fn router(app: Arc<App>, log: bool) -> Router {
+    let max_body = app.limits.max_body_bytes;
+    let router = Router::new()
+        .route("/", get(|| async { Html(PAGE) }))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/api/model", get(model_card))
+        .route("/api/examples", get(examples))
+        .route("/examples/{name}", get(example))
+        .route("/api/predict", post(predict))
+        .route("/api/live", post(live::open))
+        .route("/api/live/{id}", post(live::push).delete(live::close));
+    #[cfg(feature = "train")]
+    let router = router
+        .route("/api/enroll", post(teach::enroll).delete(teach::undo))
+        .route("/api/adapt", post(teach::adapt))
+        .route("/api/session", get(teach::session).delete(teach::forget))
+        .route("/api/adapted", get(teach::download));
+    let router = router
+        .fallback(no_route)
+        .method_not_allowed_fallback(no_route)
+        .layer(DefaultBodyLimit::max(max_body));
+    let router = if log { router.layer(middleware::from_fn(access_log)) } else { router };
+    router.with_state(app)
+}
+
+/// An unknown path or method: said in JSON like every other refusal.
+async fn no_route(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, format!("no {method} {} here: the API is in support/API.md", uri.path()))
+}
+
+/// A server on a free loopback port, running on its own threads until dropped (for the
+/// fuzzer, which sends it requests from this process).
+pub struct Background {
+    pub addr: SocketAddr,
+    _runtime: tokio::runtime::Runtime,
+}
+
+pub fn start_background(predictor: Predictor, model: &Path, limits: Limits) -> Result<Background> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let addr = listener.local_addr()?;
+    let router = router(App::new(predictor, model, limits), false);
+    runtime.spawn(async move { axum::serve(listener, router).await });
+    Ok(Background { addr, _runtime: runtime })
 }
 
 /// 128 unguessable bits: SipHash under the process's random keys of a counter and the time.
