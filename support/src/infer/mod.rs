@@ -1,6 +1,8 @@
 //! Inference from an exported `model.safetensors`: everything (architecture, feature config,
 //! normalisation, class names) comes from the file; preprocessing is the training code's own.
 
+pub mod bundled;
+
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
@@ -13,6 +15,8 @@ use crate::dsp::features::FeatureExtractor;
 use crate::eval::{argmax, NOT_A_DIGIT};
 use crate::explain::{silence_db, Explainer, Method};
 use crate::model::{load_model, pick_device, Classifier, ModelMeta};
+
+pub use bundled::ModelChoice;
 
 /// Recordings whose peak is below this (dBFS) are "no speech" rather than a guess.
 pub const SILENCE_DBFS: f32 = -60.0;

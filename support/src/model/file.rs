@@ -116,7 +116,7 @@ pub fn save_ensemble(path: &Path, varmaps: &[&VarMap], meta: &ModelMeta) -> Resu
         metadata.insert("temperatures".to_string(), serde_json::to_string(&meta.temperatures)?);
     }
     if let Some(recipe) = &meta.recipe {
-        metadata.insert("recipe".to_string(), serde_json::to_string(recipe)?);
+        metadata.insert("recipe".to_string(), serde_json::to_string(&recipe.without_paths())?);
     }
     if let Some(adaptation) = &meta.adaptation {
         metadata.insert("adaptation".to_string(), adaptation.to_string());
@@ -244,6 +244,39 @@ pub fn load_varmaps(path: &Path, device: &Device) -> Result<(Vec<VarMap>, ModelM
     read().map_err(|e| Error::model_file(path, format!("{e:#}")))
 }
 
+/// Rewrite the model file `src` as `dst` with its weights in half precision (IEEE f16): half
+/// the size, the same metadata. Weights of these networks lie well inside f16's range; what
+/// rounding changes in the answers is measured in support/RESULTS.md ("The bundled model").
+pub fn save_half(src: &Path, dst: &Path) -> Result<()> {
+    let bytes = std::fs::read(src).with_context(|| format!("reading {}", src.display()))?;
+    let (st, mut md) = crate::data::cache::read_safetensors(&bytes, MODEL_FORMAT, "model")?;
+    let meta = read_meta(&md).with_context(|| format!("{}", src.display()))?;
+    if let Some(recipe) = &meta.recipe {
+        md.insert("recipe".to_string(), serde_json::to_string(&recipe.without_paths())?);
+    }
+    let mut names: Vec<String> = st.names().into_iter().map(|n| n.to_string()).collect();
+    names.sort();
+    let mut halves = Vec::new();
+    for name in &names {
+        let view = st.tensor(name)?;
+        ensure!(view.dtype() == safetensors::Dtype::F32, "tensor `{name}` is already {:?}", view.dtype());
+        let values = crate::data::cache::f32_values(&view);
+        ensure!(
+            values.iter().all(|v| v.abs() < 60_000.0),
+            "tensor `{name}` holds values beyond half precision's range"
+        );
+        let data: Vec<u8> = values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect();
+        halves.push((name.as_str(), view.shape().to_vec(), data));
+    }
+    let views = halves
+        .iter()
+        .map(|(n, shape, data)| {
+            Ok((*n, safetensors::tensor::TensorView::new(safetensors::Dtype::F16, shape.clone(), data)?))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    crate::data::cache::write_safetensors(dst, views, md)
+}
+
 /// [`load_model`] of a model file's bytes (an upload, a fuzzer's input).
 pub fn load_model_bytes(bytes: &[u8], device: &Device) -> Result<LoadedModel> {
     let (st, md) = crate::data::cache::read_safetensors(bytes, MODEL_FORMAT, "model")?;
@@ -342,8 +375,8 @@ fn member_tensors(
         let name = member_name(k, n, plain);
         let view = st.tensor(&name).map_err(|_| anyhow!("tensor `{name}` is missing"))?;
         ensure!(
-            view.dtype() == safetensors::Dtype::F32,
-            "tensor `{name}` is {:?}, expected F32",
+            matches!(view.dtype(), safetensors::Dtype::F32 | safetensors::Dtype::F16),
+            "tensor `{name}` is {:?}, expected F32 or F16",
             view.dtype()
         );
         ensure!(
@@ -352,7 +385,14 @@ fn member_tensors(
             view.shape(),
             expected[plain]
         );
-        let values = crate::data::cache::f32_values(&view);
+        let values = match view.dtype() {
+            safetensors::Dtype::F16 => view
+                .data()
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect::<Vec<_>>(),
+            _ => crate::data::cache::f32_values(&view),
+        };
         if values.iter().any(|v| !v.is_finite()) {
             bail!("tensor `{name}` holds NaN or infinite values");
         }

@@ -212,6 +212,22 @@ pub struct Recipe {
 }
 
 impl Recipe {
+    /// The recipe as a model file records it: folders by their names only, so that a shared
+    /// model does not carry the directory layout of the machine that trained it.
+    pub fn without_paths(&self) -> Self {
+        let names = |v: &[std::path::PathBuf]| -> Vec<std::path::PathBuf> {
+            v.iter()
+                .map(|p| p.file_name().map(std::path::PathBuf::from).unwrap_or_else(|| p.clone()))
+                .collect()
+        };
+        let mut r = self.clone();
+        r.negatives = names(&r.negatives);
+        r.train_data = names(&r.train_data);
+        r.overrides.negatives = r.overrides.negatives.as_deref().map(names);
+        r.overrides.train_data = r.overrides.train_data.as_deref().map(names);
+        r
+    }
+
     /// A named recipe as it stands, with seed 42.
     pub fn named(name: RecipeName) -> Self {
         let seed = Self {

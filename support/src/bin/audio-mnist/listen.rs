@@ -5,6 +5,7 @@ use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context, Result};
+use support::infer::ModelChoice;
 use support::infer::Predictor;
 use support::stream::{transcript, Event, Listener};
 
@@ -58,7 +59,7 @@ impl Printer {
 }
 
 /// `listen SOURCE`: read it in 100 ms chunks, print words as they end.
-pub fn listen_command(model: &Path, source: &Source, o: &Output) -> Result<()> {
+pub fn listen_command(model: &ModelChoice, source: &Source, o: &Output) -> Result<()> {
     let predictor = load(model, o.threshold)?;
     let mut printer = Printer { json: o.json, events: Vec::new() };
     let path = source.path.as_deref().unwrap_or(Path::new("-"));
@@ -85,13 +86,9 @@ pub fn listen_command(model: &Path, source: &Source, o: &Output) -> Result<()> {
     printer.end()
 }
 
-fn load(model: &Path, threshold: Option<f32>) -> Result<Predictor> {
-    ensure!(
-        model.is_file(),
-        "no model at {} (train one with `audio-mnist run`, or give --model)",
-        model.display()
-    );
-    let p = Predictor::load(model)?;
+fn load(model: &ModelChoice, threshold: Option<f32>) -> Result<Predictor> {
+    eprintln!("{}", model.describe());
+    let p = model.load()?;
     Ok(match threshold {
         Some(t) => p.with_threshold(t),
         None => p,
@@ -190,7 +187,7 @@ pub(crate) fn read_raw(
 
 /// `listen --mic [DEVICE]`: the default input device, or the one named; until Ctrl-C.
 #[cfg(feature = "mic")]
-pub fn listen_mic(model: &Path, device: Option<&str>, o: &Output) -> Result<()> {
+pub fn listen_mic(model: &ModelChoice, device: Option<&str>, o: &Output) -> Result<()> {
     use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
     let predictor = load(model, o.threshold)?;
     let host = cpal::default_host();
@@ -248,13 +245,13 @@ pub fn list_devices() -> Result<()> {
 }
 
 #[cfg(not(feature = "mic"))]
-pub fn listen_mic(_: &Path, _: Option<&str>, _: &Output) -> Result<()> {
+pub fn listen_mic(_: &ModelChoice, _: Option<&str>, _: &Output) -> Result<()> {
     bail!("this build has no microphone input: build with `--features mic` (needs libasound2-dev on Linux)")
 }
 
 #[cfg(not(feature = "mic"))]
 pub fn list_devices() -> Result<()> {
-    listen_mic(Path::new(""), None, &Output { json: false, threshold: None, reject_weight: 1.0 })
+    listen_mic(&ModelChoice::Bundled, None, &Output { json: false, threshold: None, reject_weight: 1.0 })
 }
 
 /// `listen-bench`: generated sequences of the speakers' clips, transcribed as a live stream.
@@ -271,7 +268,7 @@ pub fn bench_command(
     out: Option<&Path>,
 ) -> Result<()> {
     use support::stream::sequence::{measure, SequenceConfig};
-    let predictor = load(model, None)?;
+    let predictor = load(&ModelChoice::Given(model.to_path_buf()), None)?;
     let speakers = if speakers.is_empty() {
         let split: support::data::split::Split = serde_json::from_value(predictor.meta().split.clone())
             .context("the model's recorded split (give --speakers)")?;

@@ -190,9 +190,9 @@ enum Command {
     /// Digits from a recording of any length, a stream on stdin or a microphone, printed as
     /// each word ends (`1.84-2.31 s  7 (0.97)`), then the whole sequence.
     Listen {
-        /// The model (by default the main job's).
-        #[arg(long, default_value = "out/model.safetensors")]
-        model: PathBuf,
+        /// The model (default: out/model.safetensors if it exists, else the bundled one).
+        #[arg(long)]
+        model: Option<PathBuf>,
         /// One JSON object per event, and `{"sequence"}` at the end.
         #[arg(long)]
         json: bool,
@@ -251,24 +251,19 @@ enum Command {
     #[cfg(feature = "serve")]
     /// A web page to try a model (record, or drop a WAV) and a JSON API: POST /api/predict,
     /// GET /api/model, GET /healthz. Ctrl-C stops it after the requests in flight.
-    Serve {
-        /// The model (by default the main job's).
-        #[arg(long, default_value = "out/model.safetensors")]
-        model: PathBuf,
-        /// Address to listen on (loopback unless told otherwise; port 0 picks a free one).
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        addr: String,
-        /// Largest request body (MB).
-        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=4096))]
-        max_body_mb: u64,
-        /// Longest audio accepted (s).
-        #[arg(long, default_value_t = 60.0)]
-        max_seconds: f64,
-    },
+    Serve(serve::ServeCmd),
     /// Predict the digit spoken in WAV files (folders are searched for *.wav).
     ///
     /// Exit status: 0 all predicted, 1 some files failed (the rest are printed), 2 usage or model errors.
     Predict(predict::PredictArgs),
+    /// Store a model file's weights in half precision: half the size, the same answers to within
+    /// rounding (how the bundled model is stored).
+    Shrink {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
     #[cfg(feature = "train")]
     /// Evaluate an exported model on the test speakers of a split (by default the model's own).
     Evaluate {
@@ -456,9 +451,13 @@ fn run(cli: Cli) -> Result<()> {
         #[cfg(feature = "serve")]
         Command::BenchFuzz(_) => unreachable!("handled in main"),
         #[cfg(feature = "serve")]
-        Command::Serve { model, addr, max_body_mb, max_seconds } => {
-            let limits = serve::Limits { max_body_bytes: (max_body_mb as usize) << 20, max_seconds };
-            serve::serve_command(&model, &addr, limits)
+        Command::Serve(cmd) => serve::serve_command(&cmd),
+        Command::Shrink { model, out } => {
+            support::model::file::save_half(&model, &out)?;
+            let size =
+                |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len() as f64 / 1e6).unwrap_or(0.0);
+            println!("wrote {} ({:.1} MB; was {:.1} MB)", out.display(), size(&out), size(&model));
+            Ok(())
         }
         Command::Listen {
             model,
@@ -476,6 +475,7 @@ fn run(cli: Cli) -> Result<()> {
                 return listen::list_devices();
             }
             let o = listen::Output { json, threshold, reject_weight };
+            let model = support::infer::ModelChoice::resolve(model.as_deref());
             if let Some(device) = mic {
                 return listen::listen_mic(&model, Some(device.as_str()).filter(|d| !d.is_empty()), &o);
             }

@@ -7,13 +7,14 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use support::explain::{Explainer, Method, Relevance};
-use support::infer::{collect_inputs, Answer, Predictor};
+use support::infer::{collect_inputs, Answer, ModelChoice, Predictor};
 
 /// Predict the digit spoken in WAV files (folders are searched for *.wav).
 #[derive(clap::Args, Debug)]
 pub struct PredictArgs {
+    /// The model (default: out/model.safetensors if it exists, else the bundled one).
     #[arg(long)]
-    pub model: PathBuf,
+    pub model: Option<PathBuf>,
     /// One JSON object per line instead of `path: digit (confidence)`.
     #[arg(long)]
     pub json: bool,
@@ -43,7 +44,9 @@ const CHUNK: usize = 64;
 
 /// Exit status: 0 all predicted, 1 some files failed (the others are still printed).
 pub fn predict_command(args: &PredictArgs) -> Result<ExitCode> {
-    let mut predictor = Predictor::load(&args.model)?;
+    let choice = ModelChoice::resolve(args.model.as_deref());
+    eprintln!("{}", choice.describe());
+    let mut predictor = choice.load()?;
     if let Some(t) = args.threshold {
         anyhow::ensure!((0.0..=1.0).contains(&t), "--threshold {t}: give a probability from 0 to 1");
         predictor = predictor.with_threshold(t);

@@ -16,7 +16,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
-use support::infer::Predictor;
+use support::infer::{ModelChoice, Predictor};
 
 mod card;
 mod live;
@@ -71,21 +71,37 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Serve `model` on `addr` until Ctrl-C; prints `listening on http://ADDR` first.
-pub fn serve_command(model: &Path, addr: &str, limits: Limits) -> Result<()> {
-    anyhow::ensure!(
-        model.is_file(),
-        "no model at {} (train one with `audio-mnist run`, or give --model)",
-        model.display()
-    );
-    let predictor = Predictor::load(model)?;
-    let addr: SocketAddr = addr.parse().with_context(|| format!("--addr {addr:?}: give IP:PORT"))?;
+/// `audio-mnist serve`.
+#[derive(clap::Args, Debug)]
+pub struct ServeCmd {
+    /// The model (default: out/model.safetensors if it exists, else the bundled one).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Address to listen on (loopback unless told otherwise; port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: String,
+    /// Largest request body (MB).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub max_body_mb: u64,
+    /// Longest audio accepted (s).
+    #[arg(long, default_value_t = 60.0)]
+    pub max_seconds: f64,
+}
+
+/// Serve the model on `cmd.addr` until Ctrl-C; prints `listening on http://ADDR` first.
+pub fn serve_command(cmd: &ServeCmd) -> Result<()> {
+    let choice = ModelChoice::resolve(cmd.model.as_deref());
+    eprintln!("{}", choice.describe());
+    let predictor = choice.load()?;
+    let limits = Limits { max_body_bytes: (cmd.max_body_mb as usize) << 20, max_seconds: cmd.max_seconds };
+    let addr: SocketAddr =
+        cmd.addr.parse().with_context(|| format!("--addr {:?}: give IP:PORT", cmd.addr))?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let listener =
             tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
         let local = listener.local_addr()?;
-        let router = router(App::new(predictor, model, limits), true);
+        let router = router(App::new(predictor, &choice.name(), limits), true);
         println!("listening on http://{local}");
         axum::serve(listener, router).with_graceful_shutdown(ctrl_c()).await?;
         eprintln!("stopped");

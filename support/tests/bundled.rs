@@ -1,0 +1,129 @@
+//! The bundled model (`support/models/`): small, half precision, made by the documented command
+//! (its recorded recipe and split are that command's), scoring what its card says, and what a
+//! fresh clone's `predict` uses with no training.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use support::infer::bundled::{BUNDLED, BUNDLED_NAME};
+use support::infer::{ModelChoice, Predictor};
+
+fn models_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models")
+}
+
+/// The card's count of correct answers for `corpus` (its table rows read
+/// `| corpus | clips | correct | accuracy |`).
+fn card_correct(corpus: &str) -> (usize, usize) {
+    let card = std::fs::read_to_string(models_dir().join("README.md")).unwrap();
+    let row = card
+        .lines()
+        .find(|l| l.starts_with(&format!("| {corpus} |")))
+        .unwrap_or_else(|| panic!("the card has no row for {corpus}"));
+    let cells: Vec<&str> = row.split('|').map(|c| c.trim().trim_matches('*')).collect();
+    (cells[2].parse().unwrap(), cells[3].parse().unwrap())
+}
+
+/// Correct answers of `predictor` on every WAV in `dir` (the digit is the name's first field).
+fn correct_in(predictor: &Predictor, dir: &Path, speaker: Option<&str>) -> (usize, usize) {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wav"))
+        .filter(|p| {
+            speaker.is_none_or(|s| p.file_name().unwrap().to_string_lossy().split('_').nth(1) == Some(s))
+        })
+        .collect();
+    files.sort();
+    let answers = predictor.predict_files(&files);
+    let correct = answers
+        .iter()
+        .filter(|(p, r)| {
+            let truth = p.file_name().unwrap().to_string_lossy().split('_').next().unwrap().to_string();
+            r.as_ref().is_ok_and(|a| a.label == truth)
+        })
+        .count();
+    (files.len(), correct)
+}
+
+#[test]
+fn the_bundled_model_is_small_half_precision_and_made_by_the_documented_command() {
+    assert!(BUNDLED.len() <= 10 << 20, "{} bytes", BUNDLED.len());
+    let st = safetensors::SafeTensors::deserialize(BUNDLED).unwrap();
+    assert!(st.tensors().iter().all(|(_, t)| t.dtype() == safetensors::Dtype::F16));
+    let predictor = ModelChoice::Bundled.load_on(&candle_core::Device::Cpu).unwrap();
+    let meta = predictor.meta();
+    // What support/models/make_default.sh asks for: `best`, two networks, seed 42, FSDD's george
+    // for testing and jackson for validation, FSDD and synth200 as training data.
+    let recipe = meta.recipe.as_ref().expect("the recipe is recorded");
+    assert_eq!((recipe.name, recipe.ensemble, recipe.seed), (support::train::RecipeName::Best, 2, 42));
+    assert_eq!(meta.split["test"], serde_json::json!(["fsdd/george"]));
+    assert_eq!(meta.split["val"], serde_json::json!(["fsdd/jackson"]));
+    let train = meta.split["train"].as_array().unwrap();
+    assert_eq!(train.iter().filter(|s| s.as_str().unwrap().starts_with("fsdd/")).count(), 4);
+    assert_eq!(train.iter().filter(|s| s.as_str().unwrap().starts_with("synth200/")).count(), 200);
+    // No path of the machine it was made on.
+    let header = String::from_utf8_lossy(&BUNDLED[..4096.min(BUNDLED.len())]).to_string();
+    assert!(
+        !header.contains("/work/") && !header.contains("/home/") && !header.contains("/tmp/"),
+        "{header}"
+    );
+    let script = std::fs::read_to_string(models_dir().join("make_default.sh")).unwrap();
+    assert!(
+        script.contains("--recipe best --ensemble 2") && script.contains("--voices 200 --count 1 --seed 11")
+    );
+    assert!(script.contains(BUNDLED_NAME));
+}
+
+#[test]
+fn the_bundled_model_scores_what_its_card_says() {
+    let Some(data) = common::shared_data() else { return };
+    let predictor = ModelChoice::Bundled.load_on(&candle_core::Device::Cpu).unwrap();
+    for (corpus, dir, speaker) in [
+        ("speech-commands-digits", data.join("speech-commands-digits/recordings"), None),
+        ("fsdd george", data.join("fsdd/recordings"), Some("george")),
+    ] {
+        let (clips, correct) = correct_in(&predictor, &dir, speaker);
+        let (card_clips, card_correct) = card_correct(corpus);
+        assert_eq!(clips, card_clips, "{corpus}");
+        // The same bits on the same kind of CPU; one clip of slack for another CPU's rounding.
+        assert!(
+            correct.abs_diff(card_correct) <= 1,
+            "{corpus}: {correct} correct, the card says {card_correct}"
+        );
+    }
+}
+
+#[test]
+fn a_fresh_clone_predicts_with_the_bundled_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("seven.wav");
+    std::fs::write(&wav, include_bytes!("../src/bin/audio-mnist/examples/seven.wav")).unwrap();
+    // In a folder without out/model.safetensors, and no --model: the bundled model answers.
+    let out = Command::new(env!("CARGO_BIN_EXE_audio-mnist"))
+        .current_dir(dir.path())
+        .args(["predict", "--json", "seven.wav"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("the bundled digits-en.safetensors"), "{stderr}");
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["label"], "7", "{answer}");
+    // A trained model in out/ takes over, and says so.
+    std::fs::create_dir_all(dir.path().join("out")).unwrap();
+    std::fs::write(dir.path().join("out/model.safetensors"), b"not a model").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_audio-mnist"))
+        .current_dir(dir.path())
+        .args(["predict", "seven.wav"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("model: out/model.safetensors (yours") && stderr.contains("not a safetensors file"),
+        "{stderr}"
+    );
+    assert_eq!(out.status.code(), Some(2));
+}
