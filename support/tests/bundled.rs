@@ -127,3 +127,40 @@ fn a_fresh_clone_predicts_with_the_bundled_model() {
     );
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn serve_without_a_model_serves_the_bundled_one() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_audio-mnist"))
+        .current_dir(dir.path())
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let url = line.trim().strip_prefix("listening on ").expect("the address line").to_string();
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let get = |path: &str| {
+        let mut r = agent.get(format!("{url}{path}")).call().unwrap();
+        (r.status().as_u16(), r.body_mut().read_to_string().unwrap())
+    };
+    let (status, card) = get("/api/model");
+    assert_eq!(status, 200);
+    assert!(card.contains(BUNDLED_NAME) && !card.contains("/work/"), "{card}");
+    let mut r = agent
+        .post(format!("{url}/api/predict"))
+        .header("Content-Type", "audio/wav")
+        .send(&include_bytes!("../src/bin/audio-mnist/examples/seven.wav")[..])
+        .unwrap();
+    let answer: serde_json::Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(answer["label"], "7", "{answer}");
+    // An unknown path is refused in the API's own words.
+    let (status, body) = get("/api/nothing");
+    assert_eq!(status, 404);
+    assert!(body.contains("\"error\"") && body.contains("/api/nothing"), "{body}");
+    child.kill().ok();
+    child.wait().ok();
+}

@@ -229,10 +229,10 @@ fn check_sound(clip: &[f32]) -> Result<(), String> {
     Ok(())
 }
 
-/// Adapt the model file `model` to prepared clips (see [`enrollment_clip`]) of `digits`;
+/// Adapt the model whose file bytes are `model` to prepared clips (see [`enrollment_clip`]) of `digits`;
 /// `source` (what the clips are: speakers, files) goes into the file's `adaptation` record.
 pub fn adapt_clips(
-    model: &Path,
+    model: &[u8],
     clips: &[Vec<f32>],
     digits: &[u8],
     source: serde_json::Value,
@@ -240,7 +240,8 @@ pub fn adapt_clips(
     device: &Device,
 ) -> Result<Adapted> {
     let start = Instant::now();
-    let mut adapted = retrain(load_varmaps(model, device)?, clips, digits, source, cfg, device)?;
+    let varmaps = crate::model::file::load_varmaps_bytes(model, device)?;
+    let mut adapted = retrain(varmaps, clips, digits, source, cfg, device)?;
     adapted.set_seconds(start.elapsed().as_secs_f64());
     Ok(adapted)
 }

@@ -71,6 +71,16 @@ impl ModelChoice {
         }
     }
 
+    /// The model file's bytes (what adaptation starts from).
+    pub fn bytes(&self) -> Result<std::borrow::Cow<'static, [u8]>> {
+        match self {
+            Self::Given(p) | Self::Trained(p) => {
+                Ok(std::fs::read(p).map_err(|e| anyhow::anyhow!("reading {}: {e}", p.display()))?.into())
+            }
+            Self::Bundled => Ok(BUNDLED.into()),
+        }
+    }
+
     /// The predictor, on the best available device.
     pub fn load(&self) -> Result<Predictor> {
         self.load_on(&crate::model::pick_device())

@@ -223,25 +223,29 @@ fn architecture_v1(json: &str) -> Result<CnnConfig> {
 /// names), with its metadata: what adaptation starts from and [`save_ensemble`] writes back.
 pub fn load_varmaps(path: &Path, device: &Device) -> Result<(Vec<VarMap>, ModelMeta), Error> {
     let read = || -> Result<(Vec<VarMap>, ModelMeta)> {
-        let bytes = std::fs::read(path).context("cannot read it")?;
-        let (st, md) = crate::data::cache::read_safetensors(&bytes, MODEL_FORMAT, "model")?;
-        let meta = read_meta(&md)?;
-        let n = meta.members.len().max(1);
-        let varmaps = (0..n)
-            .map(|k| {
-                let varmap = VarMap::new();
-                let tensors = member_tensors(&st, &meta.architecture, k, n, device)?;
-                let mut data = varmap.data().lock().map_err(|_| anyhow!("variable map lock poisoned"))?;
-                for (name, t) in tensors {
-                    data.insert(name, candle_core::Var::from_tensor(&t)?);
-                }
-                drop(data);
-                Ok(varmap)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok((varmaps, meta))
+        load_varmaps_bytes(&std::fs::read(path).context("cannot read it")?, device)
     };
     read().map_err(|e| Error::model_file(path, format!("{e:#}")))
+}
+
+/// [`load_varmaps`] of a model file's bytes (the bundled model).
+pub fn load_varmaps_bytes(bytes: &[u8], device: &Device) -> Result<(Vec<VarMap>, ModelMeta)> {
+    let (st, md) = crate::data::cache::read_safetensors(bytes, MODEL_FORMAT, "model")?;
+    let meta = read_meta(&md)?;
+    let n = meta.members.len().max(1);
+    let varmaps = (0..n)
+        .map(|k| {
+            let varmap = VarMap::new();
+            let tensors = member_tensors(&st, &meta.architecture, k, n, device)?;
+            let mut data = varmap.data().lock().map_err(|_| anyhow!("variable map lock poisoned"))?;
+            for (name, t) in tensors {
+                data.insert(name, candle_core::Var::from_tensor(&t)?);
+            }
+            drop(data);
+            Ok(varmap)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((varmaps, meta))
 }
 
 /// Rewrite the model file `src` as `dst` with its weights in half precision (IEEE f16): half

@@ -115,7 +115,7 @@ fn run_target(target: Target, cmd: &FuzzCmd, predictor: Predictor) -> Result<Rep
         Target::Http => {
             let limits = crate::serve::Limits { max_body_bytes: 1 << 20, max_seconds: 10.0 };
             let server =
-                crate::serve::start_background(predictor, std::path::Path::new("model.safetensors"), limits)?;
+                crate::serve::start_background(predictor, support::infer::ModelChoice::Bundled, limits)?;
             let mut http = Http { addr: server.addr, live: String::new(), opened: 0 };
             let mut m = Mutator::new(seed, http_seeds()?, 1 << 17);
             fuzz::run(&name, seed, &mut m, cmd.cases, slow, |b| http.check(b))

@@ -42,7 +42,8 @@ pub struct Limits {
 
 struct App {
     predictor: Arc<Predictor>,
-    model: PathBuf,
+    /// Which model is served (its file name goes on the card; adaptation starts from it).
+    model: ModelChoice,
     limits: Limits,
     /// Live streams (`/api/live`).
     streams: live::Streams,
@@ -101,7 +102,7 @@ pub fn serve_command(cmd: &ServeCmd) -> Result<()> {
         let listener =
             tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
         let local = listener.local_addr()?;
-        let router = router(App::new(predictor, &choice.name(), limits), true);
+        let router = router(App::new(predictor, choice, limits), true);
         println!("listening on http://{local}");
         axum::serve(listener, router).with_graceful_shutdown(ctrl_c()).await?;
         eprintln!("stopped");
@@ -110,10 +111,10 @@ pub fn serve_command(cmd: &ServeCmd) -> Result<()> {
 }
 
 impl App {
-    fn new(predictor: Predictor, model: &Path, limits: Limits) -> Arc<App> {
+    fn new(predictor: Predictor, model: ModelChoice, limits: Limits) -> Arc<App> {
         Arc::new(App {
             predictor: Arc::new(predictor),
-            model: model.to_path_buf(),
+            model,
             limits,
             streams: Default::default(),
             #[cfg(feature = "train")]
@@ -160,7 +161,7 @@ pub struct Background {
     _runtime: tokio::runtime::Runtime,
 }
 
-pub fn start_background(predictor: Predictor, model: &Path, limits: Limits) -> Result<Background> {
+pub fn start_background(predictor: Predictor, model: ModelChoice, limits: Limits) -> Result<Background> {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
     let addr = listener.local_addr()?;
@@ -198,7 +199,7 @@ async fn access_log(req: Request, next: Next) -> Response {
 /// `GET /api/model`: the model card ([`card::card`]), and whether the page can teach.
 async fn model_card(State(app): State<Arc<App>>) -> Json<Value> {
     // The file's name only: the server's folders are nobody's business.
-    let file = app.model.file_name().map(|n| n.to_string_lossy().to_string());
+    let file = app.model.name().file_name().map(|n| n.to_string_lossy().to_string());
     let mut v = card::card(app.predictor.meta(), file);
     v["teach"] = json!(cfg!(feature = "train"));
     Json(v)

@@ -236,12 +236,13 @@ fn retrain(app: &App, clips: &[Vec<f32>], digits: &[u8]) -> Result<Personal, Api
     let internal = |e: anyhow::Error| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}"));
     let device = app.predictor.device();
     let source = json!({
-        "from": app.model.file_name().map(|n| n.to_string_lossy().to_string()),
+        "from": app.model.name().file_name().map(|n| n.to_string_lossy().to_string()),
         "speakers": ["recorded on the page"],
         "takes": clips.len(),
     });
+    let model = app.model.bytes().map_err(internal)?;
     let adapted =
-        adapt_clips(&app.model, clips, digits, source, &AdaptConfig::default(), &device).map_err(internal)?;
+        adapt_clips(&model, clips, digits, source, &AdaptConfig::default(), &device).map_err(internal)?;
     Ok(Personal {
         predictor: Arc::new(adapted.predictor(&device).map_err(internal)?),
         file: Arc::new(adapted.to_bytes().map_err(internal)?),
