@@ -258,7 +258,10 @@ fn notebook_runs_top_to_bottom_and_renders() {
     );
     let one_cell = output_text(cell_with(&cells, "explorer.cell("));
     assert!(one_cell.contains("file(s)") && one_cell.contains("<table"), "explorer.cell showed: {one_cell}");
-    let predicted = output_text(cell_with(&cells, "Predictor::load"));
+    let predicted = output_text(cell_with(&cells, "ModelChoice::file_or_bundled"));
+    // The notebook's own model answers (the bundled one only when none was trained).
+    assert!(predicted.contains("model: ") && predicted.contains("model.safetensors"), "{predicted}");
+    assert!(!predicted.contains("bundled"), "the predict cell used the bundled model: {predicted}");
     let answer = predicted.split(" -> ").nth(1).and_then(|r| r.split(" (confidence ").next());
     let is_label = |a: &str| a == "not a digit" || a.parse::<u8>().is_ok_and(|d| d < 10);
     assert!(answer.is_some_and(is_label), "the predict cell printed: {predicted}");

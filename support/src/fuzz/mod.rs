@@ -122,6 +122,7 @@ pub struct Report {
     /// Refusals whose message is empty or says nothing (under 8 characters), and server
     /// errors (a target's check says `server error: ...`).
     pub unclear_errors: usize,
+    pub unclear_examples: Vec<String>,
     /// Panics, with the case number and message (at most 10 kept).
     pub panics: usize,
     pub panic_examples: Vec<(usize, String)>,
@@ -168,6 +169,9 @@ pub fn run(
                 report.rejected += 1;
                 let unclear = message.trim().chars().count() < 8 || message.starts_with("server error");
                 report.unclear_errors += usize::from(unclear);
+                if unclear && report.unclear_examples.len() < 10 {
+                    report.unclear_examples.push(message.chars().take(300).collect());
+                }
                 *errors.entry(error_kind(&message)).or_default() += 1;
             }
             Err(panic) => {

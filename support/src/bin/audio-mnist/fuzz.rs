@@ -188,7 +188,8 @@ struct Http {
 impl Http {
     fn check(&mut self, input: &[u8]) -> Result<(), String> {
         if self.live.is_empty() || self.opened % 500 == 0 {
-            self.open_live()?;
+            // When all 64 streams are taken the last id is kept (it may have expired: a 404).
+            let _ = self.open_live();
         }
         self.opened += 1;
         let mut request = replace(input, b"{LIVE}", self.live.as_bytes());
@@ -196,12 +197,22 @@ impl Http {
             fix_length(&mut request);
         }
         let (status, body) = self.send(&request)?;
+        // A mutated request may have opened a stream: close it, or 64 of them fill the server.
+        if let Some(id) = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["stream"].as_str().map(String::from))
+        {
+            if id != self.live {
+                let _ = self.send(format!("DELETE /api/live/{id} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+            }
+        }
         let reason =
             axum::http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("");
         let body = if body.is_empty() { "(no body)" } else { body.as_str() };
         match status {
             200..=299 => Ok(()),
-            500.. => Err(format!("server error: HTTP {status} {reason}: {body}")),
+            // 503 is the server saying it is full (64 live streams), with the reason: a refusal.
+            500.. if status != 503 => Err(format!("server error: HTTP {status} {reason}: {body}")),
             _ => Err(format!("HTTP {status} {reason}: {body}")),
         }
     }
