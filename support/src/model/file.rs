@@ -116,7 +116,9 @@ pub fn save_ensemble(path: &Path, varmaps: &[&VarMap], meta: &ModelMeta) -> Resu
         metadata.insert("temperatures".to_string(), serde_json::to_string(&meta.temperatures)?);
     }
     if let Some(recipe) = &meta.recipe {
-        metadata.insert("recipe".to_string(), serde_json::to_string(&recipe.without_paths())?);
+        // Folders as given: `evaluate` scores the model's own negatives from them. `shrink`
+        // (a model to share) keeps their names only.
+        metadata.insert("recipe".to_string(), serde_json::to_string(recipe)?);
     }
     if let Some(adaptation) = &meta.adaptation {
         metadata.insert("adaptation".to_string(), adaptation.to_string());
