@@ -212,7 +212,7 @@ pub struct Recipe {
 }
 
 impl Recipe {
-    /// The recipe as a model file records it: folders by their names only, so that a shared
+    /// The recipe as `shrink` records it: folders by their names only, so that a shared
     /// model does not carry the directory layout of the machine that trained it.
     pub fn without_paths(&self) -> Self {
         let names = |v: &[std::path::PathBuf]| -> Vec<std::path::PathBuf> {
