@@ -452,13 +452,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::BenchFuzz(_) => unreachable!("handled in main"),
         #[cfg(feature = "serve")]
         Command::Serve(cmd) => serve::serve_command(&cmd),
-        Command::Shrink { model, out } => {
-            support::model::file::save_half(&model, &out)?;
-            let size =
-                |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len() as f64 / 1e6).unwrap_or(0.0);
-            println!("wrote {} ({:.1} MB; was {:.1} MB)", out.display(), size(&out), size(&model));
-            Ok(())
-        }
+        Command::Shrink { model, out } => predict::shrink_command(&model, &out),
         Command::Listen {
             model,
             json,
