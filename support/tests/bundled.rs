@@ -59,6 +59,10 @@ fn the_bundled_model_is_small_half_precision_and_made_by_the_documented_command(
     // for testing and jackson for validation, FSDD and synth200 as training data.
     let recipe = meta.recipe.as_ref().expect("the recipe is recorded");
     assert_eq!((recipe.name, recipe.ensemble, recipe.seed), (support::train::RecipeName::Best, 2, 42));
+    // `best` as it stands: the word found in a room, warm-up epochs.
+    let best = support::train::Recipe::named(support::train::RecipeName::Best);
+    assert_eq!((recipe.word_trim, recipe.warmup), (best.word_trim, best.warmup));
+    assert_eq!(meta.features, best.features());
     assert_eq!(meta.split["test"], serde_json::json!(["fsdd/george"]));
     assert_eq!(meta.split["val"], serde_json::json!(["fsdd/jackson"]));
     let train = meta.split["train"].as_array().unwrap();

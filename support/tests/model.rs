@@ -134,6 +134,27 @@ fn learns_the_toy_task(arch: CnnConfig) {
     assert_eq!(trained.best_val_acc, trained.log[trained.best_epoch - 1].val_acc);
 }
 
+/// Early stopping with patience 1 ends a run at its first epoch without a better validation
+/// accuracy; a warm-up as long as the run keeps every epoch and takes the last one's weights.
+#[test]
+fn warm_up_epochs_neither_stop_nor_are_passed_over() {
+    let arch = small_arch();
+    let (x, y) = toy_data(64, &arch, 1);
+    let (xv, yv) = toy_data(32, &arch, 2);
+    let run = |warmup| {
+        let cfg = Recipe { patience: 1, epochs: 6, warmup, ..quick_cfg(9) };
+        train(&arch, &cfg, (&x, &y), (&xv, &yv), &Device::Cpu, None, &mut |_, _| {}).unwrap()
+    };
+    let warm = run(6);
+    assert_eq!((warm.log.len(), warm.best_epoch), (6, 6));
+    let (_, acc) = evaluate_loss(&warm.model, &xv, &yv, 64).unwrap();
+    assert_eq!(acc, warm.log[5].val_acc, "the last epoch's weights are restored");
+    let cold = run(0);
+    let accs: Vec<f64> = cold.log.iter().map(|r| r.val_acc).collect();
+    let first_worse = accs.windows(2).position(|w| w[1] <= w[0]);
+    assert_eq!(cold.log.len(), first_worse.map_or(6, |i| i + 2), "{accs:?}");
+}
+
 #[test]
 fn same_seed_gives_bit_identical_weights_and_logs() {
     for arch in [small_arch(), CnnConfig { arch: Arch::TcResnet, channels: vec![4, 6], ..small_arch() }] {
@@ -461,4 +482,38 @@ fn bench_train_prints_one_json_line_with_the_contract_keys() {
     }
     assert_eq!(v["batch"], 4);
     assert_eq!(v["threads"], 1);
+}
+
+/// `best` finds the word in a room (recorded in its features), `--word-trim false` and the
+/// seed use librosa's trim, and records written before the field existed read as librosa's
+/// trim and no warm-up.
+#[test]
+fn best_finds_the_word_in_a_room_and_older_records_keep_librosas_trim() {
+    use support::dsp::effects::WordTrim;
+    use support::dsp::features::FeatureExtractor;
+    let best = Recipe::named(RecipeName::Best);
+    assert_eq!((best.features().word_trim, best.warmup), (Some(WordTrim::ROOM), 5));
+    assert_eq!(Recipe::named(RecipeName::Seed).features(), FeatureConfig::default());
+    let overrides = support::train::Overrides { word_trim: Some(false), ..Default::default() };
+    let off = Recipe::new(RecipeName::Best, 42, overrides).unwrap();
+    assert_eq!(off.features().word_trim, None);
+
+    let mut old = serde_json::to_value(&best).unwrap();
+    old.as_object_mut().unwrap().retain(|k, _| k != "word_trim" && k != "warmup");
+    let old: Recipe = serde_json::from_value(old).unwrap();
+    assert_eq!((old.word_trim, old.warmup), (None, 0));
+    let mut old = serde_json::to_value(best.features()).unwrap();
+    assert!(old.as_object_mut().unwrap().remove("word_trim").is_some());
+    let old: FeatureConfig = serde_json::from_value(old).unwrap();
+    assert_eq!(old, FeatureConfig { word_trim: None, ..best.features() });
+
+    // A word with a click 0.5 s before it: librosa's trim starts at the click.
+    let mut y = vec![0.0f32; 24000];
+    for (i, v) in y.iter_mut().enumerate() {
+        let on = (2000..2300).contains(&i) || (12000..18000).contains(&i);
+        *v = if on { (i as f32 * 0.2).sin() } else { 0.0 };
+    }
+    let start = |c: FeatureConfig| FeatureExtractor::new(c).unwrap().stages(&y, 16000).unwrap().trim.0;
+    assert!(start(off.features()) <= 2000);
+    assert!(start(best.features()) >= 12000 - 2048, "{}", start(best.features()));
 }

@@ -197,13 +197,37 @@ impl FeatureSet {
 }
 
 /// Write safetensors with metadata to a temporary file beside `path`, then rename it into
-/// place: a killed run never leaves a half-written file under the final name.
+/// place: a killed run never leaves a half-written file under the final name. The header's
+/// keys are sorted, so that the same content always gives the same bytes.
 pub(crate) fn write_safetensors<'a>(
     path: &Path,
     tensors: Vec<(&'a str, TensorView<'a>)>,
     meta: HashMap<String, String>,
 ) -> Result<()> {
-    super::write_atomically(path, |tmp| Ok(safetensors::serialize_to_file(tensors, Some(meta), tmp.path())?))
+    super::write_atomically(path, |tmp| {
+        safetensors::serialize_to_file(tensors, Some(meta), tmp.path())?;
+        sort_header(tmp.path())
+    })
+}
+
+/// Rewrite a safetensors file's JSON header in place with its keys sorted (safetensors writes
+/// its metadata from a `HashMap`, in an order that changes from run to run). The compact JSON
+/// of the same keys and values has the same length in any order, so the data stays put.
+fn sort_header(path: &Path) -> Result<()> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new().read(true).write(true).open(path)?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len)?;
+    let mut header = vec![0u8; u64::from_le_bytes(len) as usize];
+    f.read_exact(&mut header)?;
+    // serde_json's map is a BTreeMap (no `preserve_order`): parsing sorts the keys.
+    let sorted = serde_json::to_vec(&serde_json::from_slice::<serde_json::Value>(&header)?)?;
+    ensure!(sorted.len() <= header.len(), "safetensors header grew when sorted");
+    header[..sorted.len()].copy_from_slice(&sorted);
+    header[sorted.len()..].fill(b' ');
+    f.seek(SeekFrom::Start(8))?;
+    f.write_all(&header)?;
+    Ok(())
 }
 
 /// Parse safetensors bytes and check that the metadata's `format` is `format`.
@@ -275,4 +299,42 @@ pub fn load_or_extract(
     }
     set.save(&path)?;
     Ok((set, CacheStatus::Miss(path)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The same tensors and metadata give the same bytes, whatever order the maps iterate in,
+    /// and the file reads back.
+    #[test]
+    fn written_bytes_do_not_depend_on_map_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..24u8).collect();
+        let write = |name: &str, reversed: bool| {
+            let mut keys: Vec<String> = (0..40).map(|i| format!("key{i:02}")).collect();
+            if reversed {
+                keys.reverse();
+            }
+            let mut meta = HashMap::new();
+            for k in keys {
+                meta.insert(k.clone(), format!("value of {k}"));
+            }
+            meta.insert("format".into(), "test".into());
+            let views = vec![
+                ("b", TensorView::new(safetensors::Dtype::F32, vec![2, 1], &data[..8]).unwrap()),
+                ("a", TensorView::new(safetensors::Dtype::F32, vec![4], &data[8..]).unwrap()),
+            ];
+            let path = dir.path().join(name);
+            write_safetensors(&path, views, meta).unwrap();
+            std::fs::read(path).unwrap()
+        };
+        let (one, two) = (write("one", false), write("two", true));
+        assert_eq!(one, two);
+        let (st, meta) = read_safetensors(&one, "test", "test file").unwrap();
+        assert_eq!(meta.len(), 41);
+        assert_eq!(st.tensor("a").unwrap().data(), &data[8..]);
+        let header = String::from_utf8_lossy(&one[8..200]).to_string();
+        assert!(header.starts_with("{\"__metadata__\":{\"format\":\"test\",\"key00\""), "{header}");
+    }
 }

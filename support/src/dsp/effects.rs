@@ -10,11 +10,77 @@
 /// capped at the signal length. A signal with no kept frame gives `(0, 0)`; an all-zero
 /// signal keeps everything, as in librosa (both sides clamp to amin).
 pub fn trim_bounds(y: &[f32], top_db: f32, frame_length: usize, hop_length: usize) -> (usize, usize) {
+    let Some(db) = frame_db(y, frame_length, hop_length) else { return (0, y.len()) };
+    let keep = |v: &f64| *v > -(top_db as f64);
+    match (db.iter().position(keep), db.iter().rposition(keep)) {
+        (Some(first), Some(last)) => (first * hop_length, ((last + 1) * hop_length).min(y.len())),
+        _ => (0, 0),
+    }
+}
+
+/// Finding the word in a room (ours, not librosa's): what [`word_bounds`] adds to the trim.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct WordTrim {
+    /// A kept frame must also rise this many dB above the quietest frame (the room's floor).
+    pub floor_margin_db: f32,
+    /// Kept frames join the loudest one's run across quiet gaps up to this long (a stop's
+    /// closure inside a word is under 0.15 s); farther ones (a click, a bump, a breath) go.
+    pub max_gap_s: f32,
+}
+
+impl WordTrim {
+    /// What `best` uses (support/RESULTS.md, "Finding the word in a noisy room").
+    pub const ROOM: WordTrim = WordTrim { floor_margin_db: 6.0, max_gap_s: 0.2 };
+
+    pub fn is_valid(&self) -> bool {
+        self.floor_margin_db.is_finite()
+            && self.floor_margin_db >= 0.0
+            && self.max_gap_s.is_finite()
+            && self.max_gap_s >= 0.0
+    }
+}
+
+/// The word's `[start, end)` in samples: [`trim_bounds`]'s frames, kept when above `-top_db`
+/// and `trim.floor_margin_db` above the quietest frame, and only the loudest frame's run with
+/// the runs it reaches across gaps of at most `trim.max_gap_s`. In a noisy room librosa's
+/// trim keeps all the noise that sits less than `top_db` below the word, and a click far
+/// from the word stretches the span; the word then fills only part of the frames.
+/// Digital silence puts the floor at amin, and a clean word's span is librosa's.
+pub fn word_bounds(
+    y: &[f32],
+    top_db: f32,
+    trim: WordTrim,
+    sample_rate: u32,
+    frame_length: usize,
+    hop_length: usize,
+) -> (usize, usize) {
+    let Some(db) = frame_db(y, frame_length, hop_length) else { return (0, y.len()) };
+    let floor = db.iter().cloned().fold(f64::INFINITY, f64::min);
+    // A clip with no part that much quieter than its peak (all word, or all noise) has no
+    // floor to go by.
+    let above_floor = Some(floor + trim.floor_margin_db as f64).filter(|t| *t < 0.0);
+    let threshold = above_floor.map_or(-(top_db as f64), |t| t.max(-(top_db as f64)));
+    let keep: Vec<bool> = db.iter().map(|v| *v > threshold).collect();
+    let Some(peak) = db.iter().position(|v| *v >= 0.0) else { return (0, 0) };
+    let gap = (trim.max_gap_s as f64 * sample_rate as f64 / hop_length as f64).floor() as usize;
+    let (mut first, mut last) = (peak, peak);
+    while let Some(next) = (last + 1..(last + gap + 2).min(keep.len())).rev().find(|&i| keep[i]) {
+        last = next;
+    }
+    while let Some(prev) = (first.saturating_sub(gap + 1)..first).find(|&i| keep[i]) {
+        first = prev;
+    }
+    (first * hop_length, ((last + 1) * hop_length).min(y.len()))
+}
+
+/// Each centred, zero-padded frame's energy in dB below the loudest frame (amin 1e-10), or
+/// `None` when the signal is shorter than half a frame on each side.
+fn frame_db(y: &[f32], frame_length: usize, hop_length: usize) -> Option<Vec<f64>> {
     let n = y.len();
     let half = frame_length / 2;
     let padded_len = n + 2 * half;
     if padded_len < frame_length {
-        return (0, n);
+        return None;
     }
     let n_frames = 1 + (padded_len - frame_length) / hop_length;
     // Sum of squares over signal range [lo, hi) (zero padding adds nothing). With the usual
@@ -37,11 +103,7 @@ pub fn trim_bounds(y: &[f32], top_db: f32, frame_length: usize, hop_length: usiz
         .collect();
     const AMIN: f64 = 1e-10;
     let max = mean_sq.iter().cloned().fold(0f64, f64::max).max(AMIN);
-    let keep = |&ms: &f64| 10.0 * (ms.max(AMIN) / max).log10() > -(top_db as f64);
-    match (mean_sq.iter().position(keep), mean_sq.iter().rposition(keep)) {
-        (Some(first), Some(last)) => (first * hop_length, ((last + 1) * hop_length).min(n)),
-        _ => (0, 0),
-    }
+    Some(mean_sq.iter().map(|ms| 10.0 * (ms.max(AMIN) / max).log10()).collect())
 }
 
 fn sum_sq(x: &[f32]) -> f64 {
@@ -87,6 +149,55 @@ mod tests {
         let (s, e) = trim_bounds(&y, 20.0, 2048, 512);
         assert!(s <= 6000 && s >= 6000 - 2048, "{s}");
         assert!(e >= 9000 && e <= 9000 + 2048, "{e}");
+    }
+
+    fn lcg_noise(n: usize, scale: f32) -> Vec<f32> {
+        let mut state = 12345u32;
+        (0..n)
+            .map(|_| {
+                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                scale * ((state >> 8) as f32 / (1u32 << 24) as f32 - 0.5)
+            })
+            .collect()
+    }
+
+    fn tone(y: &mut [f32], amp: f32) {
+        for (i, v) in y.iter_mut().enumerate() {
+            *v += amp * (i as f32 * 0.3).sin();
+        }
+    }
+
+    /// A word in steady noise 14 dB below it: librosa's trim keeps the whole clip, the
+    /// word trim keeps the word (within a frame).
+    #[test]
+    fn word_trim_cuts_a_noisy_room() {
+        let mut y = lcg_noise(16000, 0.25);
+        tone(&mut y[6000..9000], 0.5);
+        assert_eq!(trim_bounds(&y, 20.0, 2048, 512), (0, 16000));
+        let (s, e) = word_bounds(&y, 20.0, WordTrim::ROOM, 16000, 2048, 512);
+        assert!((6000 - 2048..=6000).contains(&s), "{s}");
+        assert!((9000..=9000 + 2048).contains(&e), "{e}");
+    }
+
+    /// A click 0.4 s before the word goes; a second part 0.1 s after it stays (a stop's
+    /// closure); on a clean word the span is librosa's.
+    #[test]
+    fn word_trim_drops_far_clicks_and_keeps_closures() {
+        let mut y = vec![0.0f32; 24000];
+        tone(&mut y[1000..1400], 1.0);
+        tone(&mut y[9000..13000], 1.0);
+        tone(&mut y[14600..16000], 0.5);
+        let (s, e) = word_bounds(&y, 20.0, WordTrim::ROOM, 16000, 2048, 512);
+        assert!((9000 - 2048..=9000).contains(&s), "{s}");
+        assert!((16000..=16000 + 2048).contains(&e), "{e}");
+        assert!(trim_bounds(&y, 20.0, 2048, 512).0 <= 1000);
+        let mut z = vec![0.0f32; 16000];
+        tone(&mut z[6000..9000], 1.0);
+        assert_eq!(word_bounds(&z, 20.0, WordTrim::ROOM, 16000, 2048, 512), trim_bounds(&z, 20.0, 2048, 512));
+        // Nothing quieter than the rest: everything stays, as in librosa.
+        for flat in [vec![0.0f32; 16000], vec![0.5f32; 16000]] {
+            assert_eq!(word_bounds(&flat, 20.0, WordTrim::ROOM, 16000, 2048, 512), (0, 16000));
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ use realfft::{RealFftPlanner, RealToComplex};
 use serde::{Deserialize, Serialize};
 
 use crate::dsp::audio::{self, AudioError, AudioErrorKind};
-use crate::dsp::effects::{fix_length, normalize, trim_bounds};
+use crate::dsp::effects::{fix_length, normalize, trim_bounds, word_bounds, WordTrim};
 use crate::dsp::mel::{self, SparseFilterbank};
 use crate::dsp::resample::{self, Downsampler};
 
@@ -31,6 +31,10 @@ pub struct FeatureConfig {
     /// `librosa.effects.trim(top_db=...)`: frames quieter than this many dB below the loudest
     /// frame are silence.
     pub trim_top_db: f32,
+    /// Find the word as in a room ([`word_bounds`], not librosa's): above the noise floor,
+    /// far clicks dropped (absent in older caches and model files: librosa's trim).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub word_trim: Option<WordTrim>,
     /// `librosa.effects.trim(frame_length=...)`.
     pub trim_frame_length: usize,
     /// `librosa.effects.trim(hop_length=...)`.
@@ -81,6 +85,7 @@ impl Default for FeatureConfig {
         Self {
             sample_rate: 16_000,
             trim_top_db: 20.0,
+            word_trim: None,
             trim_frame_length: 2048,
             trim_hop_length: 512,
             clip_samples: 16_000,
@@ -102,6 +107,15 @@ impl FeatureConfig {
     /// Frames of the centred STFT over one clip: `1 + clip_samples / hop_length` (32 by default).
     pub fn n_frames(&self) -> usize {
         1 + self.clip_samples / self.hop_length
+    }
+
+    /// Where the word is in a signal at the analysis rate: `[start, end)` in samples.
+    pub fn trim(&self, resampled: &[f32]) -> (usize, usize) {
+        let (top_db, frame, hop) = (self.trim_top_db, self.trim_frame_length, self.trim_hop_length);
+        match self.word_trim {
+            None => trim_bounds(resampled, top_db, frame, hop),
+            Some(w) => word_bounds(resampled, top_db, w, self.sample_rate, frame, hop),
+        }
     }
 
     /// Values per feature image (`n_mels * n_frames`).
@@ -128,6 +142,10 @@ impl FeatureConfig {
                 "amin and top_db values must be > 0",
             ),
             (self.max_duration_s > 0.0, "max_duration_s must be > 0"),
+            (
+                self.word_trim.is_none_or(|w| w.is_valid()),
+                "word_trim's margin and gap must be >= 0",
+            ),
         ];
         match checks.iter().find(|(ok, _)| !ok) {
             Some((_, why)) => Err(crate::Error::Config(format!("invalid feature config: {why}"))),
@@ -242,7 +260,7 @@ impl FeatureExtractor {
         let c = &self.config;
         self.resample_into(samples, sample_rate, &mut scratch.resampled)
             .map_err(|e| AudioErrorKind::Resample(e.to_string()))?;
-        scratch.trim = trim_bounds(&scratch.resampled, c.trim_top_db, c.trim_frame_length, c.trim_hop_length);
+        scratch.trim = c.trim(&scratch.resampled);
         let (start, end) = scratch.trim;
         scratch.clip.clear();
         scratch.clip.extend_from_slice(&scratch.resampled[start..end]);

@@ -18,7 +18,7 @@ use rayon::prelude::*;
 
 pub use super::recipe::AugmentConfig;
 use crate::dsp::conditions::{add_at_snr, coloured_noise, Colour, Condition};
-use crate::dsp::effects::{normalize, trim_bounds};
+use crate::dsp::effects::normalize;
 use crate::dsp::features::FeatureExtractor;
 
 /// The trimmed, peak-normalised clip of every file (paths relative to `root`), at the
@@ -40,7 +40,7 @@ pub fn prepare_clip(fx: &FeatureExtractor, samples: &[f32], sample_rate: u32) ->
     let c = fx.config();
     let mut resampled = Vec::new();
     fx.resample_into(samples, sample_rate, &mut resampled)?;
-    let (start, end) = trim_bounds(&resampled, c.trim_top_db, c.trim_frame_length, c.trim_hop_length);
+    let (start, end) = c.trim(&resampled);
     let mut clip = resampled[start..end].to_vec();
     normalize(&mut clip);
     Ok(clip)

@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::dsp::effects::WordTrim;
 use crate::dsp::features::{FeatureConfig, Framing};
 use crate::error::{config_check, Error};
 use crate::model::{Arch, CnnConfig};
@@ -143,6 +144,9 @@ pub struct Overrides {
     pub framing: Option<Framing>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub top_db: Option<f32>,
+    /// `best`'s word trim on or off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub word_trim: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lifter: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -173,6 +177,10 @@ pub struct Recipe {
     pub framing: Framing,
     /// Dynamic range of the log-Mel image, `power_to_db(top_db=...)` (the seed's: 80 dB).
     pub top_db: f32,
+    /// How the word is found in a room (`FeatureConfig::word_trim`; the seed's and older
+    /// model files': librosa's trim).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub word_trim: Option<WordTrim>,
     // Network.
     /// Which network: the seed's CNN or TC-ResNet (absent in older records: `cnn`).
     #[serde(default)]
@@ -188,6 +196,11 @@ pub struct Recipe {
     pub weight_decay: f64,
     /// Early stopping: epochs without a better validation accuracy before stopping.
     pub patience: usize,
+    /// Warm-up epochs (Keras' `start_from_epoch`): until this epoch the newest weights are the
+    /// best so far and nothing stops early. One validation speaker is a noisy judge, and an
+    /// epoch-1 network can top it by chance (absent in older records: 0).
+    #[serde(default)]
+    pub warmup: usize,
     /// ReduceLROnPlateau on validation accuracy: factor and patience.
     pub plateau_factor: f64,
     pub plateau_patience: usize,
@@ -236,6 +249,7 @@ impl Recipe {
             seed: 42,
             framing: Framing::Pad,
             top_db: 80.0,
+            word_trim: None,
             arch: Arch::Cnn,
             channels: vec![32, 64],
             lifter: 0,
@@ -244,6 +258,7 @@ impl Recipe {
             lr: 1e-3,
             weight_decay: 1e-4,
             patience: 5,
+            warmup: 0,
             plateau_factor: 0.5,
             plateau_patience: 2,
             clip_norm: 1.0,
@@ -259,6 +274,8 @@ impl Recipe {
         let best = Self {
             framing: Framing::Stretch,
             top_db: 50.0,
+            word_trim: Some(WordTrim::ROOM),
+            warmup: 5,
             channels: vec![32, 64, 128],
             lifter: 32,
             ensemble: 3,
@@ -275,7 +292,14 @@ impl Recipe {
             // `best` without what multiplies its training time (three networks, clips
             // re-featurised every epoch), and a shorter schedule.
             RecipeName::Fast => {
-                Self { ensemble: 1, augment: AugmentConfig::default(), epochs: 8, patience: 3, ..best }
+                Self {
+                ensemble: 1,
+                augment: AugmentConfig::default(),
+                epochs: 8,
+                patience: 3,
+                warmup: 0,
+                ..best
+            }
             }
         }
     }
@@ -290,6 +314,7 @@ impl Recipe {
         r.ensemble = o.ensemble.unwrap_or(r.ensemble);
         r.framing = o.framing.unwrap_or(r.framing);
         r.top_db = o.top_db.unwrap_or(r.top_db);
+        r.word_trim = o.word_trim.map_or(r.word_trim, |on| on.then_some(WordTrim::ROOM));
         r.lifter = o.lifter.unwrap_or(r.lifter);
         r.channels = o.channels.clone().unwrap_or(r.channels);
         r.arch = o.arch.unwrap_or(r.arch);
@@ -326,7 +351,12 @@ impl Recipe {
     /// The feature extraction this recipe trains on: the seed's, with the recipe's framing and
     /// dynamic range.
     pub fn features(&self) -> FeatureConfig {
-        FeatureConfig { framing: self.framing, top_db: self.top_db, ..Default::default() }
+        FeatureConfig {
+            framing: self.framing,
+            top_db: self.top_db,
+            word_trim: self.word_trim,
+            ..Default::default()
+        }
     }
 
     /// The network this recipe trains on `n_mels x n_frames` features.

@@ -195,7 +195,8 @@ fn train_epoch(
     Ok((loss_sum, correct, seen))
 }
 
-/// Train a fresh network on `(x_train, y_train)`, choosing epochs by validation accuracy.
+/// Train a fresh network on `(x_train, y_train)`, choosing epochs by validation accuracy
+/// after the recipe's warm-up.
 /// `augmented(epoch)`, when given, is that epoch's variant of `x_train` (same rows, same
 /// order). `on_epoch` is called after every epoch (for live progress lines) with the epoch's
 /// row and, when the epoch is the best so far, the variables, which then hold the best weights
@@ -244,7 +245,7 @@ pub fn train(
         if factor != 1.0 {
             opt.set_learning_rate(opt.learning_rate() * factor);
         }
-        let improved = val_acc > best;
+        let improved = val_acc > best || epoch <= cfg.warmup;
         if improved {
             (best, best_epoch, since_best) = (val_acc, epoch, 0);
             best_weights = snapshot(&varmap)?;

@@ -115,6 +115,10 @@ pub struct RecipeArgs {
     /// Dynamic range of the log-Mel image in dB (the seed's: 80).
     #[arg(long)]
     pub top_db: Option<f32>,
+    /// Find the word as in a room: above the noise floor, far clicks dropped (`true`/`false`;
+    /// `best`: true; the seed: librosa's trim).
+    #[arg(long)]
+    pub word_trim: Option<bool>,
     /// Cepstral liftering: DCT coefficients kept per frame (0 = off).
     #[arg(long)]
     pub lifter: Option<usize>,
@@ -169,6 +173,7 @@ impl RecipeArgs {
             ensemble: size(self.ensemble),
             framing: self.framing,
             top_db: self.top_db,
+            word_trim: self.word_trim,
             lifter: self.lifter,
             channels: self.channels.clone(),
             arch: self.arch,

@@ -38,9 +38,10 @@ fn announce(recipe: &Recipe, device: &candle_core::Device) {
     let augment = recipe.augment.names();
     let augment = if augment.is_empty() { "none".to_string() } else { augment.join(", ") };
     println!(
-        "recipe {}: {} framing, {} dB range, lifter {}, {} {:?}, {} network(s), at most {} epochs; \
+        "recipe {}: {} trim, {} framing, {} dB range, lifter {}, {} {:?}, {} network(s), at most {} epochs; \
          augmentation: {augment}; seed {}",
         recipe.label(),
+        if recipe.word_trim.is_some() { "room" } else { "librosa" },
         format!("{:?}", recipe.framing).to_lowercase(),
         recipe.top_db,
         recipe.lifter,
