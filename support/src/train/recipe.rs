@@ -291,16 +291,14 @@ impl Recipe {
             RecipeName::Best => best,
             // `best` without what multiplies its training time (three networks, clips
             // re-featurised every epoch), and a shorter schedule.
-            RecipeName::Fast => {
-                Self {
+            RecipeName::Fast => Self {
                 ensemble: 1,
                 augment: AugmentConfig::default(),
                 epochs: 8,
                 patience: 3,
                 warmup: 0,
                 ..best
-            }
-            }
+            },
         }
     }
 
