@@ -506,6 +506,9 @@ fn best_finds_the_word_in_a_room_and_older_records_keep_librosas_trim() {
     assert!(old.as_object_mut().unwrap().remove("word_trim").is_some());
     let old: FeatureConfig = serde_json::from_value(old).unwrap();
     assert_eq!(old, FeatureConfig { word_trim: None, ..best.features() });
+    // Files from before the room's minimum length take any quietest frame as the floor.
+    let first: WordTrim = serde_json::from_str(r#"{"floor_margin_db":6.0,"max_gap_s":0.2}"#).unwrap();
+    assert_eq!(first, WordTrim { min_room_s: 0.0, ..WordTrim::ROOM });
 
     // A word with a click 0.5 s before it: librosa's trim starts at the click.
     let mut y = vec![0.0f32; 24000];

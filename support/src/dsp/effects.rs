@@ -26,22 +26,30 @@ pub struct WordTrim {
     /// Kept frames join the loudest one's run across quiet gaps up to this long (a stop's
     /// closure inside a word is under 0.15 s); farther ones (a click, a bump, a breath) go.
     pub max_gap_s: f32,
+    /// The floor counts only when this long a run of frames lies within `floor_margin_db` of
+    /// it: a room shows itself before or after the word, while a tightly cut word's quietest
+    /// frame is a lone edge frame or a consonant (0: any quietest frame, as files before it).
+    #[serde(default)]
+    pub min_room_s: f32,
 }
 
 impl WordTrim {
     /// What `best` uses (support/RESULTS.md, "Finding the word in a noisy room").
-    pub const ROOM: WordTrim = WordTrim { floor_margin_db: 6.0, max_gap_s: 0.2 };
+    pub const ROOM: WordTrim = WordTrim { floor_margin_db: 6.0, max_gap_s: 0.2, min_room_s: 0.2 };
 
     pub fn is_valid(&self) -> bool {
         self.floor_margin_db.is_finite()
             && self.floor_margin_db >= 0.0
             && self.max_gap_s.is_finite()
             && self.max_gap_s >= 0.0
+            && self.min_room_s.is_finite()
+            && self.min_room_s >= 0.0
     }
 }
 
 /// The word's `[start, end)` in samples: [`trim_bounds`]'s frames, kept when above `-top_db`
-/// and `trim.floor_margin_db` above the quietest frame, and only the loudest frame's run with
+/// and `trim.floor_margin_db` above the quietest frame (when `trim.min_room_s` of frames lie
+/// that close to it), and only the loudest frame's run with
 /// the runs it reaches across gaps of at most `trim.max_gap_s`. In a noisy room librosa's
 /// trim keeps all the noise that sits less than `top_db` below the word, and a click far
 /// from the word stretches the span; the word then fills only part of the frames.
@@ -56,13 +64,16 @@ pub fn word_bounds(
 ) -> (usize, usize) {
     let Some(db) = frame_db(y, frame_length, hop_length) else { return (0, y.len()) };
     let floor = db.iter().cloned().fold(f64::INFINITY, f64::min);
-    // A clip with no part that much quieter than its peak (all word, or all noise) has no
-    // floor to go by.
-    let above_floor = Some(floor + trim.floor_margin_db as f64).filter(|t| *t < 0.0);
+    let frames = |s: f32| (s as f64 * sample_rate as f64 / hop_length as f64).floor() as usize;
+    let margin = floor + trim.floor_margin_db as f64;
+    // A clip with no part that much quieter than its peak (all word, or all noise), or with
+    // no stretch of room that long, has no floor to go by.
+    let room = longest_run(&db, |v| v <= margin) >= frames(trim.min_room_s);
+    let above_floor = Some(margin).filter(|t| *t < 0.0 && room);
     let threshold = above_floor.map_or(-(top_db as f64), |t| t.max(-(top_db as f64)));
     let keep: Vec<bool> = db.iter().map(|v| *v > threshold).collect();
     let Some(peak) = db.iter().position(|v| *v >= 0.0) else { return (0, 0) };
-    let gap = (trim.max_gap_s as f64 * sample_rate as f64 / hop_length as f64).floor() as usize;
+    let gap = frames(trim.max_gap_s);
     let (mut first, mut last) = (peak, peak);
     while let Some(next) = (last + 1..(last + gap + 2).min(keep.len())).rev().find(|&i| keep[i]) {
         last = next;
@@ -71,6 +82,16 @@ pub fn word_bounds(
         first = prev;
     }
     (first * hop_length, ((last + 1) * hop_length).min(y.len()))
+}
+
+/// The most consecutive values for which `inside` holds.
+fn longest_run(values: &[f64], inside: impl Fn(f64) -> bool) -> usize {
+    let (mut best, mut run) = (0, 0);
+    for v in values {
+        run = if inside(*v) { run + 1 } else { 0 };
+        best = best.max(run);
+    }
+    best
 }
 
 /// Each centred, zero-padded frame's energy in dB below the loudest frame (amin 1e-10), or
@@ -177,6 +198,22 @@ mod tests {
         let (s, e) = word_bounds(&y, 20.0, WordTrim::ROOM, 16000, 2048, 512);
         assert!((6000 - 2048..=6000).contains(&s), "{s}");
         assert!((9000..=9000 + 2048).contains(&e), "{e}");
+    }
+
+    /// A tightly cut word that fades (FSDD's recordings): its quietest frame is its own tail,
+    /// not a room, so the span is librosa's; taking that frame as the floor (files before
+    /// `min_room_s`) cut the fading end.
+    #[test]
+    fn word_trim_keeps_a_tightly_cut_words_fading_end() {
+        let n = 6000;
+        let mut y = vec![0.0f32; n];
+        tone(&mut y, 1.0);
+        y.iter_mut().enumerate().for_each(|(i, v)| *v *= 1.0 - 0.8 * i as f32 / n as f32);
+        let librosa = trim_bounds(&y, 20.0, 2048, 512);
+        assert_eq!(librosa, (0, n));
+        assert_eq!(word_bounds(&y, 20.0, WordTrim::ROOM, 16000, 2048, 512), librosa);
+        let any_floor = WordTrim { min_room_s: 0.0, ..WordTrim::ROOM };
+        assert!(word_bounds(&y, 20.0, any_floor, 16000, 2048, 512).1 < n - 1000);
     }
 
     /// A click 0.4 s before the word goes; a second part 0.1 s after it stays (a stop's

@@ -142,7 +142,7 @@ impl FeatureConfig {
                 "amin and top_db values must be > 0",
             ),
             (self.max_duration_s > 0.0, "max_duration_s must be > 0"),
-            (self.word_trim.is_none_or(|w| w.is_valid()), "word_trim's margin and gap must be >= 0"),
+            (self.word_trim.is_none_or(|w| w.is_valid()), "word_trim's margin, gap and room must be >= 0"),
         ];
         match checks.iter().find(|(ok, _)| !ok) {
             Some((_, why)) => Err(crate::Error::Config(format!("invalid feature config: {why}"))),
