@@ -34,7 +34,8 @@ pub struct WordTrim {
 }
 
 impl WordTrim {
-    /// What `best` uses (support/RESULTS.md, "Finding the word in a noisy room").
+    /// What `best` uses (support/RESULTS.md, "Finding the word in a noisy room" and "A room
+    /// must last").
     pub const ROOM: WordTrim = WordTrim { floor_margin_db: 6.0, max_gap_s: 0.2, min_room_s: 0.2 };
 
     pub fn is_valid(&self) -> bool {
@@ -49,8 +50,8 @@ impl WordTrim {
 
 /// The word's `[start, end)` in samples: [`trim_bounds`]'s frames, kept when above `-top_db`
 /// and `trim.floor_margin_db` above the quietest frame (when `trim.min_room_s` of frames lie
-/// that close to it), and only the loudest frame's run with
-/// the runs it reaches across gaps of at most `trim.max_gap_s`. In a noisy room librosa's
+/// that close to it), and only the loudest frame's run with the runs it reaches across gaps
+/// of at most `trim.max_gap_s`. In a noisy room librosa's
 /// trim keeps all the noise that sits less than `top_db` below the word, and a click far
 /// from the word stretches the span; the word then fills only part of the frames.
 /// Digital silence puts the floor at amin, and a clean word's span is librosa's.
