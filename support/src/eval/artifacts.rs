@@ -8,7 +8,7 @@ use candle_core::{Device, Tensor};
 
 use std::collections::BTreeMap;
 
-use super::calibration::{ece_of, Calibration};
+use super::calibration::{ece_floor, ece_of, top_confidence, Calibration, ECE_BINS};
 use super::rejection::{rejection, Rejection, ScoredNegatives, TEST_SEED};
 use super::{
     argmax, class_names, per_dataset, per_speaker, predict_probabilities, Evaluation, FolderAccuracy,
@@ -138,7 +138,9 @@ fn calibration(
     } else {
         ece_of(&predict_probabilities(&model.uncalibrated(), x, 256)?, truth)
     };
-    Ok(Some(Calibration { temperatures, ece_before, ece_after }))
+    let ece_floor =
+        super::calibration::ece_floor(&super::calibration::top_confidence(calibrated), ECE_BINS, 400, 7);
+    Ok(Some(Calibration { temperatures, ece_before, ece_after, ece_floor }))
 }
 
 /// `out/classification_report.txt` and `out/confusion_matrix.png`.

@@ -143,8 +143,9 @@ enum Command {
     },
     #[cfg(feature = "train")]
     /// Write seeded sounds that are not digits as WAV files (OUT/{kind}_{n}.wav and
-    /// OUT/negatives.json): silence, noise, tones, chords, music, clicks; with --from, digit
-    /// recordings reversed and spliced. A different --seed gives a disjoint set.
+    /// OUT/negatives.json): silence, noise, tones, chords, music, clicks, sweeps, speech-like
+    /// noise, bursts; with --from, digit recordings reversed, spliced and cut short. A
+    /// different --seed gives a disjoint set.
     Negatives {
         #[arg(long)]
         out: PathBuf,

@@ -122,7 +122,7 @@ pub fn train_command(opts: &TrainOptions) -> Result<()> {
     }
     print_per_dataset(&m.per_dataset);
     print_calibration_and_rejection(
-        m.calibration.as_ref().map(|c| (c.ece_before, c.ece_after)),
+        m.calibration.as_ref().map(|c| (c.ece_before, c.ece_after, c.ece_floor)),
         m.rejection.as_ref(),
     );
     println!("model: {}; artifacts in {}", report.model_path.display(), opts.out.display());
@@ -131,10 +131,12 @@ pub fn train_command(opts: &TrainOptions) -> Result<()> {
 }
 
 /// Calibration error of the test confidences, and how often "not a digit" is right.
-fn print_calibration_and_rejection(ece: Option<(f64, f64)>, rejection: Option<&Rejection>) {
-    if let Some((before, after)) = ece {
+/// `ece`: as trained, with temperatures, and a perfectly calibrated model's (NaN: not known).
+fn print_calibration_and_rejection(ece: Option<(f64, f64, f64)>, rejection: Option<&Rejection>) {
+    if let Some((before, after, floor)) = ece {
+        let floor = if floor.is_nan() { String::new() } else { format!(" (a calibrated model: {floor:.3})") };
         println!(
-            "calibration error (ECE, 15 bins) on test: {before:.3} as trained, {after:.3} with temperatures"
+            "calibration error (ECE, 15 bins) on test: {before:.3} as trained, {after:.3} with temperatures{floor}"
         );
     }
     if let Some(r) = rejection {
@@ -211,7 +213,7 @@ pub fn crossval_command(data: &DataArgs, scheme: Scheme, recipe: &RecipeArgs, ou
         out.display()
     );
     print_per_dataset(&r.per_dataset);
-    print_calibration_and_rejection(Some((r.ece_before, r.ece_after)), r.rejection.as_ref());
+    print_calibration_and_rejection(Some((r.ece_before, r.ece_after, f64::NAN)), r.rejection.as_ref());
     println!("computed on {} ({}, caches {:?} KiB)", r.machine.cpu, r.machine.simd, r.machine.cache_kib);
     Ok(())
 }
