@@ -122,6 +122,7 @@ fn write_model(path: &Path) {
         recipe: None,
         split: serde_json::json!({}),
         metrics: serde_json::json!({}),
+        reject_threshold: None,
         adaptation: None,
     };
     save_model(path, &varmap, &meta).unwrap();

@@ -217,6 +217,7 @@ fn meta(arch: &CnnConfig) -> ModelMeta {
         recipe: Some(Recipe::named(RecipeName::Best)),
         split: serde_json::json!({"train": ["a"], "val": ["b"], "test": ["c"]}),
         metrics: serde_json::json!({"test_accuracy": 0.5}),
+        reject_threshold: None,
         adaptation: None,
     }
 }
@@ -519,4 +520,48 @@ fn best_finds_the_word_in_a_room_and_older_records_keep_librosas_trim() {
     let start = |c: FeatureConfig| FeatureExtractor::new(c).unwrap().stages(&y, 16000).unwrap().trim.0;
     assert!(start(off.features()) <= 2000);
     assert!(start(best.features()) >= 12000 - 2048, "{}", start(best.features()));
+}
+
+/// A "not a digit" threshold travels in the file (`calibrate` rewrites only the header) and
+/// decides: refuse when that class's probability reaches it, whichever class wins.
+#[test]
+fn a_reject_threshold_is_stored_checked_and_decides() {
+    let arch = CnnConfig { classes: 11, ..small_arch() };
+    let (a, _) = init_varmap(&arch, 1, &Device::Cpu).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (plain, calibrated) = (dir.path().join("plain.safetensors"), dir.path().join("cal.safetensors"));
+    let classes: Vec<String> = (0..10).map(|d| d.to_string()).chain(["not a digit".to_string()]).collect();
+    let eleven = ModelMeta { classes, ..meta(&arch) };
+    save_model(&plain, &a, &eleven).unwrap();
+    assert_eq!(load_model(&plain, &Device::Cpu).unwrap().meta.reject_threshold, None);
+    support::model::file::save_with_reject_threshold(&plain, &calibrated, Some(0.9)).unwrap();
+    assert_eq!(load_model(&calibrated, &Device::Cpu).unwrap().meta.reject_threshold, Some(0.9));
+    let tensors = |p: &std::path::Path| {
+        let bytes = std::fs::read(p).unwrap();
+        let (n, _) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        bytes[8 + n..].to_vec()
+    };
+    assert_eq!(tensors(&plain), tensors(&calibrated), "the weights' bytes are copied untouched");
+    // Out of (0, 1], or on a ten-class model: refused with the reason.
+    for bad in [0.0f32, 1.5, f32::NAN] {
+        let e = format!(
+            "{:#}",
+            support::model::file::save_with_reject_threshold(&plain, &calibrated, Some(bad)).unwrap_err()
+        );
+        assert!(e.contains("reject_threshold"), "{bad}: {e}");
+    }
+    let ten = dir.path().join("ten.safetensors");
+    let (b, _) = init_varmap(&small_arch(), 1, &Device::Cpu).unwrap();
+    save_model(&ten, &b, &meta(&small_arch())).unwrap();
+    assert!(support::model::file::save_with_reject_threshold(&ten, &calibrated, Some(0.5)).is_err());
+    // The decision: "not a digit" at 0.6 beats every digit, but is under a threshold of 0.9.
+    let mut p = vec![0.04f32; 11];
+    p[10] = 0.6;
+    assert_eq!(support::infer::decide(&p, 0.0, None), None);
+    assert_eq!(support::infer::decide(&p, 0.0, Some(0.9)), Some(0));
+    assert_eq!(support::infer::decide(&p, 0.0, Some(0.5)), None);
+    let q = support::infer::Prediction::from_probabilities(p.clone(), 0.0, Some(0.5));
+    assert!(q.digit.is_none() && q.reason.unwrap().contains("threshold 0.5"));
+    // The digits' confidence threshold still applies on top.
+    assert_eq!(support::infer::decide(&p, 0.05, Some(0.9)), None);
 }

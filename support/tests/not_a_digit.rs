@@ -82,4 +82,39 @@ fn hostile_sounds_get_no_confident_digit_from_a_rejecting_model() {
         }
     }
     assert!(confident.is_empty(), "taken for digits: {confident:#?}");
+    calibrate_refuses_the_stated_share(&r.model_path, &shared.join("fsdd/recordings"), dir.path());
+}
+
+/// `calibrate` on the held-out speaker's digits: the copy refuses at most the stated share of
+/// them (10%), and a model without the class is refused with the reason.
+fn calibrate_refuses_the_stated_share(model: &Path, fsdd: &Path, dir: &Path) {
+    let george: Vec<PathBuf> = std::fs::read_dir(fsdd)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains("_george_"))
+        .collect();
+    let out = dir.join("calibrated.safetensors");
+    let run = |model: &Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_audio-mnist"))
+            .args(["calibrate", "--false-reject", "0.1", "--model"])
+            .arg(model)
+            .arg("--out")
+            .arg(&out)
+            .args(&george)
+            .output()
+            .unwrap()
+    };
+    let o = run(model);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let calibrated = Predictor::load_on(&out, &Device::Cpu).unwrap();
+    let t = calibrated.reject_at().expect("a threshold");
+    let refused =
+        calibrated.predict_files(&george).into_iter().filter(|(_, p)| p.as_ref().unwrap().digit.is_none());
+    let refused = refused.count();
+    assert!(refused <= george.len() / 10, "{refused} of {} refused at {t}", george.len());
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&format!("refuses {refused} of these")));
+    let ten = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/digits-en.safetensors");
+    let o = run(&ten);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no \"not a digit\" class"));
 }

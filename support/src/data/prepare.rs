@@ -119,6 +119,7 @@ impl Prepared {
             recipe: Some(recipe.clone()),
             split: serde_json::to_value(&self.split).unwrap_or_default(),
             metrics,
+            reject_threshold: None,
             adaptation: None,
         }
     }

@@ -138,8 +138,7 @@ fn calibration(
     } else {
         ece_of(&predict_probabilities(&model.uncalibrated(), x, 256)?, truth)
     };
-    let ece_floor =
-        super::calibration::ece_floor(&super::calibration::top_confidence(calibrated), ECE_BINS, 400, 7);
+    let ece_floor = ece_floor(&top_confidence(calibrated), ECE_BINS, 400, 7);
     Ok(Some(Calibration { temperatures, ece_before, ece_after, ece_floor }))
 }
 

@@ -108,7 +108,8 @@ pub fn rejection(
     let probabilities =
         predict_probabilities(model, &Tensor::from_vec(neg.features.clone(), shape, device)?, 256)?;
     let share = |rows: Vec<&Vec<f32>>, t: f32, accept: bool| {
-        rows.iter().filter(|p| decide(p, t).is_some() == accept).count() as f64 / rows.len().max(1) as f64
+        rows.iter().filter(|p| decide(p, t, None).is_some() == accept).count() as f64
+            / rows.len().max(1) as f64
     };
     let of_kind = |speech: bool| -> Vec<&Vec<f32>> {
         probabilities

@@ -83,6 +83,7 @@ pub fn model_bytes(arch: CnnConfig, members: usize, features: FeatureConfig) -> 
         recipe: None,
         split: serde_json::json!({ "test": ["somebody"] }),
         metrics: serde_json::json!({}),
+        reject_threshold: None,
         adaptation: None,
     };
     let dir = tempfile::tempdir()?;

@@ -2,6 +2,7 @@
 //! normalisation, class names) comes from the file; preprocessing is the training code's own.
 
 pub mod bundled;
+pub mod threshold;
 
 use std::path::{Path, PathBuf};
 
@@ -40,11 +41,23 @@ pub struct Prediction {
 }
 
 impl Prediction {
-    /// The open-set decision on class probabilities at `threshold` ([`decide`]).
-    pub fn from_probabilities(probabilities: Vec<f32>, threshold: f32) -> Self {
+    /// The open-set decision on class probabilities at `threshold` and the model's
+    /// `reject_at` ([`decide`]).
+    pub fn from_probabilities(probabilities: Vec<f32>, threshold: f32, reject_at: Option<f32>) -> Self {
         let best = argmax(&probabilities);
-        let (digit, confidence, reason) = match decide(&probabilities, threshold) {
+        let (digit, confidence, reason) = match decide(&probabilities, threshold, reject_at) {
             Some(d) => (Some(d), probabilities[d], None),
+            None if probabilities.get(10).zip(reject_at).is_some_and(|(p, t)| *p >= t) => {
+                let p = probabilities[10];
+                (
+                    None,
+                    p,
+                    Some(format!(
+                        "\"not a digit\" at {p:.3}, over the model's threshold {}",
+                        reject_at.unwrap_or(1.0)
+                    )),
+                )
+            }
             None if best >= 10 => (None, probabilities[best], None),
             None => {
                 (None, 1.0 - probabilities[best], Some(format!("best digit under the threshold {threshold}")))
@@ -110,6 +123,11 @@ impl Predictor {
     /// The threshold of [`Self::with_threshold`] (0: the model's own decision).
     pub fn threshold(&self) -> f32 {
         self.threshold
+    }
+
+    /// The model's own threshold on "not a digit" (`calibrate`; `None`: when that class wins).
+    pub fn reject_at(&self) -> Option<f32> {
+        self.meta.reject_threshold
     }
 
     pub fn meta(&self) -> &ModelMeta {
@@ -223,7 +241,7 @@ impl Predictor {
             let x: Vec<f32> = chunk.concat();
             let x = Tensor::from_vec(x, (chunk.len(), 1, arch.n_mels, arch.n_frames), &self.device)?;
             for p in self.model.probabilities(&x)?.to_vec2::<f32>()? {
-                out.push(Prediction::from_probabilities(p, self.threshold));
+                out.push(Prediction::from_probabilities(p, self.threshold, self.meta.reject_threshold));
             }
         }
         Ok(out)
@@ -231,10 +249,17 @@ impl Predictor {
 }
 
 /// The open-set decision: the most likely digit, or `None` ("not a digit") when the model's
-/// "not a digit" class wins or the digit's probability is below `threshold`.
-pub fn decide(probabilities: &[f32], threshold: f32) -> Option<usize> {
-    let best = argmax(probabilities);
-    (best < 10 && probabilities[best] >= threshold).then_some(best)
+/// "not a digit" class says so or the digit's probability is below `threshold`. That class
+/// says so when its probability reaches `reject_at` (a threshold fitted for a stated share of
+/// real digits refused, `calibrate`), or, without one, when it beats every digit.
+pub fn decide(probabilities: &[f32], threshold: f32, reject_at: Option<f32>) -> Option<usize> {
+    let digit = argmax(&probabilities[..probabilities.len().min(10)]);
+    let refused = match (probabilities.get(10), reject_at) {
+        (Some(&p), Some(t)) => p >= t,
+        (Some(&p), None) => p > probabilities[digit],
+        (None, _) => false,
+    };
+    (!refused && probabilities[digit] >= threshold).then_some(digit)
 }
 
 /// The peak (dBFS) of a recording with no sound, which is "not a digit" without asking the

@@ -40,6 +40,9 @@ pub struct ModelMeta {
     /// Each network's softmax temperature, fitted on its validation speakers (empty: 1, as
     /// in files written before calibration).
     pub temperatures: Vec<f32>,
+    /// Refuse when "not a digit"'s probability reaches this (`calibrate`: fitted on held-out
+    /// speakers' digits for a stated false-reject rate); `None`: when that class wins.
+    pub reject_threshold: Option<f32>,
     pub classes: Vec<String>,
     /// The recipe that trained it (absent in version 1 files).
     pub recipe: Option<Recipe>,
@@ -114,6 +117,9 @@ pub fn save_ensemble(path: &Path, varmaps: &[&VarMap], meta: &ModelMeta) -> Resu
     }
     if !meta.temperatures.is_empty() {
         metadata.insert("temperatures".to_string(), serde_json::to_string(&meta.temperatures)?);
+    }
+    if let Some(t) = meta.reject_threshold {
+        metadata.insert("reject_threshold".to_string(), t.to_string());
     }
     if let Some(recipe) = &meta.recipe {
         // Folders as given: `evaluate` scores the model's own negatives from them. `shrink`
@@ -283,6 +289,22 @@ pub fn save_half(src: &Path, dst: &Path) -> Result<()> {
     crate::data::cache::write_safetensors(dst, views, md)
 }
 
+/// A copy of the model file `src` at `dst` whose "not a digit" threshold is `threshold`
+/// (`None`: removed); the weights' bytes are copied untouched.
+pub fn save_with_reject_threshold(src: &Path, dst: &Path, threshold: Option<f32>) -> Result<()> {
+    let bytes = std::fs::read(src).with_context(|| format!("reading {}", src.display()))?;
+    let (st, mut md) = crate::data::cache::read_safetensors(&bytes, MODEL_FORMAT, "model")?;
+    match threshold {
+        Some(t) => md.insert("reject_threshold".to_string(), t.to_string()),
+        None => md.remove("reject_threshold"),
+    };
+    read_meta(&md).with_context(|| format!("{}", src.display()))?;
+    let mut names: Vec<String> = st.names().into_iter().map(|n| n.to_string()).collect();
+    names.sort();
+    let views = names.iter().map(|n| Ok((n.as_str(), st.tensor(n)?))).collect::<Result<Vec<_>>>()?;
+    crate::data::cache::write_safetensors(dst, views, md)
+}
+
 /// [`load_model`] of a model file's bytes (an upload, a fuzzer's input).
 pub fn load_model_bytes(bytes: &[u8], device: &Device) -> Result<LoadedModel> {
     let (st, md) = crate::data::cache::read_safetensors(bytes, MODEL_FORMAT, "model")?;
@@ -331,6 +353,10 @@ fn read_meta(md: &HashMap<String, String>) -> Result<ModelMeta> {
             Some(t) => serde_json::from_str(t).context("bad `temperatures`")?,
             None => Vec::new(),
         },
+        reject_threshold: match md.get("reject_threshold") {
+            Some(t) => Some(t.parse().context("bad `reject_threshold`")?),
+            None => None,
+        },
         recipe: match md.get("recipe") {
             Some(r) => Some(serde_json::from_str(r).context("bad `recipe`")?),
             None => None,
@@ -361,6 +387,11 @@ fn read_meta(md: &HashMap<String, String>) -> Result<ModelMeta> {
         meta.temperatures.iter().all(|t| t.is_finite() && *t > 0.0)
             && (meta.temperatures.is_empty() || meta.temperatures.len() == meta.members.len().max(1)),
         "bad `temperatures`: one positive number per network"
+    );
+    ensure!(
+        meta.reject_threshold.is_none_or(|t| t > 0.0 && t <= 1.0)
+            && (meta.reject_threshold.is_none() || meta.architecture.classes == 11),
+        "bad `reject_threshold`: a probability in (0, 1], for a model with a \"not a digit\" class"
     );
     Ok(meta)
 }

@@ -115,7 +115,7 @@ impl<P: Deref<Target = Predictor>> Listener<P> {
         q[10] *= self.reject_weight;
         let sum: f32 = q.iter().sum();
         q.iter_mut().for_each(|v| *v /= sum.max(f32::MIN_POSITIVE));
-        Prediction::from_probabilities(q, self.predictor.threshold())
+        Prediction::from_probabilities(q, self.predictor.threshold(), self.predictor.reject_at())
     }
 }
 

@@ -12,6 +12,7 @@ mod adapt;
 #[cfg(feature = "train")]
 mod args;
 mod bench;
+mod calibrate;
 #[cfg(feature = "train")]
 mod data;
 #[cfg(feature = "serve")]
@@ -257,14 +258,10 @@ enum Command {
     ///
     /// Exit status: 0 all predicted, 1 some files failed (the rest are printed), 2 usage or model errors.
     Predict(predict::PredictArgs),
+    Calibrate(calibrate::CalibrateArgs),
     /// Store a model file's weights in half precision: half the size, the same answers to within
     /// rounding (how the bundled model is stored).
-    Shrink {
-        #[arg(long)]
-        model: PathBuf,
-        #[arg(long)]
-        out: PathBuf,
-    },
+    Shrink(predict::ShrinkArgs),
     #[cfg(feature = "train")]
     /// Evaluate an exported model on the test speakers of a split (by default the model's own).
     Evaluate {
@@ -453,7 +450,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::BenchFuzz(_) => unreachable!("handled in main"),
         #[cfg(feature = "serve")]
         Command::Serve(cmd) => serve::serve_command(&cmd),
-        Command::Shrink { model, out } => predict::shrink_command(&model, &out),
+        Command::Shrink(a) => predict::shrink_command(&a.model, &a.out),
+        Command::Calibrate(args) => calibrate::calibrate_command(&args),
         Command::Listen {
             model,
             json,

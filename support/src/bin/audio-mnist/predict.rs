@@ -209,6 +209,15 @@ fn draw(png: &Path, _: &[f32], _: &Relevance, _: &str) -> Result<()> {
 }
 
 /// `audio-mnist shrink`: the model in half precision, and the sizes before and after.
+/// `shrink`'s model file and where its half-precision copy goes.
+#[derive(clap::Args, Debug)]
+pub struct ShrinkArgs {
+    #[arg(long)]
+    pub model: PathBuf,
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
 pub fn shrink_command(model: &std::path::Path, out: &std::path::Path) -> Result<()> {
     support::model::file::save_half(model, out)?;
     let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len() as f64 / 1e6).unwrap_or(0.0);
