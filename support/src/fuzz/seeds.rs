@@ -72,6 +72,8 @@ pub fn model_bytes(arch: CnnConfig, members: usize, features: FeatureConfig) -> 
         .collect::<Result<Vec<_>>>()?;
     let classes =
         (0..arch.classes).map(|d| if d < 10 { d.to_string() } else { "not a digit".into() }).collect();
+    // A calibrated "not a digit" threshold where the class exists, so its parsing is fuzzed.
+    let reject_threshold = (arch.classes == 11).then_some(0.9);
     let meta = ModelMeta {
         architecture: arch,
         features,
@@ -83,7 +85,7 @@ pub fn model_bytes(arch: CnnConfig, members: usize, features: FeatureConfig) -> 
         recipe: None,
         split: serde_json::json!({ "test": ["somebody"] }),
         metrics: serde_json::json!({}),
-        reject_threshold: None,
+        reject_threshold,
         adaptation: None,
     };
     let dir = tempfile::tempdir()?;
@@ -97,7 +99,8 @@ pub fn small_features(n_mels: usize) -> FeatureConfig {
     FeatureConfig { n_mels, ..FeatureConfig::default() }
 }
 
-/// Model seeds: one network, an ensemble with temperatures, eleven classes with liftering.
+/// Model seeds: one network, an ensemble with temperatures, eleven classes with liftering and
+/// a "not a digit" threshold.
 pub fn model_seeds() -> Result<Vec<Vec<u8>>> {
     let arch = |channels: Vec<usize>, classes, lifter| CnnConfig {
         n_mels: 16,
