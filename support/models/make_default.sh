@@ -3,7 +3,9 @@
 # beside this script). Redistributable data only: the Free Spoken Digit Dataset (CC BY-SA 4.0)
 # and 200 synthetic voices made here by the distribution's text-to-speech engines (espeak-ng,
 # flite, festival). Two networks of the `best` recipe, FSDD's george held out for testing and
-# jackson for validation; weights stored in half precision (`shrink`).
+# jackson for validation; one temperature for both fitted on speech-commands-digits' 118
+# strangers (`calibrate`: confidences only, no weight changes); weights stored in half
+# precision (`shrink`).
 #
 #   support/models/make_default.sh [WORK_DIR]      (run from the repository root)
 #
@@ -16,4 +18,6 @@ work=${1:-target/bundled}
 "$bin" synth --out "$work/synth200" --voices 200 --count 1 --seed 11
 "$bin" train --data ../shared/data/fsdd --train-data "$work/synth200" --recipe best --ensemble 2 \
   --test-speakers fsdd/george --val-speakers fsdd/jackson --out "$work/out" --cache-dir "$work/cache"
-"$bin" shrink --model "$work/out/model.safetensors" --out support/models/digits-en.safetensors
+"$bin" calibrate --model "$work/out/model.safetensors" --out "$work/out/calibrated.safetensors" \
+  ../shared/data/speech-commands-digits/recordings
+"$bin" shrink --model "$work/out/calibrated.safetensors" --out support/models/digits-en.safetensors

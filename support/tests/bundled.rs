@@ -74,6 +74,12 @@ fn the_bundled_model_is_small_half_precision_and_made_by_the_documented_command(
     assert!(
         script.contains("--recipe best --ensemble 2") && script.contains("--voices 200 --count 1 --seed 11")
     );
+    // `calibrate` on the strangers: one temperature for both networks, softer than as trained
+    // (the networks were overconfident on new voices), no "not a digit" threshold.
+    assert!(script.contains("calibrate --model") && script.contains("speech-commands-digits"));
+    let t = &meta.temperatures;
+    assert!(t.len() == 2 && t[0] == t[1] && (1.2..4.0).contains(&t[0]), "{t:?}");
+    assert_eq!(meta.reject_threshold, None);
     assert!(script.contains(BUNDLED_NAME));
 }
 

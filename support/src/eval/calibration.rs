@@ -61,25 +61,58 @@ pub fn top_confidence(probabilities: &[Vec<f32>]) -> Vec<f32> {
 
 /// Mean negative log-likelihood of `labels` under softmax(`logits` / `t`).
 pub fn nll(logits: &[Vec<f32>], labels: &[usize], t: f64) -> f64 {
-    let total: f64 = logits
-        .iter()
-        .zip(labels)
-        .map(|(z, &y)| {
-            let max = z.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64 / t));
-            let log_sum = z.iter().map(|&v| (v as f64 / t - max).exp()).sum::<f64>().ln() + max;
-            log_sum - z[y] as f64 / t
+    ensemble_nll(std::slice::from_ref(&logits.to_vec()), labels, t)
+}
+
+/// Each row's log-softmax of `z / t`.
+fn log_softmax(z: &[f32], t: f64) -> Vec<f64> {
+    let max = z.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64 / t));
+    let log_sum = z.iter().map(|&v| (v as f64 / t - max).exp()).sum::<f64>().ln() + max;
+    z.iter().map(|&v| v as f64 / t - log_sum).collect()
+}
+
+/// Mean negative log-likelihood of `labels` under an ensemble's averaged softmax(logits / `t`):
+/// `member_logits[k][row]` are network k's logits as trained.
+pub fn ensemble_nll(member_logits: &[Vec<Vec<f32>>], labels: &[usize], t: f64) -> f64 {
+    let k = member_logits.len() as f64;
+    let total: f64 = (0..labels.len())
+        .map(|i| {
+            let logs: Vec<f64> = member_logits.iter().map(|m| log_softmax(&m[i], t)[labels[i]]).collect();
+            let max = logs.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b));
+            -(logs.iter().map(|l| (l - max).exp()).sum::<f64>().ln() + max - k.ln())
         })
         .sum();
-    total / logits.len().max(1) as f64
+    total / labels.len().max(1) as f64
+}
+
+/// An ensemble's averaged class probabilities with every network's logits divided by `t`.
+pub fn ensemble_probabilities(member_logits: &[Vec<Vec<f32>>], t: f64) -> Vec<Vec<f32>> {
+    let rows = member_logits.first().map_or(0, Vec::len);
+    (0..rows)
+        .map(|i| {
+            let mut p = vec![0f64; member_logits[0][i].len()];
+            for m in member_logits {
+                log_softmax(&m[i], t).iter().zip(&mut p).for_each(|(l, s)| *s += l.exp());
+            }
+            p.iter().map(|v| (v / member_logits.len() as f64) as f32).collect()
+        })
+        .collect()
 }
 
 /// The temperature that minimises the validation NLL (golden-section search over ln T in
 /// [ln 0.05, ln 20]; the NLL is convex in 1/T). 1.0 when there is nothing to fit.
 pub fn fit_temperature(logits: &[Vec<f32>], labels: &[usize]) -> f32 {
-    if logits.is_empty() || logits.len() != labels.len() {
+    fit_ensemble_temperature(std::slice::from_ref(&logits.to_vec()), labels)
+}
+
+/// [`fit_temperature`] for an ensemble: one temperature shared by its networks, fitted on the
+/// averaged probabilities (what the model answers with).
+pub fn fit_ensemble_temperature(member_logits: &[Vec<Vec<f32>>], labels: &[usize]) -> f32 {
+    if labels.is_empty() || member_logits.is_empty() || member_logits.iter().any(|m| m.len() != labels.len())
+    {
         return 1.0;
     }
-    let f = |ln_t: f64| nll(logits, labels, ln_t.exp());
+    let f = |ln_t: f64| ensemble_nll(member_logits, labels, ln_t.exp());
     let (mut a, mut b) = (0.05f64.ln(), 20f64.ln());
     let g = (5f64.sqrt() - 1.0) / 2.0;
     let (mut c, mut d) = (b - g * (b - a), a + g * (b - a));
@@ -181,5 +214,28 @@ mod tests {
             (ece_of(&probabilities(1.0), &labels), ece_of(&probabilities(t as f64), &labels));
         assert!(after < 0.03 && after < before / 4.0, "ECE {before} -> {after}");
         assert_eq!(fit_temperature(&[], &[]), 1.0);
+    }
+
+    #[test]
+    fn an_ensembles_shared_temperature_is_fitted_on_its_averaged_answer() {
+        // Two identical networks answer as one: the same temperature and probabilities.
+        let logits: Vec<Vec<f32>> = (0..200)
+            .map(|i| (0..10).map(|c| if c == i % 10 { 6.0 } else { (c as f32) * 0.3 }).collect())
+            .collect();
+        // Labels right four times in five: the logits are overconfident.
+        let labels: Vec<usize> = (0..200).map(|i| if i % 5 == 0 { (i + 3) % 10 } else { i % 10 }).collect();
+        let one = fit_temperature(&logits, &labels);
+        let two = fit_ensemble_temperature(&[logits.clone(), logits.clone()], &labels);
+        assert!(one > 1.2 && (one - two).abs() < 1e-3, "{one} vs {two}");
+        assert!((ensemble_nll(&[logits.clone()], &labels, 2.0) - nll(&logits, &labels, 2.0)).abs() < 1e-12);
+        let p = ensemble_probabilities(
+            &[logits.clone(), logits.iter().map(|z| z.iter().rev().cloned().collect()).collect()],
+            1.5,
+        );
+        assert!(p.iter().all(|r| (r.iter().sum::<f32>() - 1.0).abs() < 1e-5));
+        // Fitting lowers the NLL of what the ensemble answers.
+        let pair = [logits.clone(), logits.iter().map(|z| z.iter().map(|v| v * 0.5).collect()).collect()];
+        let t = fit_ensemble_temperature(&pair, &labels) as f64;
+        assert!(ensemble_nll(&pair, &labels, t) < ensemble_nll(&pair, &labels, 1.0));
     }
 }

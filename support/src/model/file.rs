@@ -164,6 +164,18 @@ impl Classifier {
         Ok((sum / self.members.len() as f64)?)
     }
 
+    /// Each network's logits as trained (no temperature) for features `[B, 1, M, T]`:
+    /// `[network][row][class]`, to fit a temperature.
+    pub fn member_logits(&self, x_db: &Tensor) -> Result<Vec<Vec<Vec<f32>>>> {
+        self.members
+            .iter()
+            .map(|m| {
+                let x = ((x_db - m.mean as f64)? * (1.0 / m.std) as f64)?;
+                Ok(m.net.forward_t(&x, None)?.to_vec2::<f32>()?)
+            })
+            .collect()
+    }
+
     pub fn config(&self) -> &CnnConfig {
         self.members[0].net.config()
     }
@@ -289,11 +301,20 @@ pub fn save_half(src: &Path, dst: &Path) -> Result<()> {
     crate::data::cache::write_safetensors(dst, views, md)
 }
 
-/// A copy of the model file `src` at `dst` whose "not a digit" threshold is `threshold`
-/// (`None`: removed); the weights' bytes are copied untouched.
-pub fn save_with_reject_threshold(src: &Path, dst: &Path, threshold: Option<f32>) -> Result<()> {
+/// A copy of the model file `src` at `dst` with new `temperatures` (one per network; `None`:
+/// as they are) and "not a digit" `threshold` (`None`: removed); the weights' bytes are
+/// copied untouched.
+pub fn save_calibrated(
+    src: &Path,
+    dst: &Path,
+    temperatures: Option<&[f32]>,
+    threshold: Option<f32>,
+) -> Result<()> {
     let bytes = std::fs::read(src).with_context(|| format!("reading {}", src.display()))?;
     let (st, mut md) = crate::data::cache::read_safetensors(&bytes, MODEL_FORMAT, "model")?;
+    if let Some(t) = temperatures {
+        md.insert("temperatures".to_string(), serde_json::to_string(t)?);
+    }
     match threshold {
         Some(t) => md.insert("reject_threshold".to_string(), t.to_string()),
         None => md.remove("reject_threshold"),

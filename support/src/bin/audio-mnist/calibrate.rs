@@ -1,28 +1,35 @@
-//! `calibrate`: fit a model's "not a digit" threshold on held-out speakers' digits, so that it
-//! refuses about a stated share of real digits and no more.
+//! `calibrate`: fit a model's confidence (one temperature for its networks) and its "not a
+//! digit" threshold on held-out speakers' digits, recorded like its users will be. A model's
+//! own validation speaker is too easy for either (support/RESULTS.md).
 
 use std::path::PathBuf;
 
 use anyhow::{ensure, Context, Result};
+use candle_core::Tensor;
+use support::data::dataset::parse_name;
+use support::eval::calibration::fit_ensemble_temperature;
+use support::eval::calibration::{
+    ece_floor, ece_of, ensemble_nll, ensemble_probabilities, top_confidence, ECE_BINS,
+};
 use support::infer::threshold::fit_reject_threshold;
-use support::infer::{collect_inputs, decide, Predictor};
-use support::model::file::save_with_reject_threshold;
+use support::infer::{collect_inputs, Predictor};
+use support::model::file::save_calibrated;
 
-/// Fit the model's "not a digit" threshold so that at most --false-reject of these digit
-/// recordings are refused, and write a copy of the model that uses it.
+/// Fit the model's temperature and, when it has a "not a digit" class, the threshold that
+/// refuses at most --false-reject of these digit recordings; write a copy that uses them.
 #[derive(clap::Args, Debug)]
 pub struct CalibrateArgs {
-    /// A model with a "not a digit" class (`train --reject true`).
+    /// The model to calibrate.
     #[arg(long)]
     pub model: PathBuf,
     /// The calibrated copy (may be --model itself).
     #[arg(long)]
     pub out: PathBuf,
-    /// The largest share of these digits to refuse (0-0.5).
+    /// The largest share of these digits to refuse as "not a digit" (0-0.5).
     #[arg(long, default_value_t = 0.03)]
     pub false_reject: f64,
-    /// Digit recordings (files or folders) of speakers the model never trained or validated
-    /// on, recorded like its users will be.
+    /// Digit recordings named `{digit}_{speaker}_{take}.wav` (files or folders) of speakers
+    /// the model never trained or validated on.
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
 }
@@ -34,41 +41,74 @@ pub fn calibrate_command(a: &CalibrateArgs) -> Result<()> {
         a.false_reject
     );
     let predictor = Predictor::load(&a.model)?;
-    ensure!(
-        predictor.meta().architecture.classes == 11,
-        "{} has no \"not a digit\" class to calibrate: train one with --reject true",
-        a.model.display()
+    let (images, labels, silent) = labelled_images(&predictor, &a.paths)?;
+    let arch = &predictor.meta().architecture;
+    let x = Tensor::from_vec(
+        images.concat(),
+        (images.len(), 1, arch.n_mels, arch.n_frames),
+        &predictor.device(),
+    )?;
+    let logits = predictor.model().member_logits(&x)?;
+    let t = fit_ensemble_temperature(&logits, &labels);
+    let before = ensemble_probabilities(&logits, 1.0);
+    let after = ensemble_probabilities(&logits, t as f64);
+    let n = labels.len();
+    println!(
+        "{n} digit recordings: temperature {t:.3}; NLL {:.3} -> {:.3}, ECE {:.3} -> {:.3} (a calibrated model: {:.3}) on these recordings",
+        ensemble_nll(&logits, &labels, 1.0),
+        ensemble_nll(&logits, &labels, t as f64),
+        ece_of(&before, &labels),
+        ece_of(&after, &labels),
+        ece_floor(&top_confidence(&after), ECE_BINS, 400, 7)
     );
-    let (files, problems) = collect_inputs(&a.paths)?;
+    let threshold = if arch.classes == 11 {
+        // Silent recordings are refused whatever the threshold: they count against the share.
+        let mut p_reject: Vec<f32> = after.iter().map(|p| p[10]).collect();
+        p_reject.extend(std::iter::repeat_n(1.0, silent));
+        let th = fit_reject_threshold(&p_reject, a.false_reject).context("no recording to calibrate on")?;
+        let refused = p_reject.iter().filter(|&&p| p >= th).count();
+        let as_trained =
+            after.iter().filter(|p| support::infer::decide(p, 0.0, None).is_none()).count() + silent;
+        let share = |k: usize| 100.0 * k as f64 / p_reject.len() as f64;
+        println!(
+            "\"not a digit\" threshold {th:.4}: refuses {refused} of these {} digits ({:.1}%; the class alone: {as_trained}, {:.1}%)",
+            p_reject.len(),
+            share(refused),
+            share(as_trained)
+        );
+        Some(th)
+    } else {
+        None
+    };
+    save_calibrated(&a.model, &a.out, Some(&vec![t; logits.len()]), threshold)?;
+    println!("wrote {}", a.out.display());
+    Ok(())
+}
+
+/// Each readable digit recording's log-Mel image and digit, and how many were silent.
+fn labelled_images(predictor: &Predictor, paths: &[PathBuf]) -> Result<(Vec<Vec<f32>>, Vec<usize>, usize)> {
+    let (files, problems) = collect_inputs(paths)?;
     for (path, why) in &problems {
         eprintln!("{}: skipped: {why}", path.display());
     }
-    // Each digit's "not a digit" probability (1 for a silent recording, which is refused).
-    let (mut p_reject, mut as_trained) = (Vec::new(), 0);
+    let (mut images, mut labels, mut silent) = (Vec::new(), Vec::new(), 0);
     for (k, chunk) in files.chunks(256).enumerate() {
-        for (file, answer) in predictor.predict_files(chunk) {
-            match answer {
-                Ok(p) => {
-                    p_reject.push(p.probabilities.get(10).copied().unwrap_or(1.0));
-                    as_trained += usize::from(
-                        p.probabilities.is_empty() || decide(&p.probabilities, 0.0, None).is_none(),
-                    );
+        for (file, answer) in predictor.predict_files_with_features(chunk) {
+            let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            match (parse_name(&name), answer) {
+                (None, _) => {
+                    eprintln!("{}: skipped: not named {{digit}}_{{speaker}}_{{take}}.wav", file.display())
                 }
-                Err(e) => eprintln!("{}: skipped: {}", file.display(), e.kind),
+                (Some(_), Ok((_, None))) => silent += 1,
+                (Some((digit, ..)), Ok((_, Some(image)))) => {
+                    images.push(image);
+                    labels.push(digit as usize);
+                }
+                (Some(_), Err(e)) => eprintln!("{}: skipped: {}", file.display(), e.kind),
             }
         }
-        eprintln!("{} of {} recordings", (k * 256 + chunk.len()).min(files.len()), files.len());
+        eprintln!("{} of {} recordings read", (k * 256 + chunk.len()).min(files.len()), files.len());
     }
-    let t = fit_reject_threshold(&p_reject, a.false_reject).context("no recording could be read")?;
-    let refused = p_reject.iter().filter(|&&p| p >= t).count();
-    save_with_reject_threshold(&a.model, &a.out, Some(t))?;
-    let share = |n: usize| 100.0 * n as f64 / p_reject.len() as f64;
-    println!(
-        "\"not a digit\" threshold {t:.4}: refuses {refused} of these {} digits ({:.1}%; as trained {as_trained}, {:.1}%); wrote {}",
-        p_reject.len(),
-        share(refused),
-        share(as_trained),
-        a.out.display()
-    );
-    Ok(())
+    ensure!(!labels.is_empty(), "none of the {} files is a readable digit recording with sound", files.len());
+    Ok((images, labels, silent))
 }
