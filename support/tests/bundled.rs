@@ -80,6 +80,7 @@ fn the_bundled_model_is_small_half_precision_and_made_by_the_documented_command(
     let t = &meta.temperatures;
     assert!(t.len() == 2 && t[0] == t[1] && (1.2..4.0).contains(&t[0]), "{t:?}");
     assert_eq!(meta.reject_threshold, None);
+    assert_eq!(meta.metrics["calibrated"]["recordings"], 239, "fitted on all of speech-commands-digits");
     assert!(script.contains(BUNDLED_NAME));
 }
 

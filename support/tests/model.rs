@@ -526,6 +526,11 @@ fn best_finds_the_word_in_a_room_and_older_records_keep_librosas_trim() {
 /// the header); the threshold decides: refuse when that class's probability reaches it, whichever class wins.
 #[test]
 fn a_reject_threshold_is_stored_checked_and_decides() {
+    let cal = |temperatures, reject_threshold| support::model::file::Calibrated {
+        temperatures,
+        reject_threshold,
+        record: serde_json::json!({"recordings": 3}),
+    };
     let arch = CnnConfig { classes: 11, ..small_arch() };
     let (a, _) = init_varmap(&arch, 1, &Device::Cpu).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -534,9 +539,12 @@ fn a_reject_threshold_is_stored_checked_and_decides() {
     let eleven = ModelMeta { classes, ..meta(&arch) };
     save_model(&plain, &a, &eleven).unwrap();
     assert_eq!(load_model(&plain, &Device::Cpu).unwrap().meta.reject_threshold, None);
-    support::model::file::save_calibrated(&plain, &calibrated, Some(&[1.7]), Some(0.9)).unwrap();
+    support::model::file::save_calibrated(&plain, &calibrated, &cal(Some(vec![1.7]), Some(0.9))).unwrap();
     let loaded = load_model(&calibrated, &Device::Cpu).unwrap().meta;
     assert_eq!((loaded.reject_threshold, loaded.temperatures), (Some(0.9), vec![1.7]));
+    // The fit is recorded; the training metrics stay, as they were measured before.
+    assert_eq!(loaded.metrics["calibrated"]["recordings"], 3);
+    assert_eq!(loaded.metrics["test_accuracy"], 0.5);
     let tensors = |p: &std::path::Path| {
         let bytes = std::fs::read(p).unwrap();
         let (n, _) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
@@ -547,16 +555,17 @@ fn a_reject_threshold_is_stored_checked_and_decides() {
     for bad in [0.0f32, 1.5, f32::NAN] {
         let e = format!(
             "{:#}",
-            support::model::file::save_calibrated(&plain, &calibrated, None, Some(bad)).unwrap_err()
+            support::model::file::save_calibrated(&plain, &calibrated, &cal(None, Some(bad))).unwrap_err()
         );
         assert!(e.contains("reject_threshold"), "{bad}: {e}");
     }
-    let e = support::model::file::save_calibrated(&plain, &calibrated, Some(&[1.0, 1.0]), None).unwrap_err();
+    let e = support::model::file::save_calibrated(&plain, &calibrated, &cal(Some(vec![1.0, 1.0]), None))
+        .unwrap_err();
     assert!(format!("{e:#}").contains("temperatures"), "{e:#}");
     let ten = dir.path().join("ten.safetensors");
     let (b, _) = init_varmap(&small_arch(), 1, &Device::Cpu).unwrap();
     save_model(&ten, &b, &meta(&small_arch())).unwrap();
-    assert!(support::model::file::save_calibrated(&ten, &calibrated, None, Some(0.5)).is_err());
+    assert!(support::model::file::save_calibrated(&ten, &calibrated, &cal(None, Some(0.5))).is_err());
     // The decision: "not a digit" at 0.6 beats every digit, but is under a threshold of 0.9.
     let mut p = vec![0.04f32; 11];
     p[10] = 0.6;

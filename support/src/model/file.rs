@@ -301,24 +301,39 @@ pub fn save_half(src: &Path, dst: &Path) -> Result<()> {
     crate::data::cache::write_safetensors(dst, views, md)
 }
 
-/// A copy of the model file `src` at `dst` with new `temperatures` (one per network; `None`:
-/// as they are) and "not a digit" `threshold` (`None`: removed); the weights' bytes are
-/// copied untouched.
-pub fn save_calibrated(
-    src: &Path,
-    dst: &Path,
-    temperatures: Option<&[f32]>,
-    threshold: Option<f32>,
-) -> Result<()> {
+/// What `calibrate` changes in a model file: nothing of its weights.
+#[derive(Clone, Debug, Default)]
+pub struct Calibrated {
+    /// One per network (`None`: as they are).
+    pub temperatures: Option<Vec<f32>>,
+    /// The "not a digit" threshold (`None`: removed).
+    pub reject_threshold: Option<f32>,
+    /// How it was fitted, kept as `metrics.calibrated` (the test speakers' calibration error
+    /// in `metrics.calibration` was measured before, so it is moved to `as_trained`).
+    pub record: serde_json::Value,
+}
+
+/// A copy of the model file `src` at `dst` with the header changed as `c` says; the weights'
+/// bytes are copied untouched.
+pub fn save_calibrated(src: &Path, dst: &Path, c: &Calibrated) -> Result<()> {
     let bytes = std::fs::read(src).with_context(|| format!("reading {}", src.display()))?;
     let (st, mut md) = crate::data::cache::read_safetensors(&bytes, MODEL_FORMAT, "model")?;
-    if let Some(t) = temperatures {
+    if let Some(t) = &c.temperatures {
         md.insert("temperatures".to_string(), serde_json::to_string(t)?);
     }
-    match threshold {
+    match c.reject_threshold {
         Some(t) => md.insert("reject_threshold".to_string(), t.to_string()),
         None => md.remove("reject_threshold"),
     };
+    let mut metrics: serde_json::Value =
+        serde_json::from_str(md.get("metrics").map_or("{}", String::as_str)).context("bad `metrics`")?;
+    if let Some(m) = metrics.as_object_mut() {
+        if let Some(before) = m.remove("calibration") {
+            m.insert("calibration".into(), serde_json::json!({ "as_trained": before }));
+        }
+        m.insert("calibrated".into(), c.record.clone());
+    }
+    md.insert("metrics".to_string(), metrics.to_string());
     read_meta(&md).with_context(|| format!("{}", src.display()))?;
     let mut names: Vec<String> = st.names().into_iter().map(|n| n.to_string()).collect();
     names.sort();

@@ -13,7 +13,7 @@ use support::eval::calibration::{
 };
 use support::infer::threshold::fit_reject_threshold;
 use support::infer::{collect_inputs, Predictor};
-use support::model::file::save_calibrated;
+use support::model::file::{save_calibrated, Calibrated};
 
 /// Fit the model's temperature and, when it has a "not a digit" class, the threshold that
 /// refuses at most --false-reject of these digit recordings; write a copy that uses them.
@@ -53,14 +53,17 @@ pub fn calibrate_command(a: &CalibrateArgs) -> Result<()> {
     let before = ensemble_probabilities(&logits, 1.0);
     let after = ensemble_probabilities(&logits, t as f64);
     let n = labels.len();
-    println!(
-        "{n} digit recordings: temperature {t:.3}; NLL {:.3} -> {:.3}, ECE {:.3} -> {:.3} (a calibrated model: {:.3}) on these recordings",
-        ensemble_nll(&logits, &labels, 1.0),
-        ensemble_nll(&logits, &labels, t as f64),
-        ece_of(&before, &labels),
-        ece_of(&after, &labels),
-        ece_floor(&top_confidence(&after), ECE_BINS, 400, 7)
+    let (nll, ece) = (
+        [ensemble_nll(&logits, &labels, 1.0), ensemble_nll(&logits, &labels, t as f64)],
+        [ece_of(&before, &labels), ece_of(&after, &labels)],
     );
+    let floor = ece_floor(&top_confidence(&after), ECE_BINS, 400, 7);
+    println!(
+        "{n} digit recordings: temperature {t:.3}; NLL {:.3} -> {:.3}, ECE {:.3} -> {:.3} (a calibrated model: {floor:.3}) on these recordings",
+        nll[0], nll[1], ece[0], ece[1]
+    );
+    let mut record =
+        serde_json::json!({"recordings": n, "temperature": t, "nll": nll, "ece": ece, "ece_floor": floor});
     let threshold = if arch.classes == 11 {
         // Silent recordings are refused whatever the threshold: they count against the share.
         let mut p_reject: Vec<f32> = after.iter().map(|p| p[10]).collect();
@@ -76,11 +79,14 @@ pub fn calibrate_command(a: &CalibrateArgs) -> Result<()> {
             share(refused),
             share(as_trained)
         );
+        record["reject_threshold"] = th.into();
+        record["false_reject"] = (refused as f64 / p_reject.len() as f64).into();
         Some(th)
     } else {
         None
     };
-    save_calibrated(&a.model, &a.out, Some(&vec![t; logits.len()]), threshold)?;
+    let temperatures = Some(vec![t; logits.len()]);
+    save_calibrated(&a.model, &a.out, &Calibrated { temperatures, reject_threshold: threshold, record })?;
     println!("wrote {}", a.out.display());
     Ok(())
 }

@@ -45,8 +45,10 @@ pub fn card(meta: &ModelMeta, file: Option<String>) -> Value {
             "speakers": test,
             "files": m["test_files"],
             "accuracy": m["test_accuracy"],
-            "calibration_error": m["calibration"]["ece_after"],
+            // Measured before `calibrate` changed the temperature, if it did.
+            "calibration_error": if m["calibrated"].is_null() { m["calibration"]["ece_after"].clone() } else { serde_json::Value::Null },
         },
+        "calibrated": m["calibrated"],
         "size": {"parameters": m["params"], "networks": meta.members.len().max(1)},
         "adaptation": meta.adaptation.as_ref().map(adaptation_words),
         "limits": limits,
