@@ -86,7 +86,8 @@ fn hostile_sounds_get_no_confident_digit_from_a_rejecting_model() {
 }
 
 /// `calibrate` on the held-out speaker's digits: the copy refuses at most the stated share of
-/// them (10%), and a model without the class is refused with the reason.
+/// them (10%); a ten-class model gets a temperature and no threshold; files that are not named
+/// digit recordings are refused with the reason.
 fn calibrate_refuses_the_stated_share(model: &Path, fsdd: &Path, dir: &Path) {
     let george: Vec<PathBuf> = std::fs::read_dir(fsdd)
         .unwrap()
@@ -94,17 +95,17 @@ fn calibrate_refuses_the_stated_share(model: &Path, fsdd: &Path, dir: &Path) {
         .filter(|p| p.to_string_lossy().contains("_george_"))
         .collect();
     let out = dir.join("calibrated.safetensors");
-    let run = |model: &Path| {
+    let run = |model: &Path, files: &[PathBuf]| {
         std::process::Command::new(env!("CARGO_BIN_EXE_audio-mnist"))
             .args(["calibrate", "--false-reject", "0.1", "--model"])
             .arg(model)
             .arg("--out")
             .arg(&out)
-            .args(&george)
+            .args(files)
             .output()
             .unwrap()
     };
-    let o = run(model);
+    let o = run(model, &george);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let calibrated = Predictor::load_on(&out, &Device::Cpu).unwrap();
     let t = calibrated.reject_at().expect("a threshold");
@@ -113,8 +114,21 @@ fn calibrate_refuses_the_stated_share(model: &Path, fsdd: &Path, dir: &Path) {
     let refused = refused.count();
     assert!(refused <= george.len() / 10, "{refused} of {} refused at {t}", george.len());
     assert!(String::from_utf8_lossy(&o.stdout).contains(&format!("refuses {refused} of these")));
+    assert_eq!(calibrated.meta().metrics["calibrated"]["recordings"], george.len());
+    // The bundled model (ten classes, two networks): one temperature for both, no threshold.
     let ten = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/digits-en.safetensors");
-    let o = run(&ten);
+    let o = run(&ten, &george[..50]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let meta = Predictor::load_on(&out, &Device::Cpu).unwrap().meta().clone();
+    let t = &meta.temperatures;
+    assert!(meta.reject_threshold.is_none() && t.len() == 2 && t[0] == t[1] && t[0] > 0.0, "{t:?}");
+    // Not digit recordings (no `{digit}_` name): refused, and said why.
+    let stray = dir.join("hostile_0.wav");
+    let o = run(&ten, std::slice::from_ref(&stray));
     assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("no \"not a digit\" class"));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("not named {digit}_{speaker}_{take}.wav") && stderr.contains("none of the 1 files"),
+        "{stderr}"
+    );
 }

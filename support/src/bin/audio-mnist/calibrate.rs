@@ -12,7 +12,7 @@ use support::eval::calibration::{
     ece_floor, ece_of, ensemble_nll, ensemble_probabilities, top_confidence, ECE_BINS,
 };
 use support::infer::threshold::fit_reject_threshold;
-use support::infer::{collect_inputs, Predictor};
+use support::infer::{collect_inputs, decide, Predictor};
 use support::model::file::{save_calibrated, Calibrated};
 
 /// Fit the model's temperature and, when it has a "not a digit" class, the threshold that
@@ -42,13 +42,7 @@ pub fn calibrate_command(a: &CalibrateArgs) -> Result<()> {
     );
     let predictor = Predictor::load(&a.model)?;
     let (images, labels, silent) = labelled_images(&predictor, &a.paths)?;
-    let arch = &predictor.meta().architecture;
-    let x = Tensor::from_vec(
-        images.concat(),
-        (images.len(), 1, arch.n_mels, arch.n_frames),
-        &predictor.device(),
-    )?;
-    let logits = predictor.model().member_logits(&x)?;
+    let logits = member_logits(&predictor, &images)?;
     let t = fit_ensemble_temperature(&logits, &labels);
     let before = ensemble_probabilities(&logits, 1.0);
     let after = ensemble_probabilities(&logits, t as f64);
@@ -64,24 +58,8 @@ pub fn calibrate_command(a: &CalibrateArgs) -> Result<()> {
     );
     let mut record =
         serde_json::json!({"recordings": n, "temperature": t, "nll": nll, "ece": ece, "ece_floor": floor});
-    let threshold = if arch.classes == 11 {
-        // Silent recordings are refused whatever the threshold: they count against the share.
-        let mut p_reject: Vec<f32> = after.iter().map(|p| p[10]).collect();
-        p_reject.extend(std::iter::repeat_n(1.0, silent));
-        let th = fit_reject_threshold(&p_reject, a.false_reject).context("no recording to calibrate on")?;
-        let refused = p_reject.iter().filter(|&&p| p >= th).count();
-        let as_trained =
-            after.iter().filter(|p| support::infer::decide(p, 0.0, None).is_none()).count() + silent;
-        let share = |k: usize| 100.0 * k as f64 / p_reject.len() as f64;
-        println!(
-            "\"not a digit\" threshold {th:.4}: refuses {refused} of these {} digits ({:.1}%; the class alone: {as_trained}, {:.1}%)",
-            p_reject.len(),
-            share(refused),
-            share(as_trained)
-        );
-        record["reject_threshold"] = th.into();
-        record["false_reject"] = (refused as f64 / p_reject.len() as f64).into();
-        Some(th)
+    let threshold = if predictor.meta().architecture.classes == 11 {
+        Some(reject_threshold(&after, silent, a.false_reject, &mut record)?)
     } else {
         None
     };
@@ -89,6 +67,46 @@ pub fn calibrate_command(a: &CalibrateArgs) -> Result<()> {
     save_calibrated(&a.model, &a.out, &Calibrated { temperatures, reject_threshold: threshold, record })?;
     println!("wrote {}", a.out.display());
     Ok(())
+}
+
+/// The "not a digit" threshold refusing at most `false_reject` of these digits (their
+/// calibrated probabilities `after`, and `silent` recordings, refused whatever the threshold),
+/// printed and added to `record`.
+fn reject_threshold(
+    after: &[Vec<f32>],
+    silent: usize,
+    false_reject: f64,
+    record: &mut serde_json::Value,
+) -> Result<f32> {
+    let mut p_reject: Vec<f32> = after.iter().map(|p| p[10]).collect();
+    p_reject.extend(std::iter::repeat_n(1.0, silent));
+    let th = fit_reject_threshold(&p_reject, false_reject).context("no recording to calibrate on")?;
+    let refused = p_reject.iter().filter(|&&p| p >= th).count();
+    let as_trained = after.iter().filter(|p| decide(p, 0.0, None).is_none()).count() + silent;
+    let share = |k: usize| 100.0 * k as f64 / p_reject.len() as f64;
+    println!(
+        "\"not a digit\" threshold {th:.4}: refuses {refused} of these {} digits ({:.1}%; the class alone: {as_trained}, {:.1}%)",
+        p_reject.len(),
+        share(refused),
+        share(as_trained)
+    );
+    record["reject_threshold"] = th.into();
+    record["false_reject"] = (refused as f64 / p_reject.len() as f64).into();
+    Ok(th)
+}
+
+/// Each network's logits for `images`, 256 at a time (a whole corpus at once would not fit).
+fn member_logits(predictor: &Predictor, images: &[Vec<f32>]) -> Result<Vec<Vec<Vec<f32>>>> {
+    let arch = &predictor.meta().architecture;
+    let mut out: Vec<Vec<Vec<f32>>> = Vec::new();
+    for chunk in images.chunks(256) {
+        let shape = (chunk.len(), 1, arch.n_mels, arch.n_frames);
+        let x = Tensor::from_vec(chunk.concat(), shape, &predictor.device())?;
+        let logits = predictor.model().member_logits(&x)?;
+        out.resize(logits.len(), Vec::new());
+        out.iter_mut().zip(logits).for_each(|(all, part)| all.extend(part));
+    }
+    Ok(out)
 }
 
 /// Each readable digit recording's log-Mel image and digit, and how many were silent.
