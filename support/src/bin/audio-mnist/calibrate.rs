@@ -40,6 +40,7 @@ pub fn calibrate_command(a: &CalibrateArgs) -> Result<()> {
         "--false-reject {}: give a share from 0 to 0.5",
         a.false_reject
     );
+    ensure!(a.model.is_file(), "no model at {}", a.model.display());
     let predictor = Predictor::load(&a.model)?;
     let (images, labels, silent) = labelled_images(&predictor, &a.paths)?;
     let logits = member_logits(&predictor, &images)?;
@@ -119,16 +120,16 @@ fn labelled_images(predictor: &Predictor, paths: &[PathBuf]) -> Result<(Vec<Vec<
     for (k, chunk) in files.chunks(256).enumerate() {
         for (file, answer) in predictor.predict_files_with_features(chunk) {
             let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            match (parse_name(&name), answer) {
-                (None, _) => {
+            match (answer, parse_name(&name)) {
+                (Err(e), _) => eprintln!("{}: skipped: {}", file.display(), e.kind),
+                (Ok(_), None) => {
                     eprintln!("{}: skipped: not named {{digit}}_{{speaker}}_{{take}}.wav", file.display())
                 }
-                (Some(_), Ok((_, None))) => silent += 1,
-                (Some((digit, ..)), Ok((_, Some(image)))) => {
+                (Ok((_, None)), Some(_)) => silent += 1,
+                (Ok((_, Some(image))), Some((digit, ..))) => {
                     images.push(image);
                     labels.push(digit as usize);
                 }
-                (Some(_), Err(e)) => eprintln!("{}: skipped: {}", file.display(), e.kind),
             }
         }
         eprintln!("{} of {} recordings read", (k * 256 + chunk.len()).min(files.len()), files.len());
