@@ -650,7 +650,7 @@ fn negatives_command_writes_every_kind_reproducibly() {
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(a.join("negatives.json")).unwrap()).unwrap();
     let files = manifest["files"].as_array().unwrap();
-    assert_eq!(files.len(), 8 * 3);
+    assert_eq!(files.len(), 12 * 3, "9 generated and 3 speech kinds, 3 of each");
     for f in files {
         let name = f["file"].as_str().unwrap();
         let audio = support::dsp::audio::load_wav(&a.join(name), 60.0).unwrap();
@@ -703,7 +703,7 @@ fn a_folder_of_other_words_is_learned_and_scored_by_speaker() {
     let r = train_and_evaluate(&opts, &Device::Cpu, &|_, _| {}, &mut |_| {}).unwrap();
     let rej = r.metrics.rejection.as_ref().unwrap();
     assert!(rej.false_accept.contains_key("words"), "{rej:?}");
-    let plain = 8 * 5; // 5 of each generated and speech kind for 40 test digits
+    let plain = 12 * 5; // 5 of each generated (9) and speech (3) kind for 40 test digits
     assert_eq!(rej.negatives, plain + test_files, "{rej:?}");
     // The model file records the folder; evaluate scores the same words.
     let loaded = support::model::load_model(&r.model_path, &Device::Cpu).unwrap();
