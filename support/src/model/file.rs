@@ -278,8 +278,7 @@ pub fn save_half(src: &Path, dst: &Path) -> Result<()> {
     if let Some(recipe) = &meta.recipe {
         md.insert("recipe".to_string(), serde_json::to_string(&recipe.without_paths())?);
     }
-    let mut names: Vec<String> = st.names().into_iter().map(|n| n.to_string()).collect();
-    names.sort();
+    let names = sorted_names(&st);
     let mut halves = Vec::new();
     for name in &names {
         let view = st.tensor(name)?;
@@ -335,10 +334,16 @@ pub fn save_calibrated(src: &Path, dst: &Path, c: &Calibrated) -> Result<()> {
     }
     md.insert("metrics".to_string(), metrics.to_string());
     read_meta(&md).with_context(|| format!("{}", src.display()))?;
-    let mut names: Vec<String> = st.names().into_iter().map(|n| n.to_string()).collect();
-    names.sort();
+    let names = sorted_names(&st);
     let views = names.iter().map(|n| Ok((n.as_str(), st.tensor(n)?))).collect::<Result<Vec<_>>>()?;
     crate::data::cache::write_safetensors(dst, views, md)
+}
+
+/// A file's tensor names in order, so that rewritten files do not depend on the reader's.
+fn sorted_names(st: &safetensors::SafeTensors) -> Vec<String> {
+    let mut names: Vec<String> = st.names().into_iter().map(|n| n.to_string()).collect();
+    names.sort();
+    names
 }
 
 /// [`load_model`] of a model file's bytes (an upload, a fuzzer's input).
