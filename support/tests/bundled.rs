@@ -160,6 +160,10 @@ fn serve_without_a_model_serves_the_bundled_one() {
         card.contains(BUNDLED_NAME) && !card.contains("safetensors\\/") && !card.contains("/models/"),
         "{card}"
     );
+    // The card names every training folder and how the confidences were calibrated.
+    let card: serde_json::Value = serde_json::from_str(&card).unwrap();
+    assert_eq!(card["learned_from"]["datasets"], serde_json::json!(["fsdd", "synth200"]), "{card}");
+    assert_eq!(card["calibrated"]["recordings"], 239, "{card}");
     let mut r = agent
         .post(format!("{url}/api/predict"))
         .header("Content-Type", "audio/wav")

@@ -16,8 +16,14 @@ pub fn card(meta: &ModelMeta, file: Option<String>) -> Value {
             .unwrap_or_default()
     };
     let (train, test) = (names("train"), names("test"));
-    let datasets: Vec<String> =
-        m["per_dataset"].as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
+    // The training speakers' folders (`folder/speaker`), else the tested datasets' names.
+    let mut datasets: Vec<String> =
+        train.iter().filter_map(|s| s.split_once('/').map(|(d, _)| d.to_string())).collect();
+    datasets.sort();
+    datasets.dedup();
+    if datasets.is_empty() {
+        datasets = m["per_dataset"].as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
+    }
     let recognises: Vec<String> =
         meta.classes.iter().map(|c| if c == "reject" { "not a digit".into() } else { c.clone() }).collect();
     let mut limits = vec![format!(
