@@ -55,14 +55,15 @@ fn the_bundled_model_is_small_half_precision_and_made_by_the_documented_command(
     assert!(st.tensors().iter().all(|(_, t)| t.dtype() == safetensors::Dtype::F16));
     let predictor = ModelChoice::Bundled.load_on(&candle_core::Device::Cpu).unwrap();
     let meta = predictor.meta();
-    // What support/models/make_default.sh asks for: `best`, two networks, seed 42, FSDD's george
+    // What support/models/make_default.sh asks for: `best`, three networks, seed 42, FSDD's george
     // for testing and jackson for validation, FSDD and synth200 as training data.
     let recipe = meta.recipe.as_ref().expect("the recipe is recorded");
-    assert_eq!((recipe.name, recipe.ensemble, recipe.seed), (support::train::RecipeName::Best, 2, 42));
-    // `best` as it stands: the word found in a room, warm-up epochs.
+    assert_eq!((recipe.name, recipe.ensemble, recipe.seed), (support::train::RecipeName::Best, 3, 42));
+    // `best` as it stands: the word found in a room, 32 ms frames over 40 bands, warm-up epochs.
     let best = support::train::Recipe::named(support::train::RecipeName::Best);
     assert_eq!((recipe.word_trim, recipe.warmup), (best.word_trim, best.warmup));
     assert_eq!(meta.features, best.features());
+    assert_eq!((meta.features.n_fft, meta.features.n_mels), (512, 40));
     assert_eq!(meta.split["test"], serde_json::json!(["fsdd/george"]));
     assert_eq!(meta.split["val"], serde_json::json!(["fsdd/jackson"]));
     let train = meta.split["train"].as_array().unwrap();
@@ -72,13 +73,13 @@ fn the_bundled_model_is_small_half_precision_and_made_by_the_documented_command(
     assert_eq!(recipe.train_data, [PathBuf::from("synth200")]);
     let script = std::fs::read_to_string(models_dir().join("make_default.sh")).unwrap();
     assert!(
-        script.contains("--recipe best --ensemble 2") && script.contains("--voices 200 --count 1 --seed 11")
+        script.contains("--recipe best --ensemble 3") && script.contains("--voices 200 --count 1 --seed 11")
     );
-    // `calibrate` on the strangers: one temperature for both networks, softer than as trained
+    // `calibrate` on the strangers: one temperature for the three networks, softer than as trained
     // (the networks were overconfident on new voices), no "not a digit" threshold.
     assert!(script.contains("calibrate --model") && script.contains("speech-commands-digits"));
     let t = &meta.temperatures;
-    assert!(t.len() == 2 && t[0] == t[1] && (1.2..4.0).contains(&t[0]), "{t:?}");
+    assert!(t.len() == 3 && t.iter().all(|&x| x == t[0]) && (1.2..4.0).contains(&t[0]), "{t:?}");
     assert_eq!(meta.reject_threshold, None);
     assert_eq!(meta.metrics["calibrated"]["recordings"], 239, "fitted on all of speech-commands-digits");
     assert!(script.contains(BUNDLED_NAME));

@@ -1,5 +1,5 @@
 //! The feature cache: hits, misses on any change, atomic writes, and the file contract of
-//! `audio-mnist features` (tensor `features` f32 N x 128 x 32, `digits`, metadata `files`).
+//! `audio-mnist features` (tensor `features` f32 N x bands x 32, `digits`, metadata `files`).
 
 mod common;
 
@@ -121,7 +121,8 @@ fn features_command_writes_the_contract_file() {
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let f = st.tensor("features").unwrap();
     assert_eq!(f.dtype(), safetensors::Dtype::F32);
-    assert_eq!(f.shape(), &[5, 128, 32]);
+    // The default recipe (`best`): 40 mel bands.
+    assert_eq!(f.shape(), &[5, 40, 32]);
     let d = st.tensor("digits").unwrap();
     assert_eq!(d.shape(), &[5]);
     let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();

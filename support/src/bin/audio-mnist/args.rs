@@ -115,6 +115,12 @@ pub struct RecipeArgs {
     /// Dynamic range of the log-Mel image in dB (the seed's: 80).
     #[arg(long)]
     pub top_db: Option<f32>,
+    /// STFT window in samples at 16 kHz (the seed's: 2048, 128 ms).
+    #[arg(long)]
+    pub n_fft: Option<usize>,
+    /// Mel bands, the image's height (the seed's: 128).
+    #[arg(long)]
+    pub n_mels: Option<usize>,
     /// Find the word as in a room: above the noise floor, far clicks dropped (`true`/`false`;
     /// `best`: true; the seed: librosa's trim).
     #[arg(long)]
@@ -173,6 +179,8 @@ impl RecipeArgs {
             ensemble: size(self.ensemble),
             framing: self.framing,
             top_db: self.top_db,
+            n_fft: self.n_fft,
+            n_mels: self.n_mels,
             word_trim: self.word_trim,
             lifter: self.lifter,
             channels: self.channels.clone(),

@@ -38,11 +38,13 @@ fn announce(recipe: &Recipe, device: &candle_core::Device) {
     let augment = recipe.augment.names();
     let augment = if augment.is_empty() { "none".to_string() } else { augment.join(", ") };
     println!(
-        "recipe {}: {} trim, {} framing, {} dB range, lifter {}, {} {:?}, {} network(s), at most {} epochs; \
+        "recipe {}: {} trim, {} framing, {}-sample window, {} mel bands, {} dB range, lifter {}, {} {:?}, {} network(s), at most {} epochs; \
          augmentation: {augment}; seed {}",
         recipe.label(),
         if recipe.word_trim.is_some() { "room" } else { "librosa" },
         format!("{:?}", recipe.framing).to_lowercase(),
+        recipe.n_fft,
+        recipe.n_mels,
         recipe.top_db,
         recipe.lifter,
         match recipe.arch {
