@@ -57,18 +57,20 @@ pub fn symmetric(values: &[f32]) -> Vec<f32> {
     values.iter().map(|v| v / peak).collect()
 }
 
-/// An `n_mels x n_frames` image as RGB bytes: one pixel row per mel band (low bands at the
-/// bottom), each frame `frame_px` pixels wide. Returns (width, height, pixels).
+/// An `n_mels x n_frames` image as RGB bytes: low bands at the bottom, each band as many pixel
+/// rows as make about 128 (one for 128 bands, three for 40), each frame `frame_px` pixels
+/// wide. Returns (width, height, pixels).
 pub fn cells_rgb(
     n_mels: usize,
     n_frames: usize,
     frame_px: usize,
     cell: impl Fn(usize) -> [u8; 3],
 ) -> (usize, usize, Vec<u8>) {
-    let (w, h) = (n_frames * frame_px, n_mels);
+    let band_px = (128 / n_mels.max(1)).max(1);
+    let (w, h) = (n_frames * frame_px, n_mels * band_px);
     let mut rgb = Vec::with_capacity(w * h * 3);
     for y in 0..h {
-        let band = n_mels - 1 - y;
+        let band = n_mels - 1 - y / band_px;
         for x in 0..w {
             rgb.extend_from_slice(&cell(band * n_frames + x / frame_px));
         }
@@ -97,10 +99,13 @@ mod tests {
 
     #[test]
     fn low_bands_are_at_the_bottom() {
-        // 2 bands x 1 frame: band 0 black, band 1 white.
+        // 2 bands x 1 frame: band 0 black, band 1 white, each 64 rows of 3 pixels.
         let (w, h, rgb) = cells_rgb(2, 1, 3, |i| if i == 0 { [0; 3] } else { [255; 3] });
-        assert_eq!((w, h), (3, 2));
+        assert_eq!((w, h), (3, 128));
         assert_eq!(&rgb[..3], &[255, 255, 255]);
-        assert_eq!(&rgb[9..12], &[0, 0, 0]);
+        assert_eq!(&rgb[63 * 9..63 * 9 + 3], &[255, 255, 255]);
+        assert_eq!(&rgb[64 * 9..64 * 9 + 3], &[0, 0, 0]);
+        // 128 bands: one row each.
+        assert_eq!(cells_rgb(128, 32, 1, |_| [0; 3]).1, 128);
     }
 }
