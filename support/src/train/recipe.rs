@@ -365,8 +365,12 @@ impl Recipe {
         config_check(self.top_db.is_finite() && self.top_db > 0.0 && self.top_db <= 200.0, || {
             format!("top-db {} (above 0, at most 200)", self.top_db)
         })?;
-        config_check((64..=8192).contains(&self.n_fft), || format!("n-fft {} (64 to 8192 samples)", self.n_fft))?;
-        config_check((8..=512).contains(&self.n_mels), || format!("n-mels {} (8 to 512 bands)", self.n_mels))?;
+        config_check((64..=8192).contains(&self.n_fft), || {
+            format!("n-fft {} (64 to 8192 samples)", self.n_fft)
+        })?;
+        config_check((8..=512).contains(&self.n_mels), || {
+            format!("n-mels {} (8 to 512 bands)", self.n_mels)
+        })?;
         self.network(self.n_mels, 32).validate()
     }
 
