@@ -164,6 +164,9 @@ fn serve_without_a_model_serves_the_bundled_one() {
     // The card names every training folder and how the confidences were calibrated.
     let card: serde_json::Value = serde_json::from_str(&card).unwrap();
     assert_eq!(card["learned_from"]["datasets"], serde_json::json!(["fsdd", "synth200"]), "{card}");
+    // Three networks, each validating on another FSDD speaker: together all five learned.
+    assert_eq!(card["learned_from"]["speakers"], 205, "{card}");
+    assert_eq!(card["learned_from"]["files"], 4500, "{card}");
     assert_eq!(card["calibrated"]["recordings"], 239, "{card}");
     let mut r = agent
         .post(format!("{url}/api/predict"))

@@ -115,13 +115,15 @@ fn calibrate_refuses_the_stated_share(model: &Path, fsdd: &Path, dir: &Path) {
     assert!(refused <= george.len() / 10, "{refused} of {} refused at {t}", george.len());
     assert!(String::from_utf8_lossy(&o.stdout).contains(&format!("refuses {refused} of these")));
     assert_eq!(calibrated.meta().metrics["calibrated"]["recordings"], george.len());
-    // The bundled model (ten classes, two networks): one temperature for both, no threshold.
+    // The bundled model (ten classes, an ensemble): one temperature for all its networks, no
+    // threshold.
     let ten = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/digits-en.safetensors");
     let o = run(&ten, &george[..50]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let meta = Predictor::load_on(&out, &Device::Cpu).unwrap().meta().clone();
     let t = &meta.temperatures;
-    assert!(meta.reject_threshold.is_none() && t.len() == 2 && t[0] == t[1] && t[0] > 0.0, "{t:?}");
+    assert!(meta.reject_threshold.is_none() && t.len() == meta.members.len() && t.len() > 1, "{t:?}");
+    assert!(t.iter().all(|&x| x == t[0] && x > 0.0), "{t:?}");
     // Not digit recordings (no `{digit}_` name): refused, and said why.
     let stray = dir.join("hostile_0.wav");
     let o = run(&ten, std::slice::from_ref(&stray));

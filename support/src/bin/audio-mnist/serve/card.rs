@@ -15,7 +15,14 @@ pub fn card(meta: &ModelMeta, file: Option<String>) -> Value {
             .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
             .unwrap_or_default()
     };
-    let (train, test) = (names("train"), names("test"));
+    let (mut train, test) = (names("train"), names("test"));
+    let mut files = m["train_files"].as_u64();
+    // An ensemble's networks validate on different speakers (`member_split`), so together
+    // they learned from the validation speakers too.
+    if meta.members.len() > 1 {
+        train.extend(names("val"));
+        files = files.zip(m["val_files"].as_u64()).map(|(t, v)| t + v);
+    }
     // The training speakers' folders (`folder/speaker`), else the tested datasets' names.
     let mut datasets: Vec<String> =
         train.iter().filter_map(|s| s.split_once('/').map(|(d, _)| d.to_string())).collect();
@@ -46,7 +53,7 @@ pub fn card(meta: &ModelMeta, file: Option<String>) -> Value {
         "recognises": recognises,
         "classes": meta.classes,
         "recipe": meta.recipe.as_ref().map(|r| json!({"name": r.name, "about": recipe_words(meta)})),
-        "learned_from": {"speakers": train.len(), "datasets": datasets, "files": m["train_files"]},
+        "learned_from": {"speakers": train.len(), "datasets": datasets, "files": files},
         "tested_on": {
             "speakers": test,
             "files": m["test_files"],
