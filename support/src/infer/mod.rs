@@ -185,20 +185,7 @@ impl Predictor {
         &self,
         paths: &[PathBuf],
     ) -> Vec<(PathBuf, Result<Answer, AudioError>)> {
-        // Ok(Err(peak)): a recording without sound.
-        let features: Vec<Result<Result<Vec<f32>, f32>, AudioError>> = paths
-            .par_iter()
-            .map(|p| {
-                let audio = crate::dsp::audio::load_wav(p, self.extractor.config().max_duration_s)?;
-                if let Some(peak) = silent(&audio.samples) {
-                    return Ok(Err(peak));
-                }
-                self.extractor
-                    .extract_samples(&audio.samples, audio.sample_rate)
-                    .map(Ok)
-                    .map_err(|k| AudioError::new(p, k))
-            })
-            .collect();
+        let features = self.images_of_files(paths);
         let ok: Vec<&[f32]> =
             features.iter().filter_map(|f| Some(f.as_ref().ok()?.as_ref().ok()?.as_slice())).collect();
         let mut predictions = match self.forward(&ok) {
@@ -224,6 +211,24 @@ impl Predictor {
                     Err(e) => Err(e),
                 };
                 (p.clone(), r)
+            })
+            .collect()
+    }
+
+    /// Each file's log-Mel image (dB) as this model sees it, in parallel, without the
+    /// network: `Ok(Err(peak))` for a recording without sound.
+    pub fn images_of_files(&self, paths: &[PathBuf]) -> Vec<Result<Result<Vec<f32>, f32>, AudioError>> {
+        paths
+            .par_iter()
+            .map(|p| {
+                let audio = crate::dsp::audio::load_wav(p, self.extractor.config().max_duration_s)?;
+                if let Some(peak) = silent(&audio.samples) {
+                    return Ok(Err(peak));
+                }
+                self.extractor
+                    .extract_samples(&audio.samples, audio.sample_rate)
+                    .map(Ok)
+                    .map_err(|k| AudioError::new(p, k))
             })
             .collect()
     }

@@ -141,6 +141,14 @@ pub struct Member {
     pub temperature: f32,
 }
 
+impl Member {
+    /// Logits as trained (no temperature) of unstandardised features `[B, 1, M, T]`.
+    fn logits(&self, x_db: &Tensor) -> Result<Tensor> {
+        let x = ((x_db - self.mean as f64)? * (1.0 / self.std) as f64)?;
+        Ok(self.net.forward_t(&x, None)?)
+    }
+}
+
 /// What predicts from log-Mel dB features: one network, or an ensemble whose class
 /// probabilities are averaged.
 pub struct Classifier {
@@ -152,8 +160,7 @@ impl Classifier {
     pub fn probabilities(&self, x_db: &Tensor) -> Result<Tensor> {
         let mut sum: Option<Tensor> = None;
         for m in &self.members {
-            let x = ((x_db - m.mean as f64)? * (1.0 / m.std) as f64)?;
-            let logits = (m.net.forward_t(&x, None)? * (1.0 / m.temperature as f64))?;
+            let logits = (m.logits(x_db)? * (1.0 / m.temperature as f64))?;
             let p = candle_nn::ops::softmax(&logits, candle_core::D::Minus1)?;
             sum = Some(match sum {
                 None => p,
@@ -167,13 +174,7 @@ impl Classifier {
     /// Each network's logits as trained (no temperature) for features `[B, 1, M, T]`:
     /// `[network][row][class]`, to fit a temperature.
     pub fn member_logits(&self, x_db: &Tensor) -> Result<Vec<Vec<Vec<f32>>>> {
-        self.members
-            .iter()
-            .map(|m| {
-                let x = ((x_db - m.mean as f64)? * (1.0 / m.std) as f64)?;
-                Ok(m.net.forward_t(&x, None)?.to_vec2::<f32>()?)
-            })
-            .collect()
+        self.members.iter().map(|m| Ok(m.logits(x_db)?.to_vec2::<f32>()?)).collect()
     }
 
     pub fn config(&self) -> &CnnConfig {

@@ -287,7 +287,7 @@ impl Recipe {
         // that did alone (noise, telephone, clipping and speed did not). The word trim raised
         // strangers' accuracy and cost FSDD's own speakers some; the warm-up stops an epoch-1
         // network from being chosen. A 32 ms window over 40 mel bands raised strangers'
-        // accuracy by 3 points over three seeds and trains 3.5x faster (the seed's 128 ms
+        // accuracy by 4 points over three seeds and trains 3.5x faster (the seed's 128 ms
         // window resolves each voice's harmonics).
         let best = Self {
             framing: Framing::Stretch,

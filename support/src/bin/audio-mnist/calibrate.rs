@@ -118,15 +118,16 @@ fn labelled_images(predictor: &Predictor, paths: &[PathBuf]) -> Result<(Vec<Vec<
     }
     let (mut images, mut labels, mut silent) = (Vec::new(), Vec::new(), 0);
     for (k, chunk) in files.chunks(256).enumerate() {
-        for (file, answer) in predictor.predict_files_with_features(chunk) {
+        // Images only: the networks' logits are computed once, in `member_logits`.
+        for (file, image) in chunk.iter().zip(predictor.images_of_files(chunk)) {
             let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            match (answer, parse_name(&name)) {
+            match (image, parse_name(&name)) {
                 (Err(e), _) => eprintln!("{}: skipped: {}", file.display(), e.kind),
                 (Ok(_), None) => {
                     eprintln!("{}: skipped: not named {{digit}}_{{speaker}}_{{take}}.wav", file.display())
                 }
-                (Ok((_, None)), Some(_)) => silent += 1,
-                (Ok((_, Some(image))), Some((digit, ..))) => {
+                (Ok(Err(_)), Some(_)) => silent += 1,
+                (Ok(Ok(image)), Some((digit, ..))) => {
                     images.push(image);
                     labels.push(digit as usize);
                 }

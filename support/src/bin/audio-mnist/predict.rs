@@ -208,7 +208,6 @@ fn draw(png: &Path, _: &[f32], _: &Relevance, _: &str) -> Result<()> {
     )
 }
 
-/// `audio-mnist shrink`: the model in half precision, and the sizes before and after.
 /// `shrink`'s model file and where its half-precision copy goes.
 #[derive(clap::Args, Debug)]
 pub struct ShrinkArgs {
@@ -217,6 +216,8 @@ pub struct ShrinkArgs {
     #[arg(long)]
     pub out: PathBuf,
 }
+
+/// `audio-mnist shrink`: the model in half precision, and the sizes before and after.
 
 pub fn shrink_command(model: &std::path::Path, out: &std::path::Path) -> Result<()> {
     support::model::file::save_half(model, out)?;
