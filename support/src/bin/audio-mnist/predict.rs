@@ -218,7 +218,6 @@ pub struct ShrinkArgs {
 }
 
 /// `audio-mnist shrink`: the model in half precision, and the sizes before and after.
-
 pub fn shrink_command(model: &std::path::Path, out: &std::path::Path) -> Result<()> {
     support::model::file::save_half(model, out)?;
     let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len() as f64 / 1e6).unwrap_or(0.0);
